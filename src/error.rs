@@ -1,0 +1,189 @@
+//! The one error type of the request path, and its mapping to OpenAI-shaped JSON.
+//!
+//! Every error a client sees is `{"error":{"message","type","param","code"}}` with all four keys,
+//! so the official SDKs raise the exception they would raise against OpenAI. The status code is
+//! decided in one exhaustive `match` ([`ProxyError::status`]), grouped by who is at fault.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode};
+use http_body_util::Full;
+
+/// Why a request could not be served. Grouped by fault: the client, the upstream, or tailor.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    // ---- the client's fault (4xx) ----
+    /// The body is not JSON, or not a JSON object.
+    #[error("We could not parse the JSON body of your request. ({0})")]
+    InvalidJson(String),
+    /// A required field is absent or has the wrong type.
+    #[error("{message}")]
+    InvalidField {
+        param: &'static str,
+        code: &'static str,
+        message: String,
+    },
+    /// The body is larger than `server.max_body_bytes`.
+    #[error("Request body too large: the limit is {limit} bytes.")]
+    BodyTooLarge { limit: usize },
+    /// No route matches the request and there is no catch-all.
+    #[error("The model `{0}` does not exist or you do not have access to it.")]
+    Unrouted(String),
+    /// The path is not one tailor serves.
+    #[error("Invalid URL ({method} {path})")]
+    NotFound { method: String, path: String },
+    /// The path exists but not with this method.
+    #[error("Method {method} is not allowed on {path}.")]
+    MethodNotAllowed { method: String, path: String },
+
+    // ---- the upstream's fault (5xx) ----
+    /// Could not connect to, or lost, the upstream before a response started.
+    #[error("upstream `{upstream}` is unreachable: {reason}")]
+    UpstreamUnavailable { upstream: String, reason: String },
+    /// The upstream did not answer within the time limit.
+    #[error("upstream `{upstream}` timed out before responding")]
+    UpstreamTimeout { upstream: String },
+
+    // ---- tailor's fault (5xx) ----
+    /// A bug or an impossible state; the message is logged, the client gets a generic text.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ProxyError {
+    /// The HTTP status: decided here, in one exhaustive match.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::InvalidJson(_) | ProxyError::InvalidField { .. } => StatusCode::BAD_REQUEST,
+            ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::Unrouted(_) | ProxyError::NotFound { .. } => StatusCode::NOT_FOUND,
+            ProxyError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::UpstreamUnavailable { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Bounded label value naming the kind of error.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProxyError::InvalidJson(_) => "invalid_json",
+            ProxyError::InvalidField { .. } => "invalid_field",
+            ProxyError::BodyTooLarge { .. } => "body_too_large",
+            ProxyError::Unrouted(_) => "unrouted",
+            ProxyError::NotFound { .. } => "not_found",
+            ProxyError::MethodNotAllowed { .. } => "method_not_allowed",
+            ProxyError::UpstreamUnavailable { .. } => "upstream_unavailable",
+            ProxyError::UpstreamTimeout { .. } => "upstream_timeout",
+            ProxyError::Internal(_) => "internal",
+        }
+    }
+
+    /// OpenAI's `type`, `param` and `code` for this error.
+    fn openai_fields(&self) -> (&'static str, Option<&'static str>, Option<&'static str>) {
+        match self {
+            ProxyError::InvalidJson(_) => ("invalid_request_error", None, None),
+            ProxyError::InvalidField { param, code, .. } => {
+                ("invalid_request_error", Some(*param), Some(*code))
+            }
+            ProxyError::BodyTooLarge { .. } => {
+                ("invalid_request_error", None, Some("request_too_large"))
+            }
+            ProxyError::Unrouted(_) => ("invalid_request_error", Some("model"), Some("model_not_found")),
+            ProxyError::NotFound { .. } => ("invalid_request_error", None, Some("unknown_url")),
+            ProxyError::MethodNotAllowed { .. } => {
+                ("invalid_request_error", None, Some("method_not_allowed"))
+            }
+            ProxyError::UpstreamUnavailable { .. } => ("upstream_error", None, Some("upstream_unavailable")),
+            ProxyError::UpstreamTimeout { .. } => ("upstream_error", None, Some("upstream_timeout")),
+            ProxyError::Internal(_) => ("server_error", None, Some("internal_error")),
+        }
+    }
+
+    /// The message the client sees. Internal details stay in the log.
+    fn public_message(&self) -> String {
+        match self {
+            ProxyError::Internal(_) => "The proxy hit an internal error.".to_owned(),
+            other => other.to_string(),
+        }
+    }
+
+    /// The JSON body, OpenAI-shaped with all four keys present.
+    pub fn body(&self) -> Bytes {
+        let (kind, param, code) = self.openai_fields();
+        error_body(&self.public_message(), kind, param, code)
+    }
+
+    /// The full HTTP response. Errors from tailor itself tell the SDK not to retry what cannot
+    /// succeed on a retry (client errors).
+    pub fn into_response<B: From<Bytes>>(self) -> Response<B> {
+        let status = self.status();
+        let mut resp = Response::new(B::from(self.body()));
+        *resp.status_mut() = status;
+        let headers = resp.headers_mut();
+        headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if status.is_client_error() {
+            headers.insert("x-should-retry", HeaderValue::from_static("false"));
+        }
+        resp
+    }
+}
+
+/// `{"error":{"message":..,"type":..,"param":..,"code":..}}` as bytes.
+pub fn error_body(message: &str, kind: &str, param: Option<&str>, code: Option<&str>) -> Bytes {
+    let v = serde_json::json!({
+        "error": { "message": message, "type": kind, "param": param, "code": code }
+    });
+    Bytes::from(v.to_string())
+}
+
+/// A convenience for building a full-body response in the error shape.
+pub fn error_response(err: ProxyError) -> Response<Full<Bytes>> {
+    err.into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all() -> Vec<ProxyError> {
+        vec![
+            ProxyError::InvalidJson("x".into()),
+            ProxyError::InvalidField { param: "messages", code: "missing_required_parameter", message: "m".into() },
+            ProxyError::BodyTooLarge { limit: 10 },
+            ProxyError::Unrouted("gpt-9".into()),
+            ProxyError::NotFound { method: "GET".into(), path: "/x".into() },
+            ProxyError::MethodNotAllowed { method: "GET".into(), path: "/v1/chat/completions".into() },
+            ProxyError::UpstreamUnavailable { upstream: "openai".into(), reason: "refused".into() },
+            ProxyError::UpstreamTimeout { upstream: "openai".into() },
+            ProxyError::Internal("secret detail".into()),
+        ]
+    }
+
+    #[test]
+    fn every_error_has_four_keys_and_a_fitting_status() {
+        let expected = [400, 400, 413, 404, 404, 405, 502, 504, 500];
+        for (e, code) in all().into_iter().zip(expected) {
+            assert_eq!(e.status().as_u16(), code, "{e:?}");
+            let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
+            let obj = v["error"].as_object().unwrap();
+            for k in ["message", "type", "param", "code"] {
+                assert!(obj.contains_key(k), "{k} missing in {v}");
+            }
+            assert!(obj["message"].as_str().is_some_and(|m| !m.is_empty()));
+        }
+    }
+
+    #[test]
+    fn internal_details_are_not_shown() {
+        let b = ProxyError::Internal("secret detail".into()).body();
+        assert!(!String::from_utf8_lossy(&b).contains("secret"));
+    }
+
+    #[test]
+    fn unrouted_is_model_not_found() {
+        let v: serde_json::Value =
+            serde_json::from_slice(&ProxyError::Unrouted("gpt-9".into()).body()).unwrap();
+        assert_eq!(v["error"]["code"], "model_not_found");
+        assert_eq!(v["error"]["param"], "model");
+    }
+}

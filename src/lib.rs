@@ -1,0 +1,41 @@
+//! tailor: an OpenAI-compatible routing proxy.
+//!
+//! ```text
+//!  client (OpenAI SDK, base_url = tailor)
+//!    │  POST /v1/chat/completions | /v1/completions | /v1/embeddings | /v1/responses
+//!    ▼
+//!  server ── accept, TCP_NODELAY, HTTP/1.1 + h2c, graceful shutdown
+//!    ▼
+//!  proxy ─── read body (≤ max_body_bytes) ──▶ request::RequestView (borrowed, validated)
+//!    │                                          │
+//!    │        classify (pure: config × request × draw ─▶ route, model, fallbacks)
+//!    ▼
+//!  forward ── rewrite `model` (+ include_usage), auth for OpenAI / Azure, fallback before 1st byte
+//!    ▼
+//!  usage ─── MeteredBody: SSE / JSON usage ─▶ price ─▶ metrics (+ one access log line)
+//!
+//!  admin ─── /metrics /healthz /readyz on its own port
+//! ```
+//!
+//! # Layout
+//! - [`config`]: `routes.yaml`, strict raw structs → validated runtime [`config::Config`].
+//! - [`server`]: listeners, accept loops, shutdown. [`admin`]: the admin endpoints.
+//! - [`proxy`]: the request path as a `tower::Service`; the live config snapshot.
+//! - [`request`]: the borrowed view of a request body and the byte-preserving rewrite.
+//! - [`classify`]: route selection, pure and table-tested.
+//! - [`forward`]: upstream client, URL/auth/header rules, fallback policy.
+//! - [`usage`]: usage from JSON and SSE, exact pricing, the metering body.
+//! - [`metrics`]: every metric, registered once. [`error`]: the request-path error enum.
+//! - [`mock`]: the simulated OpenAI server used by the demo, tests and benchmarks.
+
+pub mod admin;
+pub mod classify;
+pub mod config;
+pub mod error;
+pub mod forward;
+pub mod metrics;
+pub mod mock;
+pub mod proxy;
+pub mod request;
+pub mod server;
+pub mod usage;

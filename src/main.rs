@@ -1,0 +1,338 @@
+//! The `tailor` command line: serve, demo, check, route, mock-upstream.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use tailor::config::{Auth, Config, PriceSource, Secret, UpstreamKind};
+use tailor::metrics::Metrics;
+use tailor::request::{Endpoint, RequestView};
+use tailor::{classify, mock, server};
+
+#[derive(Parser)]
+#[command(name = "tailor", version, about = "OpenAI-compatible routing proxy: rule-routed, A/B split, tokens and dollars per route")]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Turn off the per-request access log line.
+    #[arg(long, global = true)]
+    no_access_log: bool,
+    /// Log filter (tracing syntax), e.g. `info`, `debug`, `tailor=debug`. Overrides TAILOR_LOG.
+    #[arg(long, global = true, env = "TAILOR_LOG", default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve the OpenAI-compatible API and the admin endpoints.
+    Serve {
+        #[arg(long, default_value = "routes.yaml")]
+        config: PathBuf,
+        /// Override server.listen (port 0 picks a free port).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Override server.admin_listen.
+        #[arg(long)]
+        admin_listen: Option<SocketAddr>,
+    },
+    /// Run tailor with the shipped routes.yaml against the built-in simulated OpenAI: no API key.
+    Demo {
+        #[arg(long, default_value = "routes.yaml")]
+        config: PathBuf,
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        #[arg(long)]
+        admin_listen: Option<SocketAddr>,
+        /// Where the simulator listens.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        mock_listen: SocketAddr,
+    },
+    /// Validate a config; print its routes, models and prices.
+    Check {
+        #[arg(long, default_value = "routes.yaml")]
+        config: PathBuf,
+    },
+    /// Print the routing decision for one request body read from stdin.
+    Route {
+        #[arg(long, default_value = "routes.yaml")]
+        config: PathBuf,
+        /// The endpoint the body is sent to.
+        #[arg(long, value_enum, default_value_t = EndpointArg::Chat)]
+        endpoint: EndpointArg,
+        /// A request header, `name: value` (repeatable).
+        #[arg(short = 'H', long = "header")]
+        headers: Vec<String>,
+        /// The random draw used for unsticky splits (to explain a given outcome).
+        #[arg(long, default_value_t = 0)]
+        draw: u64,
+    },
+    /// Run the simulated OpenAI server alone.
+    MockUpstream {
+        #[arg(long, default_value = "127.0.0.1:8000")]
+        listen: SocketAddr,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum EndpointArg {
+    Chat,
+    Completions,
+    Embeddings,
+    Responses,
+}
+
+impl From<EndpointArg> for Endpoint {
+    fn from(e: EndpointArg) -> Endpoint {
+        match e {
+            EndpointArg::Chat => Endpoint::Chat,
+            EndpointArg::Completions => Endpoint::Completions,
+            EndpointArg::Embeddings => Endpoint::Embeddings,
+            EndpointArg::Responses => Endpoint::Responses,
+        }
+    }
+}
+
+fn init_logs(cli: &Cli) {
+    use tracing_subscriber::EnvFilter;
+    let mut filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("info"));
+    if cli.no_access_log {
+        if let Ok(d) = "tailor::access=off".parse() {
+            filter = filter.add_directive(d);
+        }
+    }
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => b.init(),
+        LogFormat::Json => b.json().flatten_event(true).init(),
+    }
+}
+
+fn env_var(k: &str) -> Option<String> {
+    std::env::var(k).ok()
+}
+
+fn load(path: &Path) -> Result<Config> {
+    Config::load(path, &env_var).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    init_logs(&cli);
+    match cli.cmd {
+        Cmd::Check { config } => check(&config),
+        Cmd::Route { config, endpoint, headers, draw } => route(&config, endpoint.into(), &headers, draw),
+        Cmd::Serve { config, listen, admin_listen } => {
+            let mut cfg = load(&config)?;
+            override_listen(&mut cfg, listen, admin_listen);
+            let missing: Vec<String> = cfg
+                .upstreams
+                .iter()
+                .filter_map(|u| match &u.auth {
+                    Auth::Key { env, key: None } => Some(format!("{env} (upstream `{}`)", u.name)),
+                    _ => None,
+                })
+                .collect();
+            if !missing.is_empty() {
+                bail!("API key environment variable(s) not set: {}. Set them, or try `tailor demo`.", missing.join(", "));
+            }
+            runtime()?.block_on(serve(cfg, None))
+        }
+        Cmd::Demo { config, listen, admin_listen, mock_listen } => {
+            let mut cfg = load(&config)?;
+            override_listen(&mut cfg, listen, admin_listen);
+            runtime()?.block_on(async move {
+                let sim = mock::start(mock_listen, false).await.context("starting the simulated OpenAI server")?;
+                for u in &mut cfg.upstreams {
+                    u.url = match u.kind {
+                        UpstreamKind::Openai => format!("http://{}/v1", sim.addr),
+                        UpstreamKind::Azure => format!("http://{}", sim.addr),
+                    };
+                    if let Auth::Key { key, .. } = &mut u.auth {
+                        key.get_or_insert_with(|| Secret::new("sk-demo".into()));
+                    }
+                }
+                serve(cfg, Some(sim.addr)).await
+            })
+        }
+        Cmd::MockUpstream { listen } => runtime()?.block_on(async move {
+            let sim = mock::start(listen, false).await?;
+            println!("simulated OpenAI listening on http://{}/v1", sim.addr);
+            server::shutdown_signal().await;
+            Ok(())
+        }),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+fn override_listen(cfg: &mut Config, listen: Option<SocketAddr>, admin: Option<SocketAddr>) {
+    if let Some(l) = listen {
+        cfg.server.listen = l;
+    }
+    if let Some(a) = admin {
+        cfg.server.admin_listen = a;
+    }
+}
+
+async fn serve(cfg: Config, demo_upstream: Option<SocketAddr>) -> Result<()> {
+    let metrics = Metrics::new()?;
+    let example_model = cfg.listed_models.first().cloned().unwrap_or_else(|| "gpt-4o".into());
+    let running = server::start(cfg, metrics).await.context("binding listeners")?;
+    let (api, admin) = (running.api_addr, running.admin_addr);
+    // one line on stdout that scripts can wait for
+    println!("tailor listening on http://{api}/v1 (admin: http://{admin})");
+    tracing::info!(%api, %admin, "tailor started");
+    if let Some(sim) = demo_upstream {
+        println!(
+            r#"
+Demo: every upstream points at the simulated OpenAI on http://{sim}/v1 (no API key needed).
+
+Try:
+  curl -s http://{api}/v1/chat/completions -H 'content-type: application/json' \
+    -d '{{"model":"{example_model}","messages":[{{"role":"user","content":"Hello"}}]}}' -i
+
+  python3 -c 'from openai import OpenAI; c = OpenAI(base_url="http://{api}/v1", api_key="unused"); \
+print(c.chat.completions.create(model="{example_model}", messages=[{{"role":"user","content":"Hi"}}]).choices[0].message.content)'
+
+  curl -s http://{admin}/metrics | grep ^tailor_
+
+Ctrl-C to stop."#
+        );
+    }
+    server::shutdown_signal().await;
+    tracing::info!("shutting down: draining in-flight requests");
+    running.shutdown().await;
+    Ok(())
+}
+
+fn usd(micro_per_m: u64) -> String {
+    format!("{:.4}", micro_per_m as f64 / 1e6).trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
+fn check(path: &Path) -> Result<()> {
+    let cfg = load(path)?;
+    println!("{}: OK", path.display());
+    println!("\nserver: listen {}  admin {}  max_body_bytes {}", cfg.server.listen, cfg.server.admin_listen, cfg.server.max_body_bytes);
+    println!("\nupstreams:");
+    for u in &cfg.upstreams {
+        let auth = match &u.auth {
+            Auth::Key { env, key: Some(_) } => format!("key from ${env} (set)"),
+            Auth::Key { env, key: None } => format!("key from ${env} (NOT SET: `serve` will refuse to start)"),
+            Auth::Passthrough => "caller's Authorization passed through".into(),
+            Auth::None => "no credentials".into(),
+        };
+        let kind = match u.kind {
+            UpstreamKind::Openai => "openai".to_owned(),
+            UpstreamKind::Azure => format!("azure api-version {}", u.api_version.as_deref().unwrap_or("")),
+        };
+        println!("  {:<14} {:<36} {kind}; {auth}", u.name, u.url);
+    }
+    println!("\nmodels (USD per 1M tokens: input / cached input / output):");
+    for m in &cfg.models {
+        let src = match &m.price_source {
+            PriceSource::Config => "price from config".to_owned(),
+            PriceSource::Table { key, as_of } => format!("built-in `{key}` as of {as_of}"),
+        };
+        println!(
+            "  {:<14} {:<44} on {:<12} {} / {} / {}  ({src})",
+            m.name,
+            m.id,
+            cfg.upstreams[m.upstream].name,
+            usd(m.price.input),
+            usd(m.price.cached_input),
+            usd(m.price.output)
+        );
+    }
+    println!("\nroutes (first match wins):");
+    for (i, r) in cfg.routes.iter().enumerate() {
+        let arms: Vec<String> = r
+            .arms
+            .iter()
+            .map(|a| format!("{} {:.0}%", cfg.models[a.model].name, 100.0 * f64::from(a.weight) / r.total_weight as f64))
+            .collect();
+        let fb: Vec<&str> = r.fallback.iter().map(|m| cfg.models[*m].name.as_str()).collect();
+        println!("  {i}. {:<14} -> {}  sticky: {:?}  fallback: [{}]", r.name, arms.join(", "), r.sticky, fb.join(", "));
+        println!("     match: {}", describe_match(&r.matcher));
+    }
+    Ok(())
+}
+
+fn describe_match(m: &tailor::config::Matcher) -> String {
+    let mut parts = Vec::new();
+    if let Some(e) = &m.endpoints {
+        parts.push(format!("endpoint in {:?}", e.iter().map(|e| e.as_str()).collect::<Vec<_>>()));
+    }
+    if let Some(ms) = &m.models {
+        parts.push(format!("model in {ms:?}"));
+    }
+    for (k, v) in &m.headers {
+        parts.push(format!("header {k} = {v:?}"));
+    }
+    if let Some(t) = m.tools {
+        parts.push(format!("tools = {t}"));
+    }
+    for (k, v) in &m.metadata {
+        parts.push(format!("metadata.{k} = {v:?}"));
+    }
+    if let Some(r) = &m.user {
+        parts.push(format!("user =~ /{r}/"));
+    }
+    if let Some((lo, hi)) = m.prompt_tokens {
+        parts.push(if hi == u64::MAX { format!("prompt_tokens >= {lo}") } else { format!("prompt_tokens in {lo}..={hi}") });
+    }
+    if let Some(r) = &m.system {
+        parts.push(format!("system =~ /{r}/"));
+    }
+    if let Some(r) = &m.content {
+        parts.push(format!("content =~ /{r}/"));
+    }
+    if parts.is_empty() {
+        "everything".into()
+    } else {
+        parts.join(" and ")
+    }
+}
+
+fn route(path: &Path, endpoint: Endpoint, headers: &[String], draw: u64) -> Result<()> {
+    let cfg = load(path)?;
+    let mut body = Vec::new();
+    std::io::stdin().read_to_end(&mut body)?;
+    let mut h = HeaderMap::new();
+    for line in headers {
+        let (k, v) = line.split_once(':').with_context(|| format!("header `{line}` is not `name: value`"))?;
+        h.append(HeaderName::from_bytes(k.trim().to_ascii_lowercase().as_bytes())?, HeaderValue::from_str(v.trim())?);
+    }
+    let view = RequestView::parse(&body, endpoint).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let ex = classify::explain(&cfg, &view, &h, draw);
+    for (i, v) in ex.verdicts.iter().enumerate() {
+        let r = &cfg.routes[i];
+        match v {
+            Ok(()) => println!("route {:<14} matches ({})", r.name, describe_match(&r.matcher)),
+            Err(c) => println!("route {:<14} skipped: {}", r.name, c.describe(&r.matcher)),
+        }
+    }
+    match ex.decision {
+        Some(d) => {
+            let r = &cfg.routes[d.route];
+            let m = &cfg.models[d.model];
+            let fb: Vec<&str> = d.fallbacks.iter().map(|i| cfg.models[*i].name.as_str()).collect();
+            println!("\ndecision: route={} model={} (upstream id {}) by {}; fallback: [{}]", r.name, m.name, m.id, d.pick, fb.join(", "));
+            Ok(())
+        }
+        None => bail!("no route matches: the request would get 404 model_not_found"),
+    }
+}

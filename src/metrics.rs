@@ -1,0 +1,248 @@
+//! Every metric, registered once into one registry at start-up.
+//!
+//! Label values come only from bounded sets: route and model names from the config, HTTP status
+//! codes, and the `&'static str` kinds of enums. Never the client's `model` string, a user, a key,
+//! a path or an error message.
+//!
+//! Per (route, model) handles are resolved once per config snapshot ([`RouteModelMeter`]), so the
+//! request path only does atomic adds.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{self, MetricFamily, MetricType};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::usage::price::PICO_PER_USD;
+use crate::usage::Usage;
+
+const DURATION_BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0];
+const TTFT_BUCKETS: &[f64] = &[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0];
+
+/// All of tailor's metrics.
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub tokens: IntCounterVec,
+    pub reasoning: IntCounterVec,
+    pub cost: Arc<CostCounter>,
+    pub duration: HistogramVec,
+    pub ttft: HistogramVec,
+    pub in_flight: IntGaugeVec,
+    pub upstream_errors: IntCounterVec,
+    pub fallbacks: IntCounterVec,
+    pub unrouted: IntCounter,
+    pub rejected: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Arc<Metrics>, prometheus::Error> {
+        let registry = Registry::new();
+        fn reg<C: Collector + Clone + 'static>(r: &Registry, c: C) -> Result<C, prometheus::Error> {
+            r.register(Box::new(c.clone()))?;
+            Ok(c)
+        }
+        let counter = |name: &str, help: &str, labels: &[&str]| IntCounterVec::new(Opts::new(name, help), labels);
+        let m = Metrics {
+            requests: reg(&registry, counter("tailor_requests_total", "Requests answered, by route, model and HTTP status", &["route", "model", "code"])?)?,
+            tokens: reg(&registry, counter("tailor_tokens_total", "Tokens by type: input (uncached prompt), cached_input, output", &["route", "model", "type"])?)?,
+            reasoning: reg(&registry, counter("tailor_reasoning_tokens_total", "Reasoning tokens (already counted in output)", &["route", "model"])?)?,
+            cost: {
+                let c = Arc::new(CostCounter::new()?);
+                registry.register(Box::new(CostCollector(c.clone())))?;
+                c
+            },
+            duration: reg(&registry, HistogramVec::new(
+                HistogramOpts::new("tailor_request_duration_seconds", "Time from request received to response end")
+                    .buckets(DURATION_BUCKETS.to_vec()),
+                &["route", "model"],
+            )?)?,
+            ttft: reg(&registry, HistogramVec::new(
+                HistogramOpts::new("tailor_time_to_first_token_seconds", "Streams: time from request received to first upstream body bytes")
+                    .buckets(TTFT_BUCKETS.to_vec()),
+                &["route", "model"],
+            )?)?,
+            in_flight: reg(&registry, IntGaugeVec::new(Opts::new("tailor_in_flight_requests", "Requests being served"), &["route"])?)?,
+            upstream_errors: reg(&registry, counter("tailor_upstream_errors_total", "Upstream failures by kind", &["route", "model", "kind"])?)?,
+            fallbacks: reg(&registry, counter("tailor_fallbacks_total", "Requests moved to a fallback model", &["route", "from", "to"])?)?,
+            unrouted: reg(&registry, IntCounter::new("tailor_unrouted_requests_total", "Requests that matched no route")?)?,
+            rejected: reg(&registry, counter("tailor_rejected_requests_total", "Requests refused before routing (bad input), by reason", &["reason"])?)?,
+            registry,
+        };
+        let build = IntGaugeVec::new(Opts::new("tailor_build_info", "Build information"), &["version"])?;
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        m.registry.register(Box::new(build))?;
+        Ok(Arc::new(m))
+    }
+
+    /// Resolves the handles for one (route, model) pair, creating its series at zero.
+    pub fn meter(self: &Arc<Self>, route: &str, model: &str) -> RouteModelMeter {
+        let rm = [route, model];
+        let tok = |t: &str| self.tokens.with_label_values(&[route, model, t]);
+        RouteModelMeter {
+            route: route.into(),
+            model: model.into(),
+            input: tok("input"),
+            cached: tok("cached_input"),
+            output: tok("output"),
+            reasoning: self.reasoning.with_label_values(&rm),
+            cost_pico: self.cost.handle(route, model),
+            duration: self.duration.with_label_values(&rm),
+            ttft: self.ttft.with_label_values(&rm),
+            in_flight: self.in_flight.with_label_values(&[route]),
+            metrics: self.clone(),
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        // encoding into a Vec only fails on malformed families, which we never build
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}
+
+/// The resolved metric handles of one (route, model) pair.
+#[derive(Clone)]
+pub struct RouteModelMeter {
+    pub route: Arc<str>,
+    pub model: Arc<str>,
+    input: IntCounter,
+    cached: IntCounter,
+    output: IntCounter,
+    reasoning: IntCounter,
+    cost_pico: Arc<AtomicU64>,
+    pub duration: Histogram,
+    pub ttft: Histogram,
+    pub in_flight: IntGauge,
+    metrics: Arc<Metrics>,
+}
+
+impl RouteModelMeter {
+    /// Adds one request's usage and its cost (in picodollars).
+    pub fn record_usage(&self, u: &Usage, cost_pico: u128) {
+        self.input.inc_by(u.input.saturating_sub(u.cached));
+        self.cached.inc_by(u.cached);
+        self.output.inc_by(u.output);
+        self.reasoning.inc_by(u.reasoning);
+        self.cost_pico.fetch_add(u64::try_from(cost_pico).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// Counts one answered request with its status code.
+    pub fn record_request(&self, code: http::StatusCode) {
+        self.metrics.requests.with_label_values(&[&self.route, &self.model, code.as_str()]).inc();
+    }
+
+    pub fn upstream_error(&self, kind: &'static str) {
+        self.metrics.upstream_errors.with_label_values(&[&self.route, &self.model, kind]).inc();
+    }
+}
+
+/// `tailor_cost_usd_total`: summed as integer picodollars, exported in USD, so the exported value
+/// is the exact sum rounded once (a float counter would accumulate rounding error per request).
+/// One u64 of picodollars holds up to $18.4M per series per process lifetime.
+pub struct CostCounter {
+    desc: Desc,
+    series: DashMap<(Arc<str>, Arc<str>), Arc<AtomicU64>>,
+}
+
+impl CostCounter {
+    fn new() -> Result<CostCounter, prometheus::Error> {
+        Ok(CostCounter {
+            desc: Desc::new(
+                "tailor_cost_usd_total".into(),
+                "Cost in USD at the configured prices".into(),
+                vec!["route".into(), "model".into()],
+                Default::default(),
+            )?,
+            series: DashMap::new(),
+        })
+    }
+
+    fn handle(&self, route: &str, model: &str) -> Arc<AtomicU64> {
+        self.series.entry((route.into(), model.into())).or_default().clone()
+    }
+
+    /// The current total for a series, in picodollars (tests compare exactly).
+    pub fn pico(&self, route: &str, model: &str) -> u64 {
+        self.series.get(&(Arc::from(route), Arc::from(model))).map_or(0, |v| v.load(Ordering::Relaxed))
+    }
+}
+
+struct CostCollector(Arc<CostCounter>);
+
+impl Collector for CostCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        vec![&self.0.desc]
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let mut mf = MetricFamily::default();
+        mf.set_name(self.0.desc.fq_name.clone());
+        mf.set_help(self.0.desc.help.clone());
+        mf.set_field_type(MetricType::COUNTER);
+        let mut metrics: Vec<proto::Metric> = self
+            .0
+            .series
+            .iter()
+            .map(|e| {
+                let (route, model) = e.key();
+                let label = |n: &str, v: &str| {
+                    let mut l = proto::LabelPair::default();
+                    l.set_name(n.to_owned());
+                    l.set_value(v.to_owned());
+                    l
+                };
+                let mut c = proto::Counter::default();
+                c.set_value(e.value().load(Ordering::Relaxed) as f64 / PICO_PER_USD);
+                let mut m = proto::Metric::from_label(vec![label("model", model), label("route", route)]);
+                m.set_counter(c);
+                m
+            })
+            .collect();
+        metrics.sort_by(|a, b| a.get_label().iter().map(|l| l.value()).cmp(b.get_label().iter().map(|l| l.value())));
+        mf.set_metric(metrics);
+        vec![mf]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_has_every_metric_and_exact_cost() {
+        let m = Metrics::new().unwrap();
+        let meter = m.meter("support", "support-ft");
+        let u = Usage { input: 1000, cached: 200, output: 50, reasoning: 10 };
+        for _ in 0..3 {
+            meter.record_usage(&u, 4_125_000_000);
+            meter.record_request(http::StatusCode::OK);
+        }
+        m.unrouted.inc();
+        let text = String::from_utf8(m.encode()).unwrap();
+        for name in [
+            "tailor_requests_total{code=\"200\",model=\"support-ft\",route=\"support\"} 3",
+            "tailor_tokens_total{model=\"support-ft\",route=\"support\",type=\"input\"} 2400",
+            "tailor_tokens_total{model=\"support-ft\",route=\"support\",type=\"cached_input\"} 600",
+            "tailor_tokens_total{model=\"support-ft\",route=\"support\",type=\"output\"} 150",
+            "tailor_reasoning_tokens_total{model=\"support-ft\",route=\"support\"} 30",
+            "tailor_cost_usd_total{model=\"support-ft\",route=\"support\"} 0.012375",
+            "tailor_unrouted_requests_total 1",
+            "tailor_build_info{version=",
+            "# TYPE tailor_cost_usd_total counter",
+            "tailor_request_duration_seconds_bucket",
+            "tailor_time_to_first_token_seconds_bucket",
+            "tailor_in_flight_requests{route=\"support\"} 0",
+        ] {
+            assert!(text.contains(name), "missing {name} in\n{text}");
+        }
+        assert_eq!(m.cost.pico("support", "support-ft"), 3 * 4_125_000_000);
+    }
+}

@@ -1,0 +1,513 @@
+//! A borrowed view of an API request body, and the one rewrite tailor makes to it.
+//!
+//! The body is OpenAI's, not ours: we read a handful of top-level fields as borrowed raw JSON
+//! (validating the whole document on the way) and remember where `model` and `stream_options`
+//! sit, so [`RequestView::rewrite`] can splice in the upstream model id and `include_usage` while
+//! every other byte, including fields we have never heard of, stays exactly as the client sent it.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::OnceLock;
+use std::ops::Range;
+
+use bytes::Bytes;
+use serde::de::{self, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::error::ProxyError;
+
+/// The API endpoints tailor routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Endpoint {
+    Chat,
+    Completions,
+    Embeddings,
+    Responses,
+}
+
+impl Endpoint {
+    /// The endpoint for a request path (after `/v1`).
+    pub fn from_suffix(suffix: &str) -> Option<Endpoint> {
+        match suffix {
+            "/chat/completions" => Some(Endpoint::Chat),
+            "/completions" => Some(Endpoint::Completions),
+            "/embeddings" => Some(Endpoint::Embeddings),
+            "/responses" => Some(Endpoint::Responses),
+            _ => None,
+        }
+    }
+
+    /// The path after `/v1` (or after the Azure deployment).
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Endpoint::Chat => "/chat/completions",
+            Endpoint::Completions => "/completions",
+            Endpoint::Embeddings => "/embeddings",
+            Endpoint::Responses => "/responses",
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::Chat => "chat",
+            Endpoint::Completions => "completions",
+            Endpoint::Embeddings => "embeddings",
+            Endpoint::Responses => "responses",
+        }
+    }
+
+    /// The field that carries the prompt.
+    fn prompt_field(self) -> &'static str {
+        match self {
+            Endpoint::Chat => "messages",
+            Endpoint::Completions => "prompt",
+            Endpoint::Embeddings | Endpoint::Responses => "input",
+        }
+    }
+
+    /// Whether streaming responses carry usage only when `stream_options.include_usage` is set.
+    fn usage_needs_stream_options(self) -> bool {
+        matches!(self, Endpoint::Chat | Endpoint::Completions)
+    }
+}
+
+/// One top-level field: its key and its raw value, with the value's byte range in the body.
+struct Field<'a> {
+    key: Cow<'a, str>,
+    value: &'a RawValue,
+}
+
+/// Reads a JSON object's top-level fields as borrowed raw values (validating every byte).
+fn object_fields(json: &[u8]) -> Result<Vec<Field<'_>>, serde_json::Error> {
+    struct FieldsVisitor;
+    impl<'de> Visitor<'de> for FieldsVisitor {
+        type Value = Vec<Field<'de>>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::with_capacity(16);
+            while let Some(key) = map.next_key::<KeyStr<'de>>()? {
+                let value: &'de RawValue = map.next_value()?;
+                out.push(Field { key: key.0, value });
+            }
+            Ok(out)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(json);
+    let fields = de::Deserializer::deserialize_map(&mut de, FieldsVisitor)?;
+    de.end()?;
+    Ok(fields)
+}
+
+/// A key borrowed from the input when it has no escapes.
+#[derive(Deserialize)]
+struct KeyStr<'a>(#[serde(borrow)] Cow<'a, str>);
+
+/// Byte range of `raw` inside `body` (raw values borrow from the body).
+fn span_in(body: &[u8], raw: &RawValue) -> Range<usize> {
+    let start = raw.get().as_ptr() as usize - body.as_ptr() as usize;
+    start..start + raw.get().len()
+}
+
+/// Message texts by role group, extracted only when a route needs them.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PromptText {
+    /// System and developer messages (and Responses `instructions`), joined by newlines.
+    pub system: String,
+    /// User messages (or the plain prompt / input), joined by newlines.
+    pub user: String,
+}
+
+/// What the router and the forwarder need from a request body.
+pub struct RequestView<'a> {
+    body: &'a [u8],
+    pub endpoint: Endpoint,
+    /// The `model` the client asked for.
+    pub model: Cow<'a, str>,
+    model_span: Range<usize>,
+    pub stream: bool,
+    stream_options: Option<&'a RawValue>,
+    /// The body's `user` field.
+    pub user: Option<Cow<'a, str>>,
+    metadata: Option<&'a RawValue>,
+    prompt: Option<&'a RawValue>,
+    instructions: Option<&'a RawValue>,
+    tools: Option<&'a RawValue>,
+    functions: Option<&'a RawValue>,
+    text: OnceLock<PromptText>,
+}
+
+fn missing(param: &'static str) -> ProxyError {
+    ProxyError::InvalidField {
+        param,
+        code: "missing_required_parameter",
+        message: format!("Missing required parameter: '{param}'."),
+    }
+}
+
+fn invalid_type(param: &'static str, expected: &str) -> ProxyError {
+    ProxyError::InvalidField {
+        param,
+        code: "invalid_type",
+        message: format!("Invalid type for '{param}': expected {expected}."),
+    }
+}
+
+fn is_null(v: &RawValue) -> bool {
+    v.get() == "null"
+}
+
+impl<'a> RequestView<'a> {
+    /// Parses the body of a request to `endpoint`. Fails with the error OpenAI would give.
+    pub fn parse(body: &'a [u8], endpoint: Endpoint) -> Result<RequestView<'a>, ProxyError> {
+        let fields = object_fields(body).map_err(|e| ProxyError::InvalidJson(e.to_string()))?;
+        let mut model = None;
+        let mut stream = None;
+        let mut view = RequestView {
+            body,
+            endpoint,
+            model: Cow::Borrowed(""),
+            model_span: 0..0,
+            stream: false,
+            stream_options: None,
+            user: None,
+            metadata: None,
+            prompt: None,
+            instructions: None,
+            tools: None,
+            functions: None,
+            text: OnceLock::new(),
+        };
+        let prompt_field = endpoint.prompt_field();
+        for f in fields {
+            // Keys tailor acts on must appear once: with duplicates, tailor and the upstream
+            // could read different values (route on one model, bill another).
+            let once = |slot: &Option<&RawValue>, name: &'static str| {
+                if slot.is_some() {
+                    Err(ProxyError::InvalidField {
+                        param: name,
+                        code: "duplicate_parameter",
+                        message: format!("Parameter '{name}' appears more than once."),
+                    })
+                } else {
+                    Ok(())
+                }
+            };
+            match f.key.as_ref() {
+                "model" => {
+                    once(&model, "model")?;
+                    model = Some(f.value);
+                }
+                "stream" => {
+                    once(&stream, "stream")?;
+                    stream = Some(f.value);
+                }
+                "stream_options" => {
+                    once(&view.stream_options, "stream_options")?;
+                    view.stream_options = Some(f.value);
+                }
+                "user" if !is_null(f.value) => {
+                    let s: KeyStr<'a> = serde_json::from_str(f.value.get()).map_err(|_| invalid_type("user", "a string"))?;
+                    view.user = Some(s.0);
+                }
+                "metadata" => view.metadata = Some(f.value),
+                "instructions" if endpoint == Endpoint::Responses => view.instructions = Some(f.value),
+                "tools" => view.tools = Some(f.value),
+                "functions" => view.functions = Some(f.value),
+                k if k == prompt_field => view.prompt = Some(f.value),
+                _ => {}
+            }
+        }
+        let model = model.filter(|m| !is_null(m)).ok_or_else(|| ProxyError::InvalidField {
+            param: "model",
+            code: "missing_required_parameter",
+            message: "you must provide a model parameter".to_owned(),
+        })?;
+        let name: KeyStr<'a> = serde_json::from_str(model.get()).map_err(|_| invalid_type("model", "a string"))?;
+        view.model = name.0;
+        view.model_span = span_in(body, model);
+        if let Some(s) = stream.filter(|s| !is_null(s)) {
+            view.stream = serde_json::from_str(s.get()).map_err(|_| invalid_type("stream", "a boolean"))?;
+        }
+        match (endpoint, view.prompt) {
+            (Endpoint::Responses, _) => {} // `input` is optional with stored prompts
+            (_, None) => return Err(missing(prompt_field)),
+            (Endpoint::Chat, Some(m)) if !m.get().starts_with('[') => {
+                return Err(invalid_type("messages", "an array"));
+            }
+            _ => {}
+        }
+        Ok(view)
+    }
+
+    /// Whether the client asked for streamed usage itself (`stream_options.include_usage: true`).
+    pub fn client_wants_stream_usage(&self) -> bool {
+        self.stream_options
+            .and_then(|so| object_fields(so.get().as_bytes()).ok())
+            .and_then(|fs| fs.into_iter().find(|f| f.key == "include_usage"))
+            .is_some_and(|f| f.value.get() == "true")
+    }
+
+    /// Whether tailor must turn on `include_usage` upstream to meter this request.
+    pub fn needs_usage_injection(&self) -> bool {
+        self.stream && self.endpoint.usage_needs_stream_options() && !self.client_wants_stream_usage()
+    }
+
+    /// The value of a `metadata` key, if it is a string.
+    pub fn metadata(&self, key: &str) -> Option<Cow<'a, str>> {
+        let m = self.metadata?;
+        let fields = object_fields(m.get().as_bytes()).ok()?;
+        let f = fields.into_iter().find(|f| f.key == key)?;
+        serde_json::from_str::<KeyStr<'_>>(f.value.get()).ok().map(|k| Cow::Owned(k.0.into_owned()))
+    }
+
+    /// Whether the request carries tool (or legacy function) definitions.
+    pub fn has_tools(&self) -> bool {
+        [self.tools, self.functions].into_iter().flatten().any(|v| {
+            let s = v.get();
+            s.starts_with('[') && s[1..].trim_start() != "]"
+        })
+    }
+
+    /// Estimated prompt size in tokens: the bytes of the prompt-bearing fields (messages / prompt
+    /// / input, Responses `instructions`, and tool definitions) divided by 4, rounded up. No
+    /// tokenizer: ~4 bytes per token holds for English JSON; it overestimates escaped and
+    /// non-ASCII text. Costs nothing beyond the parse tailor already does.
+    pub fn estimated_prompt_tokens(&self) -> u64 {
+        let bytes: usize = [self.prompt, self.instructions, self.tools, self.functions]
+            .into_iter()
+            .flatten()
+            .filter(|v| !is_null(v))
+            .map(|v| v.get().len())
+            .sum();
+        bytes.div_ceil(4) as u64
+    }
+
+    /// System and user texts of the prompt, extracted once on first use.
+    pub fn text(&self) -> &PromptText {
+        self.text.get_or_init(|| {
+            let mut t = PromptText::default();
+            if let Some(i) = self.instructions {
+                collect_content(i, &mut t.system);
+            }
+            if let Some(p) = self.prompt {
+                collect_prompt(p, &mut t);
+            }
+            t
+        })
+    }
+
+    /// The body for the upstream: `model` replaced by `upstream_model`, and, when
+    /// `inject_usage`, `stream_options.include_usage` set to true. All other bytes are kept.
+    pub fn rewrite(&self, upstream_model: &str, inject_usage: bool) -> Bytes {
+        let body = self.body;
+        let mut edits: Vec<(Range<usize>, Vec<u8>)> = Vec::with_capacity(2);
+        let mut model_json = Vec::with_capacity(upstream_model.len() + 2);
+        // serializing a &str into a Vec cannot fail
+        let _ = serde_json::to_writer(&mut model_json, upstream_model);
+        edits.push((self.model_span.clone(), model_json));
+        if inject_usage {
+            edits.push(self.include_usage_edit());
+        }
+        edits.sort_by_key(|(r, _)| r.start);
+        let mut out = Vec::with_capacity(body.len() + 48);
+        let mut at = 0;
+        for (r, text) in edits {
+            out.extend_from_slice(&body[at..r.start]);
+            out.extend_from_slice(&text);
+            at = r.end;
+        }
+        out.extend_from_slice(&body[at..]);
+        Bytes::from(out)
+    }
+
+    /// The edit that makes `stream_options.include_usage` true.
+    fn include_usage_edit(&self) -> (Range<usize>, Vec<u8>) {
+        let body = self.body;
+        if let Some(so) = self.stream_options.filter(|so| so.get().starts_with('{')) {
+            let so_span = span_in(body, so);
+            let inner = so.get().as_bytes();
+            if let Ok(fields) = object_fields(inner) {
+                if let Some(f) = fields.iter().find(|f| f.key == "include_usage") {
+                    let r = span_in(inner, f.value);
+                    return (so_span.start + r.start..so_span.start + r.end, b"true".to_vec());
+                }
+                let sep: &[u8] = if fields.is_empty() { b"" } else { b"," };
+                let at = so_span.start + 1;
+                return (at..at, [b"\"include_usage\":true".as_slice(), sep].concat());
+            }
+        }
+        if let Some(so) = self.stream_options {
+            // `stream_options: null` (or another non-object): replace the value
+            return (span_in(body, so), b"{\"include_usage\":true}".to_vec());
+        }
+        // absent: add it before the closing brace of the body
+        let close = body.iter().rposition(|b| *b == b'}').unwrap_or(body.len());
+        (close..close, b",\"stream_options\":{\"include_usage\":true}".to_vec())
+    }
+}
+
+/// Appends the texts of a messages array / prompt / input to the right group.
+fn collect_prompt(v: &RawValue, t: &mut PromptText) {
+    #[derive(Deserialize)]
+    struct Msg<'a> {
+        #[serde(borrow, default)]
+        role: Option<KeyStr<'a>>,
+        #[serde(borrow, default)]
+        content: Option<&'a RawValue>,
+    }
+    let s = v.get();
+    if s.starts_with('"') {
+        collect_content(v, &mut t.user);
+        return;
+    }
+    let Ok(items) = serde_json::from_str::<Vec<&RawValue>>(s) else { return };
+    for item in items {
+        match serde_json::from_str::<Msg<'_>>(item.get()) {
+            Ok(Msg { role: Some(role), content: Some(c) }) => {
+                let dst = match role.0.as_ref() {
+                    "system" | "developer" => &mut t.system,
+                    "user" => &mut t.user,
+                    _ => continue,
+                };
+                collect_content(c, dst);
+            }
+            // completions `prompt` / embeddings `input` arrays of strings
+            _ if item.get().starts_with('"') => collect_content(item, &mut t.user),
+            _ => {}
+        }
+    }
+}
+
+/// Appends a content value: a string, or an array of parts whose `text` fields are taken.
+fn collect_content(v: &RawValue, dst: &mut String) {
+    #[derive(Deserialize)]
+    struct Part<'a> {
+        #[serde(borrow, default)]
+        text: Option<KeyStr<'a>>,
+    }
+    let s = v.get();
+    if s.starts_with('"') {
+        if let Ok(k) = serde_json::from_str::<KeyStr<'_>>(s) {
+            push_line(dst, &k.0);
+        }
+    } else if s.starts_with('[') {
+        if let Ok(parts) = serde_json::from_str::<Vec<&RawValue>>(s) {
+            for p in parts {
+                if let Ok(Part { text: Some(k) }) = serde_json::from_str::<Part<'_>>(p.get()) {
+                    push_line(dst, &k.0);
+                }
+            }
+        }
+    }
+}
+
+fn push_line(dst: &mut String, s: &str) {
+    if !dst.is_empty() {
+        dst.push('\n');
+    }
+    dst.push_str(s);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chat(body: &str) -> RequestView<'_> {
+        RequestView::parse(body.as_bytes(), Endpoint::Chat).unwrap()
+    }
+
+    #[test]
+    fn rewrite_changes_only_model() {
+        let body = r#"{ "messages" : [ {"role":"user","content":"hi \"model\": x"} ],
+            "model"  :  "gpt-4o" , "x_future_field": {"a": [1, 2.50, null]}, "temperature":0.7 }"#;
+        let v = chat(body);
+        assert_eq!(v.model, "gpt-4o");
+        let out = v.rewrite("ft:gpt-4o-2024-08-06:acme::x", false);
+        assert_eq!(
+            String::from_utf8(out.to_vec()).unwrap(),
+            body.replace("\"gpt-4o\"", "\"ft:gpt-4o-2024-08-06:acme::x\"")
+        );
+    }
+
+    #[test]
+    fn include_usage_is_injected_in_every_shape() {
+        let cases = [
+            (r#"{"model":"m","messages":[],"stream":true}"#, r#"{"model":"X","messages":[],"stream":true,"stream_options":{"include_usage":true}}"#, true),
+            (r#"{"model":"m","messages":[],"stream":true,"stream_options":{}}"#, r#"{"model":"X","messages":[],"stream":true,"stream_options":{"include_usage":true}}"#, true),
+            (r#"{"model":"m","messages":[],"stream":true,"stream_options":{"include_obfuscation":false}}"#, r#"{"model":"X","messages":[],"stream":true,"stream_options":{"include_usage":true,"include_obfuscation":false}}"#, true),
+            (r#"{"model":"m","messages":[],"stream":true,"stream_options":{"include_usage": false}}"#, r#"{"model":"X","messages":[],"stream":true,"stream_options":{"include_usage": true}}"#, true),
+            (r#"{"model":"m","messages":[],"stream":true,"stream_options":null}"#, r#"{"model":"X","messages":[],"stream":true,"stream_options":{"include_usage":true}}"#, true),
+            (r#"{"model":"m","messages":[],"stream":true,"stream_options":{"include_usage":true}}"#, r#"{"model":"X","messages":[],"stream":true,"stream_options":{"include_usage":true}}"#, false),
+            (r#"{"model":"m","messages":[],"stream":false}"#, r#"{"model":"X","messages":[],"stream":false}"#, false),
+        ];
+        for (input, expected, inject) in cases {
+            let v = chat(input);
+            assert_eq!(v.needs_usage_injection(), inject, "{input}");
+            let out = v.rewrite("X", v.needs_usage_injection());
+            assert_eq!(std::str::from_utf8(&out).unwrap(), expected);
+            serde_json::from_slice::<serde_json::Value>(&out).unwrap();
+        }
+    }
+
+    #[test]
+    fn bad_bodies_get_openai_errors() {
+        let cases: [(&str, &str); 9] = [
+            ("not json", "invalid_json"),
+            ("[1,2]", "invalid_json"),
+            (r#"{"model":"m","messages":[]} trailing"#, "invalid_json"),
+            (r#"{"messages":[]}"#, "invalid_field"),
+            (r#"{"model":null,"messages":[]}"#, "invalid_field"),
+            (r#"{"model":5,"messages":[]}"#, "invalid_field"),
+            (r#"{"model":"m"}"#, "invalid_field"),
+            (r#"{"model":"m","messages":"hi"}"#, "invalid_field"),
+            (r#"{"model":"a","model":"b","messages":[]}"#, "invalid_field"),
+        ];
+        for (body, kind) in cases {
+            let e = RequestView::parse(body.as_bytes(), Endpoint::Chat).err().unwrap_or_else(|| panic!("{body} parsed"));
+            assert_eq!(e.kind(), kind, "{body}");
+            assert_eq!(e.status().as_u16(), 400);
+        }
+        assert!(RequestView::parse(br#"{"model":"e","input":"x"}"#, Endpoint::Embeddings).is_ok());
+        assert!(RequestView::parse(br#"{"model":"e"}"#, Endpoint::Embeddings).is_err());
+        assert!(RequestView::parse(br#"{"model":"r"}"#, Endpoint::Responses).is_ok());
+    }
+
+    #[test]
+    fn texts_tools_metadata_and_size() {
+        let v = chat(
+            r#"{"model":"m","user":"cust-1","metadata":{"feature":"support","n":"2"},
+            "messages":[{"role":"system","content":"You are ACME support"},
+                        {"role":"developer","content":[{"type":"text","text":"be brief"}]},
+                        {"role":"user","content":[{"type":"text","text":"my refund"},{"type":"image_url","image_url":{"url":"x"}}]},
+                        {"role":"assistant","content":"ignored"},
+                        {"role":"user","content":"second"}],
+            "tools":[{"type":"function","function":{"name":"f"}}]}"#,
+        );
+        assert_eq!(v.text().system, "You are ACME support\nbe brief");
+        assert_eq!(v.text().user, "my refund\nsecond");
+        assert!(v.has_tools());
+        assert_eq!(v.user.as_deref(), Some("cust-1"));
+        assert_eq!(v.metadata("feature").as_deref(), Some("support"));
+        assert_eq!(v.metadata("missing"), None);
+        assert!(v.estimated_prompt_tokens() > 50);
+        let none = chat(r#"{"model":"m","messages":[],"tools":[ ],"functions":null}"#);
+        assert!(!none.has_tools());
+        assert_eq!(none.estimated_prompt_tokens(), 2);
+    }
+
+    #[test]
+    fn responses_and_completions_texts() {
+        let r = RequestView::parse(
+            br#"{"model":"m","instructions":"sys","input":[{"role":"user","content":[{"type":"input_text","text":"hello"}]}]}"#,
+            Endpoint::Responses,
+        )
+        .unwrap();
+        assert_eq!(r.text(), &PromptText { system: "sys".into(), user: "hello".into() });
+        let c = RequestView::parse(br#"{"model":"m","prompt":["a","b"]}"#, Endpoint::Completions).unwrap();
+        assert_eq!(c.text().user, "a\nb");
+    }
+}
