@@ -39,6 +39,9 @@ pub enum ProxyError {
     /// Could not connect to, or lost, the upstream before a response started.
     #[error("upstream `{upstream}` is unreachable: {reason}")]
     UpstreamUnavailable { upstream: String, reason: String },
+    /// The upstream's API key variable was not set when the config was loaded.
+    #[error("tailor has no API key for upstream `{upstream}`: set the environment variable {env}")]
+    UpstreamKeyMissing { upstream: String, env: String },
     /// The upstream did not answer within the time limit.
     #[error("upstream `{upstream}` timed out before responding")]
     UpstreamTimeout { upstream: String },
@@ -59,7 +62,7 @@ impl ProxyError {
             ProxyError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::UpstreamUnavailable { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ProxyError::UpstreamKeyMissing { .. } | ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -74,6 +77,7 @@ impl ProxyError {
             ProxyError::MethodNotAllowed { .. } => "method_not_allowed",
             ProxyError::UpstreamUnavailable { .. } => "upstream_unavailable",
             ProxyError::UpstreamTimeout { .. } => "upstream_timeout",
+            ProxyError::UpstreamKeyMissing { .. } => "upstream_key_missing",
             ProxyError::Internal(_) => "internal",
         }
     }
@@ -95,6 +99,7 @@ impl ProxyError {
             }
             ProxyError::UpstreamUnavailable { .. } => ("upstream_error", None, Some("upstream_unavailable")),
             ProxyError::UpstreamTimeout { .. } => ("upstream_error", None, Some("upstream_timeout")),
+            ProxyError::UpstreamKeyMissing { .. } => ("server_error", None, Some("upstream_key_missing")),
             ProxyError::Internal(_) => ("server_error", None, Some("internal_error")),
         }
     }
@@ -155,13 +160,14 @@ mod tests {
             ProxyError::MethodNotAllowed { method: "GET".into(), path: "/v1/chat/completions".into() },
             ProxyError::UpstreamUnavailable { upstream: "openai".into(), reason: "refused".into() },
             ProxyError::UpstreamTimeout { upstream: "openai".into() },
+            ProxyError::UpstreamKeyMissing { upstream: "azure".into(), env: "AZURE_KEY".into() },
             ProxyError::Internal("secret detail".into()),
         ]
     }
 
     #[test]
     fn every_error_has_four_keys_and_a_fitting_status() {
-        let expected = [400, 400, 413, 404, 404, 405, 502, 504, 500];
+        let expected = [400, 400, 413, 404, 404, 405, 502, 504, 500, 500];
         for (e, code) in all().into_iter().zip(expected) {
             assert_eq!(e.status().as_u16(), code, "{e:?}");
             let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use http::{HeaderMap, HeaderName, HeaderValue};
-use tailor::config::{Auth, Config, PriceSource, Secret, UpstreamKind};
+use tailor::config::{Auth, Config, PriceSource, Secret, Sticky, UpstreamKind};
 use tailor::metrics::Metrics;
 use tailor::request::{Endpoint, RequestView};
 use tailor::{classify, mock, server};
@@ -144,8 +144,11 @@ fn main() -> Result<()> {
                     _ => None,
                 })
                 .collect();
-            if !missing.is_empty() {
-                bail!("API key environment variable(s) not set: {}. Set them, or try `tailor demo`.", missing.join(", "));
+            if missing.len() == cfg.upstreams.len() {
+                bail!("no API key is set: {}. Set them, or try `tailor demo`.", missing.join(", "));
+            }
+            for m in &missing {
+                tracing::warn!("API key variable {m} is not set: requests to it fail over to fallbacks or get an error");
             }
             runtime()?.block_on(serve(cfg, None))
         }
@@ -190,7 +193,7 @@ fn override_listen(cfg: &mut Config, listen: Option<SocketAddr>, admin: Option<S
 
 async fn serve(cfg: Config, demo_upstream: Option<SocketAddr>) -> Result<()> {
     let metrics = Metrics::new()?;
-    let example_model = cfg.listed_models.first().cloned().unwrap_or_else(|| "gpt-4o".into());
+    let example_model = cfg.listed_models.iter().find(|m| m.starts_with("gpt")).cloned().unwrap_or_else(|| "gpt-4o".into());
     let running = server::start(cfg, metrics).await.context("binding listeners")?;
     let (api, admin) = (running.api_addr, running.admin_addr);
     // one line on stdout that scripts can wait for
@@ -231,7 +234,7 @@ fn check(path: &Path) -> Result<()> {
     for u in &cfg.upstreams {
         let auth = match &u.auth {
             Auth::Key { env, key: Some(_) } => format!("key from ${env} (set)"),
-            Auth::Key { env, key: None } => format!("key from ${env} (NOT SET: `serve` will refuse to start)"),
+            Auth::Key { env, key: None } => format!("key from ${env} (NOT SET: its models fail over, or answer 500)"),
             Auth::Passthrough => "caller's Authorization passed through".into(),
             Auth::None => "no credentials".into(),
         };
@@ -265,7 +268,12 @@ fn check(path: &Path) -> Result<()> {
             .map(|a| format!("{} {:.0}%", cfg.models[a.model].name, 100.0 * f64::from(a.weight) / r.total_weight as f64))
             .collect();
         let fb: Vec<&str> = r.fallback.iter().map(|m| cfg.models[*m].name.as_str()).collect();
-        println!("  {i}. {:<14} -> {}  sticky: {:?}  fallback: [{}]", r.name, arms.join(", "), r.sticky, fb.join(", "));
+        let sticky = match &r.sticky {
+            Sticky::None => "none".to_owned(),
+            Sticky::User => "user".to_owned(),
+            Sticky::Header(h) => format!("header:{h}"),
+        };
+        println!("  {i}. {:<14} -> {}  sticky: {sticky}  fallback: [{}]", r.name, arms.join(", "), fb.join(", "));
         println!("     match: {}", describe_match(&r.matcher));
     }
     Ok(())

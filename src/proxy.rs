@@ -267,11 +267,13 @@ async fn forward_with_fallback(
         }
         let upstream = &cfg.upstreams[model.upstream];
         if let Auth::Key { key: None, env } = &upstream.auth {
-            let err = ProxyError::Internal(format!("environment variable {env} is not set for upstream {}", upstream.name));
-            tracing::error!(request_id, error = %err, "cannot authenticate upstream");
+            // a config without this key still serves its other upstreams; this model is skipped
+            let err = ProxyError::UpstreamKeyMissing { upstream: upstream.name.clone(), env: env.clone() };
+            tracing::warn!(request_id, error = %err, "cannot authenticate upstream");
+            meter.meter().upstream_error("no_key");
             meter.responded(err.status(), None);
-            meter.finish(None, Outcome::UpstreamError);
-            return tag(err.into_response::<Full<Bytes>>().map(Either::Left), &route.name, &model.name, &request_id);
+            last_error = Some(tag(err.into_response::<Full<Bytes>>().map(Either::Left), &route.name, &model.name, &request_id));
+            continue;
         }
         let body = view.rewrite(&model.id, inject_usage);
         let up_req = match forward::upstream_request(upstream, model, endpoint, parts.uri.query(), &parts.headers, body) {

@@ -170,6 +170,34 @@ impl<B> MeteredBody<B> {
         let usage = self.usage();
         self.meter.finish(usage, outcome);
     }
+
+    /// The upstream body ended cleanly: flush, check the stream was complete, record.
+    fn end_of_upstream(&mut self) {
+        self.ended = true;
+        let mut outcome = Outcome::Ok;
+        if let Mode::Sse(s) = &mut self.mode {
+            let rest = s.finish();
+            if !s.complete() {
+                // closed without its end marker: a truncated stream must not look complete
+                self.meter.meter().upstream_error("stream");
+                outcome = Outcome::UpstreamError;
+                self.tail = Some(with_error_event(rest, "The upstream stream ended before it was complete."));
+            } else if !rest.is_empty() {
+                self.tail = Some(rest);
+            }
+        }
+        self.finish(outcome);
+    }
+}
+
+/// `rest` (an unterminated last event, possibly empty), closed, then the error event.
+fn with_error_event(rest: Bytes, message: &str) -> Bytes {
+    let mut out = BytesMut::from(rest.as_ref());
+    if !out.is_empty() && !out.ends_with(b"\n\n") {
+        out.extend_from_slice(b"\n\n");
+    }
+    out.extend_from_slice(&stream_error_event(message));
+    out.freeze()
 }
 
 impl<B> Drop for MeteredBody<B> {
@@ -219,21 +247,22 @@ where
                     if !this.first_frame_seen {
                         this.first_frame_seen = true;
                         if matches!(this.mode, Mode::Sse(_)) {
-                            let m = this.meter.meter();
-                            m.ttft.observe(this.meter.started.elapsed().as_secs_f64());
+                            this.meter.meter().ttft.observe(this.meter.started.elapsed().as_secs_f64());
                         }
                     }
-                    match &mut this.mode {
+                    let out = match &mut this.mode {
                         Mode::Json { frames, .. } => {
                             frames.push(data.clone());
-                            return Poll::Ready(Some(Ok(Frame::data(data))));
+                            data
                         }
-                        Mode::Sse(s) => {
-                            let out = s.feed(data);
-                            if !out.is_empty() {
-                                return Poll::Ready(Some(Ok(Frame::data(out))));
-                            }
-                        }
+                        Mode::Sse(s) => s.feed(data),
+                    };
+                    // A body with a known length may never be polled to `None`: end it here.
+                    if this.inner.is_end_stream() {
+                        this.end_of_upstream();
+                    }
+                    if !out.is_empty() {
+                        return Poll::Ready(Some(Ok(Frame::data(out))));
                     }
                 }
                 Some(Err(e)) => {
@@ -245,36 +274,12 @@ where
                         // A JSON body cannot be mended: abort, so the client sees a broken body.
                         Mode::Json { .. } => return Poll::Ready(Some(Err(e))),
                         Mode::Sse(s) => {
-                            let mut out = BytesMut::from(s.finish().as_ref());
-                            if !out.is_empty() && !out.ends_with(b"\n\n") {
-                                out.extend_from_slice(b"\n\n");
-                            }
-                            out.extend_from_slice(&stream_error_event("The upstream stream broke before it was complete."));
-                            this.tail = Some(out.freeze());
+                            let rest = s.finish();
+                            this.tail = Some(with_error_event(rest, "The upstream stream broke before it was complete."));
                         }
                     }
                 }
-                None => {
-                    this.ended = true;
-                    let mut outcome = Outcome::Ok;
-                    if let Mode::Sse(s) = &mut this.mode {
-                        let rest = s.finish();
-                        if !s.complete() {
-                            // the upstream closed without its end marker: a truncated stream
-                            this.meter.meter().upstream_error("stream");
-                            outcome = Outcome::UpstreamError;
-                            let mut out = BytesMut::from(rest.as_ref());
-                            if !out.is_empty() && !out.ends_with(b"\n\n") {
-                                out.extend_from_slice(b"\n\n");
-                            }
-                            out.extend_from_slice(&stream_error_event("The upstream stream ended before it was complete."));
-                            this.tail = Some(out.freeze());
-                        } else if !rest.is_empty() {
-                            this.tail = Some(rest);
-                        }
-                    }
-                    this.finish(outcome);
-                }
+                None => this.end_of_upstream(),
             }
         }
     }
