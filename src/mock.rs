@@ -510,6 +510,8 @@ impl Sim {
                     tokio::time::sleep(d).await;
                 }
                 if fail_after == Some(i as u64) {
+                    // let what was sent reach the wire first, as a real mid-stream reset would
+                    tokio::time::sleep(Duration::from_millis(30)).await;
                     let _ = tx.send(Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "mock: reset mid-stream"))).await;
                     return;
                 }
