@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Every test tailor has, in one command (README, and .ci/run, call this):
+#   1. cargo build --release, cargo test --release (unit + integration tiers)
+#   2. the official OpenAI SDKs (Python `openai`, Node `openai`, pinned in tests/sdk/) against a
+#      running tailor in front of the simulated OpenAI.
+# Needs only the Rust toolchain, Python 3 and Node: the SDKs are installed here from PyPI / npm.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+echo "== cargo build --release"
+cargo build --release --locked
+echo "== cargo test --release"
+cargo test --release --locked
+
+echo "== installing the pinned SDKs"
+venv=$root/target/sdk-venv
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+fi
+"$venv/bin/pip" install -q --disable-pip-version-check -r tests/sdk/python/requirements.txt
+(cd tests/sdk/node && npm ci --no-audit --no-fund --loglevel=error)
+
+tmp=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+# wait_for FILE PATTERN: until a line matching PATTERN appears (10 s at most)
+wait_for() {
+  for _ in $(seq 100); do
+    if grep -q "$2" "$1" 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "timed out waiting for '$2' in $1" >&2
+  cat "$1" >&2 || true
+  return 1
+}
+
+bin=$root/target/release/tailor
+"$bin" mock-upstream --listen 127.0.0.1:0 >"$tmp/mock.out" 2>"$tmp/mock.err" &
+pids+=($!)
+wait_for "$tmp/mock.out" "listening on"
+mock=$(sed -n 's#.*listening on \(http://[^/]*\)/v1.*#\1#p' "$tmp/mock.out")
+sed "s#MOCK_URL#$mock#g" tests/fixtures/proxy.yaml >"$tmp/routes.yaml"
+
+upstream_key=sk-upstream-$RANDOM$RANDOM
+TAILOR_TEST_KEY=$upstream_key "$bin" --log-format json serve --config "$tmp/routes.yaml" >"$tmp/tailor.out" 2>"$tmp/tailor.log" &
+pids+=($!)
+wait_for "$tmp/tailor.out" "tailor listening on"
+api=$(sed -n 's#^tailor listening on \(http://[^ ]*\) (admin: \(http://[^)]*\))#\1#p' "$tmp/tailor.out")
+admin=$(sed -n 's#^tailor listening on \(http://[^ ]*\) (admin: \(http://[^)]*\))#\2#p' "$tmp/tailor.out")
+export TAILOR_BASE_URL=$api TAILOR_ADMIN_URL=$admin
+echo "== SDK suites against tailor at $api (simulated upstream $mock)"
+
+echo "-- Python openai $("$venv/bin/python" -c 'import openai; print(openai.__version__)')"
+"$venv/bin/python" -m pytest -q -p no:cacheprovider tests/sdk/python
+echo "-- Node openai $(node -p 'require("./tests/sdk/node/node_modules/openai/package.json").version')"
+(cd tests/sdk/node && node --test test.mjs)
+
+# the access log must carry no key: neither tailor's upstream key nor the clients'
+if grep -q -e "$upstream_key" -e "sk-client-key" "$tmp/tailor.log"; then
+  echo "FAIL: an API key appeared in tailor's log" >&2
+  exit 1
+fi
+lines=$(grep -c '"target":"tailor::access"' "$tmp/tailor.log" || true)
+echo "access log: $lines JSON lines, no key in them"
+echo "== all suites passed"

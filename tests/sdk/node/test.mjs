@@ -1,0 +1,104 @@
+// The official OpenAI Node SDK pointed at a running tailor (started by tests/run-all.sh).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import OpenAI from 'openai';
+
+const BASE = process.env.TAILOR_BASE_URL;
+const ADMIN = process.env.TAILOR_ADMIN_URL;
+const client = new OpenAI({ baseURL: BASE, apiKey: 'sk-client-key', maxRetries: 0 });
+const messages = [{ role: 'user', content: 'Hello from the Node SDK' }];
+const tools = [{ type: 'function', function: { name: 'lookup_order', parameters: { type: 'object', properties: { query: { type: 'string' } } } } }];
+
+async function counter(name, labels) {
+  const text = await (await fetch(`${ADMIN}/metrics`)).text();
+  const want = Object.keys(labels).sort().map((k) => `${k}="${labels[k]}"`).join(',');
+  const line = text.split('\n').find((l) => l.startsWith(`${name}{${want}} `));
+  return line ? Number(line.split(' ').pop()) : 0;
+}
+
+test('chat, non-streaming, with tailor headers', async () => {
+  const { data, response } = await client.chat.completions.create({ model: 'gpt-4o', messages }).withResponse();
+  assert.equal(response.headers.get('x-tailor-route'), 'default');
+  assert.equal(response.headers.get('x-tailor-model'), 'gpt-4o');
+  assert.match(data.choices[0].message.content, /simulated reply/);
+  assert.equal(data.usage.completion_tokens, 12);
+});
+
+test('stream without include_usage: choices[0] on every chunk, still metered', async () => {
+  const before = await counter('tailor_tokens_total', { route: 'default', model: 'gpt-4o', type: 'output' });
+  let text = '';
+  const stream = await client.chat.completions.create({ model: 'gpt-4o', messages, stream: true });
+  for await (const chunk of stream) {
+    text += chunk.choices[0].delta.content ?? '';
+  }
+  assert.match(text, /^This is a simulated reply/);
+  const after = await counter('tailor_tokens_total', { route: 'default', model: 'gpt-4o', type: 'output' });
+  assert.equal(after - before, 12);
+});
+
+test('stream with include_usage ends with the usage chunk', async () => {
+  const chunks = [];
+  const stream = await client.chat.completions.create({ model: 'gpt-4o', messages, stream: true, stream_options: { include_usage: true } });
+  for await (const c of stream) chunks.push(c);
+  const last = chunks.at(-1);
+  assert.deepEqual(last.choices, []);
+  assert.equal(last.usage.completion_tokens, 12);
+});
+
+test('tool calls, streamed and not', async () => {
+  const c = await client.chat.completions.create({ model: 'gpt-4o', messages, tools });
+  const call = c.choices[0].message.tool_calls[0];
+  assert.equal(call.function.name, 'lookup_order');
+  let args = '';
+  const stream = await client.chat.completions.create({ model: 'gpt-4o', messages, tools, stream: true });
+  for await (const chunk of stream) {
+    for (const tc of chunk.choices[0].delta.tool_calls ?? []) args += tc.function?.arguments ?? '';
+  }
+  assert.deepEqual(JSON.parse(args), JSON.parse(call.function.arguments));
+});
+
+test('models.list', async () => {
+  const ids = [];
+  for await (const m of client.models.list()) ids.push(m.id);
+  assert.ok(ids.includes('gpt-4o') && ids.includes('sticky'));
+});
+
+test('429 is a RateLimitError, 401 an AuthenticationError', async () => {
+  await assert.rejects(
+    client.chat.completions.create({ model: 'gpt-4o', messages }, { headers: { 'x-mock-status': '429' } }),
+    (e) => e instanceof OpenAI.RateLimitError && e.status === 429 && e.headers.get('retry-after') === '1',
+  );
+  await assert.rejects(
+    client.chat.completions.create({ model: 'gpt-4o', messages }, { headers: { 'x-mock-status': '401' } }),
+    (e) => e instanceof OpenAI.AuthenticationError,
+  );
+  await assert.rejects(
+    client.chat.completions.create({ model: 'gpt-9', messages }),
+    (e) => e instanceof OpenAI.NotFoundError && e.code === 'model_not_found',
+  );
+});
+
+test('embeddings', async () => {
+  const r = await client.embeddings.create({ model: 'text-embedding-3-small', input: ['a', 'b'] });
+  assert.equal(r.data.length, 2);
+  assert.equal(r.data[0].embedding.length, 16);
+  assert.ok(r.usage.prompt_tokens > 0);
+});
+
+test('responses API', async () => {
+  const r = await client.responses.create({ model: 'gpt-4o', input: 'hi' });
+  assert.match(r.output_text, /^This is a simulated reply/);
+  const types = [];
+  const stream = await client.responses.create({ model: 'gpt-4o', input: 'hi', stream: true });
+  for await (const e of stream) types.push(e.type);
+  assert.equal(types.at(-1), 'response.completed');
+});
+
+test('a stream broken mid-way raises', async () => {
+  let text = '';
+  await assert.rejects(async () => {
+    const stream = await client.chat.completions.create({ model: 'gpt-4o', messages, stream: true }, { headers: { 'x-mock-fail-after': '4' } });
+    for await (const chunk of stream) text += chunk.choices[0].delta.content ?? '';
+  });
+  assert.match(text, /^This is a/);
+});
