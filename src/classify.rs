@@ -65,7 +65,10 @@ pub fn check(m: &Matcher, req: &RequestView<'_>, headers: &HeaderMap) -> Result<
         }
     }
     for (i, (name, value)) in m.headers.iter().enumerate() {
-        if headers.get(name).is_none_or(|v| v.as_bytes() != value.as_bytes()) {
+        if headers
+            .get(name)
+            .is_none_or(|v| v.as_bytes() != value.as_bytes())
+        {
             return Err(Cond::Header(i));
         }
     }
@@ -104,11 +107,18 @@ pub fn check(m: &Matcher, req: &RequestView<'_>, headers: &HeaderMap) -> Result<
 }
 
 /// The sticky key of a request for a route, if the route is sticky and the request has one.
-fn sticky_key<'r>(route: &Route, req: &'r RequestView<'_>, headers: &'r HeaderMap) -> Option<&'r str> {
+fn sticky_key<'r>(
+    route: &Route,
+    req: &'r RequestView<'_>,
+    headers: &'r HeaderMap,
+) -> Option<&'r str> {
     match &route.sticky {
         Sticky::None => None,
         Sticky::User => req.user.as_deref().filter(|u| !u.is_empty()),
-        Sticky::Header(h) => headers.get(h).and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty()),
+        Sticky::Header(h) => headers
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty()),
     }
 }
 
@@ -123,7 +133,11 @@ pub fn pick_arm(cfg: &Config, route: &Route, key: Option<&str>, draw: u64) -> (u
             if arm.weight == 0 {
                 continue;
             }
-            let h = stable_hash(&[route.name.as_bytes(), cfg.models[arm.model].name.as_bytes(), key.as_bytes()]);
+            let h = stable_hash(&[
+                route.name.as_bytes(),
+                cfg.models[arm.model].name.as_bytes(),
+                key.as_bytes(),
+            ]);
             // u in (0, 1]; -ln(u)/w is an exponential draw with rate w: the smallest wins with
             // probability w / sum(w)
             let u = ((h >> 11) + 1) as f64 / (1u64 << 53) as f64;
@@ -144,15 +158,33 @@ pub fn pick_arm(cfg: &Config, route: &Route, key: Option<&str>, draw: u64) -> (u
         }
         r -= w;
     }
-    let pick = if matches!(route.sticky, Sticky::None) { Pick::Random } else { Pick::RandomNoKey };
+    let pick = if matches!(route.sticky, Sticky::None) {
+        Pick::Random
+    } else {
+        Pick::RandomNoKey
+    };
     (chosen, pick)
 }
 
 /// Decides where a request goes; `None` when no route matches.
-pub fn classify<'c>(cfg: &'c Config, req: &RequestView<'_>, headers: &HeaderMap, draw: u64) -> Option<Decision<'c>> {
-    let (ri, route) = cfg.routes.iter().enumerate().find(|(_, r)| check(&r.matcher, req, headers).is_ok())?;
+pub fn classify<'c>(
+    cfg: &'c Config,
+    req: &RequestView<'_>,
+    headers: &HeaderMap,
+    draw: u64,
+) -> Option<Decision<'c>> {
+    let (ri, route) = cfg
+        .routes
+        .iter()
+        .enumerate()
+        .find(|(_, r)| check(&r.matcher, req, headers).is_ok())?;
     let (arm, pick) = pick_arm(cfg, route, sticky_key(route, req, headers), draw);
-    Some(Decision { route: ri, model: route.arms[arm].model, fallbacks: &route.fallback, pick })
+    Some(Decision {
+        route: ri,
+        model: route.arms[arm].model,
+        fallbacks: &route.fallback,
+        pick,
+    })
 }
 
 /// Every route's verdict plus the decision: what `tailor route` prints.
@@ -162,7 +194,12 @@ pub struct Explanation<'c> {
     pub decision: Option<Decision<'c>>,
 }
 
-pub fn explain<'c>(cfg: &'c Config, req: &RequestView<'_>, headers: &HeaderMap, draw: u64) -> Explanation<'c> {
+pub fn explain<'c>(
+    cfg: &'c Config,
+    req: &RequestView<'_>,
+    headers: &HeaderMap,
+    draw: u64,
+) -> Explanation<'c> {
     let mut verdicts = Vec::new();
     for r in &cfg.routes {
         let v = check(&r.matcher, req, headers);
@@ -172,7 +209,11 @@ pub fn explain<'c>(cfg: &'c Config, req: &RequestView<'_>, headers: &HeaderMap, 
             break;
         }
     }
-    Explanation { cfg, verdicts, decision: classify(cfg, req, headers, draw) }
+    Explanation {
+        cfg,
+        verdicts,
+        decision: classify(cfg, req, headers, draw),
+    }
 }
 
 impl Cond {
@@ -180,7 +221,10 @@ impl Cond {
     pub fn describe(self, m: &Matcher) -> String {
         match self {
             Cond::Endpoint => "endpoint not in match.endpoint".to_owned(),
-            Cond::Model => format!("requested model not in {:?}", m.models.as_deref().unwrap_or_default()),
+            Cond::Model => format!(
+                "requested model not in {:?}",
+                m.models.as_deref().unwrap_or_default()
+            ),
             Cond::Header(i) => format!("header {} != {:?}", m.headers[i].0, m.headers[i].1),
             Cond::Tools => format!("tools present != {}", m.tools.unwrap_or_default()),
             Cond::Metadata(i) => format!("metadata.{} != {:?}", m.metadata[i].0, m.metadata[i].1),
@@ -198,7 +242,9 @@ impl fmt::Display for Pick {
             Pick::Only => "only arm",
             Pick::Sticky => "sticky hash",
             Pick::Random => "random draw by weight",
-            Pick::RandomNoKey => "random draw by weight (sticky route, but the request has no sticky key)",
+            Pick::RandomNoKey => {
+                "random draw by weight (sticky route, but the request has no sticky key)"
+            }
         })
     }
 }
@@ -288,14 +334,33 @@ routes:
         Config::from_yaml(CFG, &|_| None).unwrap()
     }
 
-    fn decide(cfg: &Config, ep: Endpoint, body: &str, headers: &[(&'static str, &'static str)], draw: u64) -> Option<(String, String)> {
+    fn decide(
+        cfg: &Config,
+        ep: Endpoint,
+        body: &str,
+        headers: &[(&'static str, &'static str)],
+        draw: u64,
+    ) -> Option<(String, String)> {
         let v = RequestView::parse(body.as_bytes(), ep).unwrap();
         let mut h = HeaderMap::new();
         for (k, val) in headers {
             h.insert(*k, HeaderValue::from_static(val));
         }
-        classify(cfg, &v, &h, draw).map(|d| (cfg.routes[d.route].name.clone(), cfg.models[d.model].name.clone()))
+        classify(cfg, &v, &h, draw).map(|d| {
+            (
+                cfg.routes[d.route].name.clone(),
+                cfg.models[d.model].name.clone(),
+            )
+        })
     }
+
+    /// endpoint, body, headers, expected (route, model)
+    type Row = (
+        Endpoint,
+        String,
+        Vec<(&'static str, &'static str)>,
+        Option<(&'static str, &'static str)>,
+    );
 
     fn chat(model: &str, extra: &str) -> String {
         format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"hello"}}]{extra}}}"#)
@@ -305,38 +370,108 @@ routes:
     fn table_of_decisions() {
         let c = cfg();
         let sys = r#"{"model":"x","messages":[{"role":"system","content":"You are ACME Support."},{"role":"user","content":"hi"}]}"#;
-        let long = format!(r#"{{"model":"small","messages":[{{"role":"user","content":"{}"}}]}}"#, "a".repeat(200));
-        let rows: Vec<(Endpoint, String, Vec<(&'static str, &'static str)>, Option<(&str, &str)>)> = vec![
+        let long = format!(
+            r#"{{"model":"small","messages":[{{"role":"user","content":"{}"}}]}}"#,
+            "a".repeat(200)
+        );
+        let rows: Vec<Row> = vec![
             // endpoint
-            (Endpoint::Embeddings, r#"{"model":"text-embedding-3-small","input":"hi"}"#.into(), vec![], Some(("embeddings", "emb"))),
+            (
+                Endpoint::Embeddings,
+                r#"{"model":"text-embedding-3-small","input":"hi"}"#.into(),
+                vec![],
+                Some(("embeddings", "emb")),
+            ),
             // headers: exact value selects; other value or absence rejects
-            (Endpoint::Chat, chat("x", ""), vec![("x-team", "support")], Some(("team", "ft"))),
-            (Endpoint::Chat, chat("x", ""), vec![("x-team", "sales")], None),
+            (
+                Endpoint::Chat,
+                chat("x", ""),
+                vec![("x-team", "support")],
+                Some(("team", "ft")),
+            ),
+            (
+                Endpoint::Chat,
+                chat("x", ""),
+                vec![("x-team", "sales")],
+                None,
+            ),
             // user regex + model: both must hold
-            (Endpoint::Chat, chat("gpt-4o", r#","user":"vip-7""#), vec![], Some(("vip", "gpt-4o"))),
-            (Endpoint::Chat, chat("other", r#","user":"vip-7""#), vec![], None),
+            (
+                Endpoint::Chat,
+                chat("gpt-4o", r#","user":"vip-7""#),
+                vec![],
+                Some(("vip", "gpt-4o")),
+            ),
+            (
+                Endpoint::Chat,
+                chat("other", r#","user":"vip-7""#),
+                vec![],
+                None,
+            ),
             // metadata equality
-            (Endpoint::Chat, chat("x", r#","metadata":{"feature":"billing"}"#), vec![], Some(("meta", "mini"))),
-            (Endpoint::Chat, chat("x", r#","metadata":{"feature":"support"}"#), vec![], None),
+            (
+                Endpoint::Chat,
+                chat("x", r#","metadata":{"feature":"billing"}"#),
+                vec![],
+                Some(("meta", "mini")),
+            ),
+            (
+                Endpoint::Chat,
+                chat("x", r#","metadata":{"feature":"support"}"#),
+                vec![],
+                None,
+            ),
             // system regex (case-insensitive)
             (Endpoint::Chat, sys.into(), vec![], Some(("sys", "ft"))),
             // content regex on user messages
-            (Endpoint::Chat, r#"{"model":"x","messages":[{"role":"user","content":"I want a REFUND"}]}"#.into(), vec![], Some(("refunds", "ft"))),
-            (Endpoint::Chat, r#"{"model":"x","messages":[{"role":"assistant","content":"refund"}]}"#.into(), vec![], None),
+            (
+                Endpoint::Chat,
+                r#"{"model":"x","messages":[{"role":"user","content":"I want a REFUND"}]}"#.into(),
+                vec![],
+                Some(("refunds", "ft")),
+            ),
+            (
+                Endpoint::Chat,
+                r#"{"model":"x","messages":[{"role":"assistant","content":"refund"}]}"#.into(),
+                vec![],
+                None,
+            ),
             // tools
-            (Endpoint::Chat, chat("x", r#","tools":[{"type":"function","function":{"name":"f"}}]"#), vec![], Some(("tools", "gpt-4o"))),
+            (
+                Endpoint::Chat,
+                chat(
+                    "x",
+                    r#","tools":[{"type":"function","function":{"name":"f"}}]"#,
+                ),
+                vec![],
+                Some(("tools", "gpt-4o")),
+            ),
             (Endpoint::Chat, chat("x", r#","tools":[]"#), vec![], None),
             // prompt size
-            (Endpoint::Chat, chat("small", ""), vec![], Some(("small", "mini"))),
+            (
+                Endpoint::Chat,
+                chat("small", ""),
+                vec![],
+                Some(("small", "mini")),
+            ),
             (Endpoint::Chat, long, vec![], Some(("big", "gpt-4o"))),
             // the first match wins: header route before the model route
-            (Endpoint::Chat, chat("gpt-4o", ""), vec![("x-team", "support")], Some(("team", "ft"))),
+            (
+                Endpoint::Chat,
+                chat("gpt-4o", ""),
+                vec![("x-team", "support")],
+                Some(("team", "ft")),
+            ),
             // no route: unknown model
             (Endpoint::Chat, chat("gpt-5", ""), vec![], None),
         ];
         for (i, (ep, body, headers, want)) in rows.into_iter().enumerate() {
             let got = decide(&c, ep, &body, &headers, 0);
-            assert_eq!(got.as_ref().map(|(r, m)| (r.as_str(), m.as_str())), want, "row {i}: {body}");
+            assert_eq!(
+                got.as_ref().map(|(r, m)| (r.as_str(), m.as_str())),
+                want,
+                "row {i}: {body}"
+            );
         }
     }
 
@@ -351,7 +486,11 @@ routes:
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            if decide(&c, Endpoint::Chat, &chat("random", ""), &[], x).unwrap().1 == "ft" {
+            if decide(&c, Endpoint::Chat, &chat("random", ""), &[], x)
+                .unwrap()
+                .1
+                == "ft"
+            {
                 ft += 1;
             }
         }
@@ -367,7 +506,11 @@ routes:
             let body = chat("gpt-4o", &format!(r#","user":"user-{u}""#));
             let first = decide(&c, Endpoint::Chat, &body, &[], 0).unwrap();
             for draw in [1, 99, u64::MAX] {
-                assert_eq!(decide(&c, Endpoint::Chat, &body, &[], draw).unwrap(), first, "user-{u} moved");
+                assert_eq!(
+                    decide(&c, Endpoint::Chat, &body, &[], draw).unwrap(),
+                    first,
+                    "user-{u} moved"
+                );
             }
             if first.1 == "ft" {
                 ft += 1;
@@ -380,13 +523,32 @@ routes:
     #[test]
     fn sticky_by_header() {
         let c = cfg();
-        let a = decide(&c, Endpoint::Chat, &chat("by-header", ""), &[("x-session", "s-1")], 0);
+        let a = decide(
+            &c,
+            Endpoint::Chat,
+            &chat("by-header", ""),
+            &[("x-session", "s-1")],
+            0,
+        );
         for d in 1..50 {
-            assert_eq!(decide(&c, Endpoint::Chat, &chat("by-header", ""), &[("x-session", "s-1")], d), a);
+            assert_eq!(
+                decide(
+                    &c,
+                    Endpoint::Chat,
+                    &chat("by-header", ""),
+                    &[("x-session", "s-1")],
+                    d
+                ),
+                a
+            );
         }
         let mut seen = std::collections::HashSet::new();
         for d in 0..50 {
-            seen.insert(decide(&c, Endpoint::Chat, &chat("by-header", ""), &[], d).unwrap().1);
+            seen.insert(
+                decide(&c, Endpoint::Chat, &chat("by-header", ""), &[], d)
+                    .unwrap()
+                    .1,
+            );
         }
         assert_eq!(seen.len(), 2, "without the header the draw decides");
     }
@@ -394,7 +556,12 @@ routes:
     #[test]
     fn weight_change_moves_few_users() {
         let before = cfg();
-        let after = Config::from_yaml(&CFG.replace("weight: 90", "weight: 80").replace("weight: 10", "weight: 20"), &|_| None).unwrap();
+        let after = Config::from_yaml(
+            &CFG.replace("weight: 90", "weight: 80")
+                .replace("weight: 10", "weight: 20"),
+            &|_| None,
+        )
+        .unwrap();
         let mut moved = 0;
         let mut wrong_way = 0;
         for u in 0..5000 {

@@ -62,7 +62,9 @@ impl ProxyError {
             ProxyError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::UpstreamUnavailable { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::UpstreamKeyMissing { .. } | ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ProxyError::UpstreamKeyMissing { .. } | ProxyError::Internal(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 
@@ -92,14 +94,24 @@ impl ProxyError {
             ProxyError::BodyTooLarge { .. } => {
                 ("invalid_request_error", None, Some("request_too_large"))
             }
-            ProxyError::Unrouted(_) => ("invalid_request_error", Some("model"), Some("model_not_found")),
+            ProxyError::Unrouted(_) => (
+                "invalid_request_error",
+                Some("model"),
+                Some("model_not_found"),
+            ),
             ProxyError::NotFound { .. } => ("invalid_request_error", None, Some("unknown_url")),
             ProxyError::MethodNotAllowed { .. } => {
                 ("invalid_request_error", None, Some("method_not_allowed"))
             }
-            ProxyError::UpstreamUnavailable { .. } => ("upstream_error", None, Some("upstream_unavailable")),
-            ProxyError::UpstreamTimeout { .. } => ("upstream_error", None, Some("upstream_timeout")),
-            ProxyError::UpstreamKeyMissing { .. } => ("server_error", None, Some("upstream_key_missing")),
+            ProxyError::UpstreamUnavailable { .. } => {
+                ("upstream_error", None, Some("upstream_unavailable"))
+            }
+            ProxyError::UpstreamTimeout { .. } => {
+                ("upstream_error", None, Some("upstream_timeout"))
+            }
+            ProxyError::UpstreamKeyMissing { .. } => {
+                ("server_error", None, Some("upstream_key_missing"))
+            }
             ProxyError::Internal(_) => ("server_error", None, Some("internal_error")),
         }
     }
@@ -125,7 +137,10 @@ impl ProxyError {
         let mut resp = Response::new(B::from(self.body()));
         *resp.status_mut() = status;
         let headers = resp.headers_mut();
-        headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         if status.is_client_error() {
             headers.insert("x-should-retry", HeaderValue::from_static("false"));
         }
@@ -153,14 +168,32 @@ mod tests {
     fn all() -> Vec<ProxyError> {
         vec![
             ProxyError::InvalidJson("x".into()),
-            ProxyError::InvalidField { param: "messages", code: "missing_required_parameter", message: "m".into() },
+            ProxyError::InvalidField {
+                param: "messages",
+                code: "missing_required_parameter",
+                message: "m".into(),
+            },
             ProxyError::BodyTooLarge { limit: 10 },
             ProxyError::Unrouted("gpt-9".into()),
-            ProxyError::NotFound { method: "GET".into(), path: "/x".into() },
-            ProxyError::MethodNotAllowed { method: "GET".into(), path: "/v1/chat/completions".into() },
-            ProxyError::UpstreamUnavailable { upstream: "openai".into(), reason: "refused".into() },
-            ProxyError::UpstreamTimeout { upstream: "openai".into() },
-            ProxyError::UpstreamKeyMissing { upstream: "azure".into(), env: "AZURE_KEY".into() },
+            ProxyError::NotFound {
+                method: "GET".into(),
+                path: "/x".into(),
+            },
+            ProxyError::MethodNotAllowed {
+                method: "GET".into(),
+                path: "/v1/chat/completions".into(),
+            },
+            ProxyError::UpstreamUnavailable {
+                upstream: "openai".into(),
+                reason: "refused".into(),
+            },
+            ProxyError::UpstreamTimeout {
+                upstream: "openai".into(),
+            },
+            ProxyError::UpstreamKeyMissing {
+                upstream: "azure".into(),
+                env: "AZURE_KEY".into(),
+            },
             ProxyError::Internal("secret detail".into()),
         ]
     }

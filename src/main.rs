@@ -13,7 +13,11 @@ use tailor::request::{Endpoint, RequestView};
 use tailor::{classify, mock, server};
 
 #[derive(Parser)]
-#[command(name = "tailor", version, about = "OpenAI-compatible routing proxy: rule-routed, A/B split, tokens and dollars per route")]
+#[command(
+    name = "tailor",
+    version,
+    about = "OpenAI-compatible routing proxy: rule-routed, A/B split, tokens and dollars per route"
+)]
 struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -112,7 +116,9 @@ fn init_logs(cli: &Cli) {
             filter = filter.add_directive(d);
         }
     }
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match cli.log_format {
         LogFormat::Text => b.init(),
         LogFormat::Json => b.json().flatten_event(true).init(),
@@ -132,8 +138,17 @@ fn main() -> Result<()> {
     init_logs(&cli);
     match cli.cmd {
         Cmd::Check { config } => check(&config),
-        Cmd::Route { config, endpoint, headers, draw } => route(&config, endpoint.into(), &headers, draw),
-        Cmd::Serve { config, listen, admin_listen } => {
+        Cmd::Route {
+            config,
+            endpoint,
+            headers,
+            draw,
+        } => route(&config, endpoint.into(), &headers, draw),
+        Cmd::Serve {
+            config,
+            listen,
+            admin_listen,
+        } => {
             let mut cfg = load(&config)?;
             override_listen(&mut cfg, listen, admin_listen);
             let missing: Vec<String> = cfg
@@ -145,18 +160,28 @@ fn main() -> Result<()> {
                 })
                 .collect();
             if missing.len() == cfg.upstreams.len() {
-                bail!("no API key is set: {}. Set them, or try `tailor demo`.", missing.join(", "));
+                bail!(
+                    "no API key is set: {}. Set them, or try `tailor demo`.",
+                    missing.join(", ")
+                );
             }
             for m in &missing {
                 tracing::warn!("API key variable {m} is not set: requests to it fail over to fallbacks or get an error");
             }
             runtime()?.block_on(serve(cfg, None))
         }
-        Cmd::Demo { config, listen, admin_listen, mock_listen } => {
+        Cmd::Demo {
+            config,
+            listen,
+            admin_listen,
+            mock_listen,
+        } => {
             let mut cfg = load(&config)?;
             override_listen(&mut cfg, listen, admin_listen);
             runtime()?.block_on(async move {
-                let sim = mock::start(mock_listen, false).await.context("starting the simulated OpenAI server")?;
+                let sim = mock::start(mock_listen, false)
+                    .await
+                    .context("starting the simulated OpenAI server")?;
                 for u in &mut cfg.upstreams {
                     u.url = match u.kind {
                         UpstreamKind::Openai => format!("http://{}/v1", sim.addr),
@@ -179,7 +204,9 @@ fn main() -> Result<()> {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
 
 fn override_listen(cfg: &mut Config, listen: Option<SocketAddr>, admin: Option<SocketAddr>) {
@@ -193,8 +220,15 @@ fn override_listen(cfg: &mut Config, listen: Option<SocketAddr>, admin: Option<S
 
 async fn serve(cfg: Config, demo_upstream: Option<SocketAddr>) -> Result<()> {
     let metrics = Metrics::new()?;
-    let example_model = cfg.listed_models.iter().find(|m| m.starts_with("gpt")).cloned().unwrap_or_else(|| "gpt-4o".into());
-    let running = server::start(cfg, metrics).await.context("binding listeners")?;
+    let example_model = cfg
+        .listed_models
+        .iter()
+        .find(|m| m.starts_with("gpt"))
+        .cloned()
+        .unwrap_or_else(|| "gpt-4o".into());
+    let running = server::start(cfg, metrics)
+        .await
+        .context("binding listeners")?;
     let (api, admin) = (running.api_addr, running.admin_addr);
     // one line on stdout that scripts can wait for
     println!("tailor listening on http://{api}/v1 (admin: http://{admin})");
@@ -223,24 +257,35 @@ Ctrl-C to stop."#
 }
 
 fn usd(micro_per_m: u64) -> String {
-    format!("{:.4}", micro_per_m as f64 / 1e6).trim_end_matches('0').trim_end_matches('.').to_owned()
+    format!("{:.4}", micro_per_m as f64 / 1e6)
+        .trim_end_matches('0')
+        .trim_end_matches('.')
+        .to_owned()
 }
 
 fn check(path: &Path) -> Result<()> {
     let cfg = load(path)?;
     println!("{}: OK", path.display());
-    println!("\nserver: listen {}  admin {}  max_body_bytes {}", cfg.server.listen, cfg.server.admin_listen, cfg.server.max_body_bytes);
+    println!(
+        "\nserver: listen {}  admin {}  max_body_bytes {}",
+        cfg.server.listen, cfg.server.admin_listen, cfg.server.max_body_bytes
+    );
     println!("\nupstreams:");
     for u in &cfg.upstreams {
         let auth = match &u.auth {
             Auth::Key { env, key: Some(_) } => format!("key from ${env} (set)"),
-            Auth::Key { env, key: None } => format!("key from ${env} (NOT SET: its models fail over, or answer 500)"),
+            Auth::Key { env, key: None } => {
+                format!("key from ${env} (NOT SET: its models fail over, or answer 500)")
+            }
             Auth::Passthrough => "caller's Authorization passed through".into(),
             Auth::None => "no credentials".into(),
         };
         let kind = match u.kind {
             UpstreamKind::Openai => "openai".to_owned(),
-            UpstreamKind::Azure => format!("azure api-version {}", u.api_version.as_deref().unwrap_or("")),
+            UpstreamKind::Azure => format!(
+                "azure api-version {}",
+                u.api_version.as_deref().unwrap_or("")
+            ),
         };
         println!("  {:<14} {:<36} {kind}; {auth}", u.name, u.url);
     }
@@ -265,15 +310,30 @@ fn check(path: &Path) -> Result<()> {
         let arms: Vec<String> = r
             .arms
             .iter()
-            .map(|a| format!("{} {:.0}%", cfg.models[a.model].name, 100.0 * f64::from(a.weight) / r.total_weight as f64))
+            .map(|a| {
+                format!(
+                    "{} {:.0}%",
+                    cfg.models[a.model].name,
+                    100.0 * f64::from(a.weight) / r.total_weight as f64
+                )
+            })
             .collect();
-        let fb: Vec<&str> = r.fallback.iter().map(|m| cfg.models[*m].name.as_str()).collect();
+        let fb: Vec<&str> = r
+            .fallback
+            .iter()
+            .map(|m| cfg.models[*m].name.as_str())
+            .collect();
         let sticky = match &r.sticky {
             Sticky::None => "none".to_owned(),
             Sticky::User => "user".to_owned(),
             Sticky::Header(h) => format!("header:{h}"),
         };
-        println!("  {i}. {:<14} -> {}  sticky: {sticky}  fallback: [{}]", r.name, arms.join(", "), fb.join(", "));
+        println!(
+            "  {i}. {:<14} -> {}  sticky: {sticky}  fallback: [{}]",
+            r.name,
+            arms.join(", "),
+            fb.join(", ")
+        );
         println!("     match: {}", describe_match(&r.matcher));
     }
     Ok(())
@@ -282,7 +342,10 @@ fn check(path: &Path) -> Result<()> {
 fn describe_match(m: &tailor::config::Matcher) -> String {
     let mut parts = Vec::new();
     if let Some(e) = &m.endpoints {
-        parts.push(format!("endpoint in {:?}", e.iter().map(|e| e.as_str()).collect::<Vec<_>>()));
+        parts.push(format!(
+            "endpoint in {:?}",
+            e.iter().map(|e| e.as_str()).collect::<Vec<_>>()
+        ));
     }
     if let Some(ms) = &m.models {
         parts.push(format!("model in {ms:?}"));
@@ -300,7 +363,11 @@ fn describe_match(m: &tailor::config::Matcher) -> String {
         parts.push(format!("user =~ /{r}/"));
     }
     if let Some((lo, hi)) = m.prompt_tokens {
-        parts.push(if hi == u64::MAX { format!("prompt_tokens >= {lo}") } else { format!("prompt_tokens in {lo}..={hi}") });
+        parts.push(if hi == u64::MAX {
+            format!("prompt_tokens >= {lo}")
+        } else {
+            format!("prompt_tokens in {lo}..={hi}")
+        });
     }
     if let Some(r) = &m.system {
         parts.push(format!("system =~ /{r}/"));
@@ -321,15 +388,24 @@ fn route(path: &Path, endpoint: Endpoint, headers: &[String], draw: u64) -> Resu
     std::io::stdin().read_to_end(&mut body)?;
     let mut h = HeaderMap::new();
     for line in headers {
-        let (k, v) = line.split_once(':').with_context(|| format!("header `{line}` is not `name: value`"))?;
-        h.append(HeaderName::from_bytes(k.trim().to_ascii_lowercase().as_bytes())?, HeaderValue::from_str(v.trim())?);
+        let (k, v) = line
+            .split_once(':')
+            .with_context(|| format!("header `{line}` is not `name: value`"))?;
+        h.append(
+            HeaderName::from_bytes(k.trim().to_ascii_lowercase().as_bytes())?,
+            HeaderValue::from_str(v.trim())?,
+        );
     }
     let view = RequestView::parse(&body, endpoint).map_err(|e| anyhow::anyhow!("{e}"))?;
     let ex = classify::explain(&cfg, &view, &h, draw);
     for (i, v) in ex.verdicts.iter().enumerate() {
         let r = &cfg.routes[i];
         match v {
-            Ok(()) => println!("route {:<14} matches ({})", r.name, describe_match(&r.matcher)),
+            Ok(()) => println!(
+                "route {:<14} matches ({})",
+                r.name,
+                describe_match(&r.matcher)
+            ),
             Err(c) => println!("route {:<14} skipped: {}", r.name, c.describe(&r.matcher)),
         }
     }
@@ -337,8 +413,19 @@ fn route(path: &Path, endpoint: Endpoint, headers: &[String], draw: u64) -> Resu
         Some(d) => {
             let r = &cfg.routes[d.route];
             let m = &cfg.models[d.model];
-            let fb: Vec<&str> = d.fallbacks.iter().map(|i| cfg.models[*i].name.as_str()).collect();
-            println!("\ndecision: route={} model={} (upstream id {}) by {}; fallback: [{}]", r.name, m.name, m.id, d.pick, fb.join(", "));
+            let fb: Vec<&str> = d
+                .fallbacks
+                .iter()
+                .map(|i| cfg.models[*i].name.as_str())
+                .collect();
+            println!(
+                "\ndecision: route={} model={} (upstream id {}) by {}; fallback: [{}]",
+                r.name,
+                m.name,
+                m.id,
+                d.pick,
+                fb.join(", ")
+            );
             Ok(())
         }
         None => bail!("no route matches: the request would get 404 model_not_found"),

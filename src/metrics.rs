@@ -14,14 +14,16 @@ use dashmap::DashMap;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, MetricFamily, MetricType};
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::usage::price::PICO_PER_USD;
 use crate::usage::Usage;
 
-const DURATION_BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0];
+const DURATION_BUCKETS: &[f64] = &[
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0,
+];
 const TTFT_BUCKETS: &[f64] = &[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0];
 
 /// All of tailor's metrics.
@@ -47,34 +49,105 @@ impl Metrics {
             r.register(Box::new(c.clone()))?;
             Ok(c)
         }
-        let counter = |name: &str, help: &str, labels: &[&str]| IntCounterVec::new(Opts::new(name, help), labels);
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            IntCounterVec::new(Opts::new(name, help), labels)
+        };
         let m = Metrics {
-            requests: reg(&registry, counter("tailor_requests_total", "Requests answered, by route, model and HTTP status", &["route", "model", "code"])?)?,
-            tokens: reg(&registry, counter("tailor_tokens_total", "Tokens by type: input (uncached prompt), cached_input, output", &["route", "model", "type"])?)?,
-            reasoning: reg(&registry, counter("tailor_reasoning_tokens_total", "Reasoning tokens (already counted in output)", &["route", "model"])?)?,
+            requests: reg(
+                &registry,
+                counter(
+                    "tailor_requests_total",
+                    "Requests answered, by route, model and HTTP status",
+                    &["route", "model", "code"],
+                )?,
+            )?,
+            tokens: reg(
+                &registry,
+                counter(
+                    "tailor_tokens_total",
+                    "Tokens by type: input (uncached prompt), cached_input, output",
+                    &["route", "model", "type"],
+                )?,
+            )?,
+            reasoning: reg(
+                &registry,
+                counter(
+                    "tailor_reasoning_tokens_total",
+                    "Reasoning tokens (already counted in output)",
+                    &["route", "model"],
+                )?,
+            )?,
             cost: {
                 let c = Arc::new(CostCounter::new()?);
                 registry.register(Box::new(CostCollector(c.clone())))?;
                 c
             },
-            duration: reg(&registry, HistogramVec::new(
-                HistogramOpts::new("tailor_request_duration_seconds", "Time from request received to response end")
+            duration: reg(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "tailor_request_duration_seconds",
+                        "Time from request received to response end",
+                    )
                     .buckets(DURATION_BUCKETS.to_vec()),
-                &["route", "model"],
-            )?)?,
-            ttft: reg(&registry, HistogramVec::new(
-                HistogramOpts::new("tailor_time_to_first_token_seconds", "Streams: time from request received to first upstream body bytes")
+                    &["route", "model"],
+                )?,
+            )?,
+            ttft: reg(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "tailor_time_to_first_token_seconds",
+                        "Streams: time from request received to first upstream body bytes",
+                    )
                     .buckets(TTFT_BUCKETS.to_vec()),
-                &["route", "model"],
-            )?)?,
-            in_flight: reg(&registry, IntGaugeVec::new(Opts::new("tailor_in_flight_requests", "Requests being served"), &["route"])?)?,
-            upstream_errors: reg(&registry, counter("tailor_upstream_errors_total", "Upstream failures by kind", &["route", "model", "kind"])?)?,
-            fallbacks: reg(&registry, counter("tailor_fallbacks_total", "Requests moved to a fallback model", &["route", "from", "to"])?)?,
-            unrouted: reg(&registry, IntCounter::new("tailor_unrouted_requests_total", "Requests that matched no route")?)?,
-            rejected: reg(&registry, counter("tailor_rejected_requests_total", "Requests refused before routing (bad input), by reason", &["reason"])?)?,
+                    &["route", "model"],
+                )?,
+            )?,
+            in_flight: reg(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new("tailor_in_flight_requests", "Requests being served"),
+                    &["route"],
+                )?,
+            )?,
+            upstream_errors: reg(
+                &registry,
+                counter(
+                    "tailor_upstream_errors_total",
+                    "Upstream failures by kind",
+                    &["route", "model", "kind"],
+                )?,
+            )?,
+            fallbacks: reg(
+                &registry,
+                counter(
+                    "tailor_fallbacks_total",
+                    "Requests moved to a fallback model",
+                    &["route", "from", "to"],
+                )?,
+            )?,
+            unrouted: reg(
+                &registry,
+                IntCounter::new(
+                    "tailor_unrouted_requests_total",
+                    "Requests that matched no route",
+                )?,
+            )?,
+            rejected: reg(
+                &registry,
+                counter(
+                    "tailor_rejected_requests_total",
+                    "Requests refused before routing (bad input), by reason",
+                    &["reason"],
+                )?,
+            )?,
             registry,
         };
-        let build = IntGaugeVec::new(Opts::new("tailor_build_info", "Build information"), &["version"])?;
+        let build = IntGaugeVec::new(
+            Opts::new("tailor_build_info", "Build information"),
+            &["version"],
+        )?;
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         m.registry.register(Box::new(build))?;
         Ok(Arc::new(m))
@@ -131,16 +204,25 @@ impl RouteModelMeter {
         self.cached.inc_by(u.cached);
         self.output.inc_by(u.output);
         self.reasoning.inc_by(u.reasoning);
-        self.cost_pico.fetch_add(u64::try_from(cost_pico).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.cost_pico.fetch_add(
+            u64::try_from(cost_pico).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
     }
 
     /// Counts one answered request with its status code.
     pub fn record_request(&self, code: http::StatusCode) {
-        self.metrics.requests.with_label_values(&[&self.route, &self.model, code.as_str()]).inc();
+        self.metrics
+            .requests
+            .with_label_values(&[&self.route, &self.model, code.as_str()])
+            .inc();
     }
 
     pub fn upstream_error(&self, kind: &'static str) {
-        self.metrics.upstream_errors.with_label_values(&[&self.route, &self.model, kind]).inc();
+        self.metrics
+            .upstream_errors
+            .with_label_values(&[&self.route, &self.model, kind])
+            .inc();
     }
 }
 
@@ -166,12 +248,17 @@ impl CostCounter {
     }
 
     fn handle(&self, route: &str, model: &str) -> Arc<AtomicU64> {
-        self.series.entry((route.into(), model.into())).or_default().clone()
+        self.series
+            .entry((route.into(), model.into()))
+            .or_default()
+            .clone()
     }
 
     /// The current total for a series, in picodollars (tests compare exactly).
     pub fn pico(&self, route: &str, model: &str) -> u64 {
-        self.series.get(&(Arc::from(route), Arc::from(model))).map_or(0, |v| v.load(Ordering::Relaxed))
+        self.series
+            .get(&(Arc::from(route), Arc::from(model)))
+            .map_or(0, |v| v.load(Ordering::Relaxed))
     }
 }
 
@@ -201,12 +288,18 @@ impl Collector for CostCollector {
                 };
                 let mut c = proto::Counter::default();
                 c.set_value(e.value().load(Ordering::Relaxed) as f64 / PICO_PER_USD);
-                let mut m = proto::Metric::from_label(vec![label("model", model), label("route", route)]);
+                let mut m =
+                    proto::Metric::from_label(vec![label("model", model), label("route", route)]);
                 m.set_counter(c);
                 m
             })
             .collect();
-        metrics.sort_by(|a, b| a.get_label().iter().map(|l| l.value()).cmp(b.get_label().iter().map(|l| l.value())));
+        metrics.sort_by(|a, b| {
+            a.get_label()
+                .iter()
+                .map(|l| l.value())
+                .cmp(b.get_label().iter().map(|l| l.value()))
+        });
         mf.set_metric(metrics);
         vec![mf]
     }
@@ -220,7 +313,12 @@ mod tests {
     fn exposition_has_every_metric_and_exact_cost() {
         let m = Metrics::new().unwrap();
         let meter = m.meter("support", "support-ft");
-        let u = Usage { input: 1000, cached: 200, output: 50, reasoning: 10 };
+        let u = Usage {
+            input: 1000,
+            cached: 200,
+            output: 50,
+            reasoning: 10,
+        };
         for _ in 0..3 {
             meter.record_usage(&u, 4_125_000_000);
             meter.record_request(http::StatusCode::OK);

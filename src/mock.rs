@@ -68,7 +68,11 @@ struct MockState {
 impl MockServer {
     /// The requests received so far (at most the last 10,000).
     pub fn received(&self) -> Vec<Received> {
-        self.state.received.lock().map(|v| v.clone()).unwrap_or_default()
+        self.state
+            .received
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default()
     }
 
     pub fn clear(&self) {
@@ -86,7 +90,11 @@ impl MockServer {
 pub async fn start(addr: SocketAddr, record: bool) -> std::io::Result<MockServer> {
     let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
-    let state = Arc::new(MockState { received: Mutex::new(Vec::new()), counter: AtomicU64::new(0), keep: if record { 10_000 } else { 0 } });
+    let state = Arc::new(MockState {
+        received: Mutex::new(Vec::new()),
+        counter: AtomicU64::new(0),
+        keep: if record { 10_000 } else { 0 },
+    });
     let (stop, stopped) = watch::channel(false);
     let s = state.clone();
     tokio::spawn(crate::server::serve(listener, stopped, move || {
@@ -104,7 +112,10 @@ pub struct ChannelBody(mpsc::Receiver<Result<Bytes, std::io::Error>>);
 impl Body for ChannelBody {
     type Data = Bytes;
     type Error = std::io::Error;
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         self.0.poll_recv(cx).map(|o| o.map(|r| r.map(Frame::data)))
     }
 }
@@ -114,7 +125,9 @@ fn header_num(h: &HeaderMap, name: &str) -> Option<u64> {
 }
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn respond(status: StatusCode, body: Bytes, ctype: &'static str, rid: &str) -> Response<MockBody> {
@@ -131,11 +144,26 @@ fn common_headers(h: &mut HeaderMap, ctype: &'static str, rid: &str) {
     }
     h.insert("openai-processing-ms", HeaderValue::from_static("7"));
     h.insert("openai-version", HeaderValue::from_static("2020-10-01"));
-    h.insert("x-ratelimit-limit-requests", HeaderValue::from_static("10000"));
-    h.insert("x-ratelimit-remaining-requests", HeaderValue::from_static("9999"));
-    h.insert("x-ratelimit-limit-tokens", HeaderValue::from_static("30000000"));
-    h.insert("x-ratelimit-remaining-tokens", HeaderValue::from_static("29999000"));
-    h.insert("x-ratelimit-reset-requests", HeaderValue::from_static("6ms"));
+    h.insert(
+        "x-ratelimit-limit-requests",
+        HeaderValue::from_static("10000"),
+    );
+    h.insert(
+        "x-ratelimit-remaining-requests",
+        HeaderValue::from_static("9999"),
+    );
+    h.insert(
+        "x-ratelimit-limit-tokens",
+        HeaderValue::from_static("30000000"),
+    );
+    h.insert(
+        "x-ratelimit-remaining-tokens",
+        HeaderValue::from_static("29999000"),
+    );
+    h.insert(
+        "x-ratelimit-reset-requests",
+        HeaderValue::from_static("6ms"),
+    );
     h.insert("x-ratelimit-reset-tokens", HeaderValue::from_static("2ms"));
 }
 
@@ -154,17 +182,28 @@ fn error(status: u16, model: &str, rid: &str) -> Response<MockBody> {
     let st = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut r = respond(st, Bytes::from(body.to_string()), "application/json", rid);
     if status == 429 {
-        r.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
-        r.headers_mut().insert("x-ratelimit-remaining-requests", HeaderValue::from_static("0"));
+        r.headers_mut()
+            .insert("retry-after", HeaderValue::from_static("1"));
+        r.headers_mut().insert(
+            "x-ratelimit-remaining-requests",
+            HeaderValue::from_static("0"),
+        );
     }
     r
 }
 
-async fn handle(state: Arc<MockState>, req: Request<Incoming>) -> Result<Response<MockBody>, Infallible> {
+async fn handle(
+    state: Arc<MockState>,
+    req: Request<Incoming>,
+) -> Result<Response<MockBody>, Infallible> {
     let n = state.counter.fetch_add(1, Ordering::Relaxed);
     let rid = format!("req_{n:024x}");
     let (parts, body) = req.into_parts();
-    let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+    let body = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
     if state.keep > 0 {
         if let Ok(mut v) = state.received.lock() {
             if v.len() >= state.keep {
@@ -172,7 +211,11 @@ async fn handle(state: Arc<MockState>, req: Request<Incoming>) -> Result<Respons
             }
             v.push(Received {
                 method: parts.method.clone(),
-                path_and_query: parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
+                path_and_query: parts
+                    .uri
+                    .path_and_query()
+                    .map(|p| p.to_string())
+                    .unwrap_or_default(),
                 headers: parts.headers.clone(),
                 body: body.clone(),
             });
@@ -188,18 +231,38 @@ async fn handle(state: Arc<MockState>, req: Request<Incoming>) -> Result<Respons
         None => (None, path.strip_prefix("/v1").unwrap_or(path).to_owned()),
     };
     let h = &parts.headers;
-    if azure_deployment.is_some() && !parts.uri.query().is_some_and(|q| q.contains("api-version=")) {
-        return Ok(respond(StatusCode::NOT_FOUND, Bytes::from_static(br#"{"error":{"code":"404","message":"Resource not found"}}"#), "application/json", &rid));
+    if azure_deployment.is_some()
+        && !parts
+            .uri
+            .query()
+            .is_some_and(|q| q.contains("api-version="))
+    {
+        return Ok(respond(
+            StatusCode::NOT_FOUND,
+            Bytes::from_static(br#"{"error":{"code":"404","message":"Resource not found"}}"#),
+            "application/json",
+            &rid,
+        ));
     }
     let key = if azure_deployment.is_some() {
-        h.get("api-key").and_then(|v| v.to_str().ok()).map(str::to_owned)
+        h.get("api-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
     } else {
-        h.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).map(str::to_owned)
+        h.get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::to_owned)
     };
     match key.as_deref() {
         None | Some("") => {
             let body = json!({"error": {"message": "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).", "type": "invalid_request_error", "param": Value::Null, "code": Value::Null}});
-            return Ok(respond(StatusCode::UNAUTHORIZED, Bytes::from(body.to_string()), "application/json", &rid));
+            return Ok(respond(
+                StatusCode::UNAUTHORIZED,
+                Bytes::from(body.to_string()),
+                "application/json",
+                &rid,
+            ));
         }
         Some("sk-invalid") => return Ok(error(401, "", &rid)),
         Some(_) => {}
@@ -212,17 +275,33 @@ async fn handle(state: Arc<MockState>, req: Request<Incoming>) -> Result<Respons
             .iter()
             .map(|id| json!({"id": id, "object": "model", "created": 1_715_367_049, "owned_by": "system"}))
             .collect();
-        return Ok(respond(StatusCode::OK, Bytes::from(json!({"object": "list", "data": data}).to_string()), "application/json", &rid));
+        return Ok(respond(
+            StatusCode::OK,
+            Bytes::from(json!({"object": "list", "data": data}).to_string()),
+            "application/json",
+            &rid,
+        ));
     }
     if parts.method != Method::POST {
         return Ok(error(404, "", &rid));
     }
     let Ok(req) = serde_json::from_slice::<Value>(&body) else {
         let b = json!({"error": {"message": "We could not parse the JSON body of your request.", "type": "invalid_request_error", "param": Value::Null, "code": Value::Null}});
-        return Ok(respond(StatusCode::BAD_REQUEST, Bytes::from(b.to_string()), "application/json", &rid));
+        return Ok(respond(
+            StatusCode::BAD_REQUEST,
+            Bytes::from(b.to_string()),
+            "application/json",
+            &rid,
+        ));
     };
-    let model = azure_deployment.clone().or_else(|| req["model"].as_str().map(str::to_owned)).unwrap_or_default();
-    if let Some(st) = header_num(h, "x-mock-status").and_then(|s| u16::try_from(s).ok()).filter(|s| *s >= 400) {
+    let model = azure_deployment
+        .clone()
+        .or_else(|| req["model"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    if let Some(st) = header_num(h, "x-mock-status")
+        .and_then(|s| u16::try_from(s).ok())
+        .filter(|s| *s >= 400)
+    {
         return Ok(error(st, &model, &rid));
     }
     if model.contains("broken") {
@@ -237,13 +316,28 @@ async fn handle(state: Arc<MockState>, req: Request<Incoming>) -> Result<Respons
             if req["stream"].as_bool() == Some(true) {
                 sim.stream(&endpoint, &req, h, &rid)
             } else {
-                respond(StatusCode::OK, sim.complete(&endpoint, &req), "application/json", &rid)
+                respond(
+                    StatusCode::OK,
+                    sim.complete(&endpoint, &req),
+                    "application/json",
+                    &rid,
+                )
             }
         }
-        "/embeddings" => respond(StatusCode::OK, sim.embeddings(&req), "application/json", &rid),
+        "/embeddings" => respond(
+            StatusCode::OK,
+            sim.embeddings(&req),
+            "application/json",
+            &rid,
+        ),
         _ => {
             let b = json!({"error": {"message": format!("Invalid URL (POST {path})"), "type": "invalid_request_error", "param": Value::Null, "code": Value::Null}});
-            respond(StatusCode::NOT_FOUND, Bytes::from(b.to_string()), "application/json", &rid)
+            respond(
+                StatusCode::NOT_FOUND,
+                Bytes::from(b.to_string()),
+                "application/json",
+                &rid,
+            )
         }
     })
 }
@@ -273,12 +367,22 @@ impl Sim {
             prompt_bytes += i.len() as u64;
         }
         let prompt_tokens = prompt_bytes.div_ceil(4).max(1);
-        let cached = if prompt_tokens >= 1024 { prompt_tokens * 3 / 4 / 128 * 128 } else { 0 };
+        let cached = if prompt_tokens >= 1024 {
+            prompt_tokens * 3 / 4 / 128 * 128
+        } else {
+            0
+        };
         let want = header_num(h, "x-mock-words").unwrap_or(12) as usize;
-        let max = ["max_completion_tokens", "max_tokens", "max_output_tokens"].iter().find_map(|k| req[*k].as_u64()).map(|m| m as usize);
+        let max = ["max_completion_tokens", "max_tokens", "max_output_tokens"]
+            .iter()
+            .find_map(|k| req[*k].as_u64())
+            .map(|m| m as usize);
         let n = max.map_or(want, |m| want.min(m));
         let finish = if n < want { "length" } else { "stop" };
-        let mut words: Vec<String> = format!("This is a simulated reply from {model}.").split(' ').map(str::to_owned).collect();
+        let mut words: Vec<String> = format!("This is a simulated reply from {model}.")
+            .split(' ')
+            .map(str::to_owned)
+            .collect();
         while words.len() < n {
             words.push(format!("word{}", words.len()));
         }
@@ -287,11 +391,34 @@ impl Sim {
         let tool = if req["tool_choice"] == "none" {
             None
         } else {
-            tools.and_then(|t| t[0]["function"]["name"].as_str().or(t[0]["name"].as_str())).map(str::to_owned)
+            tools
+                .and_then(|t| t[0]["function"]["name"].as_str().or(t[0]["name"].as_str()))
+                .map(str::to_owned)
         };
-        let reasoning = if model.starts_with('o') { 2 * words.len() as u64 } else { 0 };
-        let id: String = format!("{:x}", crate::classify::stable_hash(&[model.as_bytes(), &prompt_bytes.to_le_bytes(), &now().to_le_bytes()]));
-        Sim { model: model.to_owned(), words, finish, prompt_tokens, cached, reasoning, tool, created: now(), id }
+        let reasoning = if model.starts_with('o') {
+            2 * words.len() as u64
+        } else {
+            0
+        };
+        let id: String = format!(
+            "{:x}",
+            crate::classify::stable_hash(&[
+                model.as_bytes(),
+                &prompt_bytes.to_le_bytes(),
+                &now().to_le_bytes()
+            ])
+        );
+        Sim {
+            model: model.to_owned(),
+            words,
+            finish,
+            prompt_tokens,
+            cached,
+            reasoning,
+            tool,
+            created: now(),
+            id,
+        }
     }
 
     fn completion_tokens(&self) -> u64 {
@@ -352,7 +479,10 @@ impl Sim {
                                "tool_calls": [{"id": format!("call_{}", self.id), "type": "function", "function": {"name": name, "arguments": self.tool_args()}}]}),
                         "tool_calls",
                     ),
-                    None => (json!({"role": "assistant", "content": self.text(), "refusal": Value::Null, "annotations": []}), self.finish),
+                    None => (
+                        json!({"role": "assistant", "content": self.text(), "refusal": Value::Null, "annotations": []}),
+                        self.finish,
+                    ),
                 };
                 json!({
                     "id": format!("chatcmpl-{}", self.id), "object": "chat.completion", "created": self.created, "model": self.model,
@@ -438,7 +568,10 @@ impl Sim {
                         body.push(chunk(json!({}), json!("tool_calls")));
                     }
                     None => {
-                        head.push(chunk(json!({"role": "assistant", "content": "", "refusal": Value::Null}), Value::Null));
+                        head.push(chunk(
+                            json!({"role": "assistant", "content": "", "refusal": Value::Null}),
+                            Value::Null,
+                        ));
                         for (i, w) in self.words.iter().enumerate() {
                             let piece = if i == 0 { w.clone() } else { format!(" {w}") };
                             body.push(chunk(json!({"content": piece}), Value::Null));
@@ -475,8 +608,14 @@ impl Sim {
                     format!("event: {kind}\ndata: {v}\n\n")
                 };
                 let item_id = format!("msg_{}", self.id);
-                head.push(ev("response.created", json!({"response": self.response_object("in_progress", false)})));
-                head.push(ev("response.in_progress", json!({"response": self.response_object("in_progress", false)})));
+                head.push(ev(
+                    "response.created",
+                    json!({"response": self.response_object("in_progress", false)}),
+                ));
+                head.push(ev(
+                    "response.in_progress",
+                    json!({"response": self.response_object("in_progress", false)}),
+                ));
                 head.push(ev("response.output_item.added", json!({"output_index": 0, "item": {"id": item_id, "type": "message", "status": "in_progress", "role": "assistant", "content": []}})));
                 head.push(ev("response.content_part.added", json!({"item_id": item_id, "output_index": 0, "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}})));
                 for (i, w) in self.words.iter().enumerate() {
@@ -486,7 +625,10 @@ impl Sim {
                 body.push(ev("response.output_text.done", json!({"item_id": item_id, "output_index": 0, "content_index": 0, "text": self.text()})));
                 body.push(ev("response.content_part.done", json!({"item_id": item_id, "output_index": 0, "content_index": 0, "part": {"type": "output_text", "text": self.text(), "annotations": []}})));
                 body.push(ev("response.output_item.done", json!({"output_index": 0, "item": {"id": item_id, "type": "message", "status": "completed", "role": "assistant", "content": [{"type": "output_text", "text": self.text(), "annotations": []}]}})));
-                body.push(ev("response.completed", json!({"response": self.response_object("completed", true)})));
+                body.push(ev(
+                    "response.completed",
+                    json!({"response": self.response_object("completed", true)}),
+                ));
             }
         }
         (head, body)
@@ -512,7 +654,12 @@ impl Sim {
                 if fail_after == Some(i as u64) {
                     // let what was sent reach the wire first, as a real mid-stream reset would
                     tokio::time::sleep(Duration::from_millis(30)).await;
-                    let _ = tx.send(Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "mock: reset mid-stream"))).await;
+                    let _ = tx
+                        .send(Err(std::io::Error::new(
+                            std::io::ErrorKind::ConnectionReset,
+                            "mock: reset mid-stream",
+                        )))
+                        .await;
                     return;
                 }
                 if truncate_after == Some(i as u64) {

@@ -55,7 +55,12 @@ impl LiveState {
             .iter()
             .map(|r| {
                 let mut v: Vec<(usize, RouteModelMeter)> = Vec::new();
-                for m in r.arms.iter().map(|a| a.model).chain(r.fallback.iter().copied()) {
+                for m in r
+                    .arms
+                    .iter()
+                    .map(|a| a.model)
+                    .chain(r.fallback.iter().copied())
+                {
                     if !v.iter().any(|(i, _)| *i == m) {
                         v.push((m, metrics.meter(&r.name, &config.models[m].name)));
                     }
@@ -63,12 +68,22 @@ impl LiveState {
                 v
             })
             .collect();
-        let loaded_at = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        LiveState { config, meters, loaded_at }
+        let loaded_at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        LiveState {
+            config,
+            meters,
+            loaded_at,
+        }
     }
 
     fn meter(&self, route: usize, model: usize) -> Option<RouteModelMeter> {
-        self.meters.get(route)?.iter().find(|(m, _)| *m == model).map(|(_, h)| h.clone())
+        self.meters
+            .get(route)?
+            .iter()
+            .find(|(m, _)| *m == model)
+            .map(|(_, h)| h.clone())
     }
 }
 
@@ -107,7 +122,10 @@ impl Shared {
     /// A fresh pseudo-random number (splitmix64 over a seeded counter).
     fn next_random(&self) -> u64 {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        classify::stable_hash(&[&self.seed.wrapping_add(n.wrapping_mul(0x9e37_79b9_7f4a_7c15)).to_le_bytes()])
+        classify::stable_hash(&[&self
+            .seed
+            .wrapping_add(n.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+            .to_le_bytes()])
     }
 }
 
@@ -143,7 +161,11 @@ fn reject(shared: &Shared, err: ProxyError) -> Response<RespBody> {
     if matches!(err, ProxyError::Unrouted(_)) {
         shared.metrics.unrouted.inc();
     } else {
-        shared.metrics.rejected.with_label_values(&[err.kind()]).inc();
+        shared
+            .metrics
+            .rejected
+            .with_label_values(&[err.kind()])
+            .inc();
     }
     tracing::info!(target: "tailor::access", status = err.status().as_u16(), error = err.kind(), "rejected");
     err.into_response::<Full<Bytes>>().map(Either::Left)
@@ -158,7 +180,10 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<RespBod
         (Some(s), &Method::GET) if s.starts_with("/models/") => {
             return match model_get(&shared.live.load(), &s["/models/".len()..]) {
                 Some(body) => json_response(body),
-                None => reject(&shared, ProxyError::Unrouted(s["/models/".len()..].to_owned())),
+                None => reject(
+                    &shared,
+                    ProxyError::Unrouted(s["/models/".len()..].to_owned()),
+                ),
             };
         }
         (Some(s), m) => {
@@ -166,21 +191,37 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<RespBod
                 if m == Method::POST {
                     return proxy(&shared, ep, req).await;
                 }
-                return reject(&shared, ProxyError::MethodNotAllowed { method: m.to_string(), path: path.to_owned() });
+                return reject(
+                    &shared,
+                    ProxyError::MethodNotAllowed {
+                        method: m.to_string(),
+                        path: path.to_owned(),
+                    },
+                );
             }
             if s == "/models" {
-                return reject(&shared, ProxyError::MethodNotAllowed { method: m.to_string(), path: path.to_owned() });
+                return reject(
+                    &shared,
+                    ProxyError::MethodNotAllowed {
+                        method: m.to_string(),
+                        path: path.to_owned(),
+                    },
+                );
             }
         }
         (None, _) => {}
     }
-    let err = ProxyError::NotFound { method: method.to_string(), path: path.chars().take(200).collect() };
+    let err = ProxyError::NotFound {
+        method: method.to_string(),
+        path: path.chars().take(200).collect(),
+    };
     reject(&shared, err)
 }
 
 fn json_response(body: Bytes) -> Response<RespBody> {
     let mut resp = Response::new(Either::Left(Full::new(body)));
-    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
 }
 
@@ -189,24 +230,42 @@ fn model_object(id: &str, created: u64) -> serde_json::Value {
 }
 
 fn models_list(live: &LiveState) -> Bytes {
-    let data: Vec<_> = live.config.listed_models.iter().map(|m| model_object(m, live.loaded_at)).collect();
+    let data: Vec<_> = live
+        .config
+        .listed_models
+        .iter()
+        .map(|m| model_object(m, live.loaded_at))
+        .collect();
     Bytes::from(serde_json::json!({ "object": "list", "data": data }).to_string())
 }
 
 fn model_get(live: &LiveState, id: &str) -> Option<Bytes> {
-    live.config.listed_models.iter().find(|m| *m == id).map(|m| Bytes::from(model_object(m, live.loaded_at).to_string()))
+    live.config
+        .listed_models
+        .iter()
+        .find(|m| *m == id)
+        .map(|m| Bytes::from(model_object(m, live.loaded_at).to_string()))
 }
 
 /// Reads the request body up to the configured limit.
-async fn read_body(req: Incoming, headers: &http::HeaderMap, limit: usize) -> Result<Bytes, ProxyError> {
-    let declared = headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+async fn read_body(
+    req: Incoming,
+    headers: &http::HeaderMap,
+    limit: usize,
+) -> Result<Bytes, ProxyError> {
+    let declared = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(ProxyError::BodyTooLarge { limit });
     }
     match Limited::new(req, limit).collect().await {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) if e.is::<LengthLimitError>() => Err(ProxyError::BodyTooLarge { limit }),
-        Err(e) => Err(ProxyError::InvalidJson(format!("could not read the request body: {e}"))),
+        Err(e) => Err(ProxyError::InvalidJson(format!(
+            "could not read the request body: {e}"
+        ))),
     }
 }
 
@@ -224,12 +283,18 @@ async fn proxy(shared: &Shared, endpoint: Endpoint, req: Request<Incoming>) -> R
     };
     let draw = shared.next_random();
     let Some(decision) = classify::classify(&live.config, &view, &parts.headers, draw) else {
-        return reject(shared, ProxyError::Unrouted(view.model.chars().take(256).collect()));
+        return reject(
+            shared,
+            ProxyError::Unrouted(view.model.chars().take(256).collect()),
+        );
     };
     let request_id = format!("tlr-{:016x}", shared.next_random());
     let route_name = &live.config.routes[decision.route].name;
     tracing::debug!(request_id, route = %route_name, model = %live.config.models[decision.model].name, pick = %decision.pick, "routed");
-    forward_with_fallback(shared, &live, &decision, &view, endpoint, &parts, started, request_id).await
+    forward_with_fallback(
+        shared, &live, &decision, &view, endpoint, &parts, started, request_id,
+    )
+    .await
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -247,19 +312,38 @@ async fn forward_with_fallback(
     let route = &cfg.routes[decision.route];
     let inject_usage = view.needs_usage_injection();
     let candidates: Vec<usize> = std::iter::once(decision.model)
-        .chain(decision.fallbacks.iter().copied().filter(|m| *m != decision.model))
+        .chain(
+            decision
+                .fallbacks
+                .iter()
+                .copied()
+                .filter(|m| *m != decision.model),
+        )
         .collect();
     let Some(first_meter) = live.meter(decision.route, decision.model) else {
-        return reject(shared, ProxyError::Internal("no meter for the routed model".into()));
+        return reject(
+            shared,
+            ProxyError::Internal("no meter for the routed model".into()),
+        );
     };
-    let mut meter = RequestMeter::start(first_meter, cfg.models[decision.model].price, started, view.stream, request_id.clone());
+    let mut meter = RequestMeter::start(
+        first_meter,
+        cfg.models[decision.model].price,
+        started,
+        view.stream,
+        request_id.clone(),
+    );
     let mut last_error: Option<Response<RespBody>> = None;
 
     for (attempt, &mi) in candidates.iter().enumerate() {
         let model = &cfg.models[mi];
         if attempt > 0 {
             let from = &cfg.models[candidates[attempt - 1]].name;
-            shared.metrics.fallbacks.with_label_values(&[&route.name, from, &model.name]).inc();
+            shared
+                .metrics
+                .fallbacks
+                .with_label_values(&[&route.name, from, &model.name])
+                .inc();
             match live.meter(decision.route, mi) {
                 Some(m) => meter.switch_model(m, model.price),
                 None => break,
@@ -268,32 +352,60 @@ async fn forward_with_fallback(
         let upstream = &cfg.upstreams[model.upstream];
         if let Auth::Key { key: None, env } = &upstream.auth {
             // a config without this key still serves its other upstreams; this model is skipped
-            let err = ProxyError::UpstreamKeyMissing { upstream: upstream.name.clone(), env: env.clone() };
+            let err = ProxyError::UpstreamKeyMissing {
+                upstream: upstream.name.clone(),
+                env: env.clone(),
+            };
             tracing::warn!(request_id, error = %err, "cannot authenticate upstream");
             meter.meter().upstream_error("no_key");
             meter.responded(err.status(), None);
-            last_error = Some(tag(err.into_response::<Full<Bytes>>().map(Either::Left), &route.name, &model.name, &request_id));
+            last_error = Some(tag(
+                err.into_response::<Full<Bytes>>().map(Either::Left),
+                &route.name,
+                &model.name,
+                &request_id,
+            ));
             continue;
         }
         let body = view.rewrite(&model.id, inject_usage);
-        let up_req = match forward::upstream_request(upstream, model, endpoint, parts.uri.query(), &parts.headers, body) {
+        let up_req = match forward::upstream_request(
+            upstream,
+            model,
+            endpoint,
+            parts.uri.query(),
+            &parts.headers,
+            body,
+        ) {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(request_id, error = %e, "cannot build upstream request");
                 meter.responded(e.status(), None);
                 meter.finish(None, Outcome::UpstreamError);
-                return tag(e.into_response::<Full<Bytes>>().map(Either::Left), &route.name, &model.name, &request_id);
+                return tag(
+                    e.into_response::<Full<Bytes>>().map(Either::Left),
+                    &route.name,
+                    &model.name,
+                    &request_id,
+                );
             }
         };
         let resp = match shared.client.request(up_req).await {
             Ok(r) => r,
             Err(e) => {
-                let kind = if e.is_connect() { "connect" } else { "transport" };
+                let kind = if e.is_connect() {
+                    "connect"
+                } else {
+                    "transport"
+                };
                 meter.meter().upstream_error(kind);
                 tracing::warn!(request_id, upstream = %upstream.name, model = %model.name, error = %e, "upstream request failed");
-                let err = ProxyError::UpstreamUnavailable { upstream: upstream.name.clone(), reason: kind.to_owned() };
+                let err = ProxyError::UpstreamUnavailable {
+                    upstream: upstream.name.clone(),
+                    reason: kind.to_owned(),
+                };
                 let mut r = err.into_response::<Full<Bytes>>().map(Either::Left);
-                r.headers_mut().insert("x-should-retry", HeaderValue::from_static("false"));
+                r.headers_mut()
+                    .insert("x-should-retry", HeaderValue::from_static("false"));
                 last_error = Some(tag(r, &route.name, &model.name, &request_id));
                 meter.responded(StatusCode::BAD_GATEWAY, None);
                 continue;
@@ -301,7 +413,10 @@ async fn forward_with_fallback(
         };
         let status = resp.status();
         let upstream_id = resp.headers().get("x-request-id").cloned();
-        let is_sse = resp.headers().get(CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+        let is_sse = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
         if status.is_success() {
             meter.responded(status, upstream_id);
             let (rparts, rbody) = resp.into_parts();
@@ -322,8 +437,14 @@ async fn forward_with_fallback(
             Err(_) => Bytes::new(),
         };
         meter.responded(status, upstream_id);
-        let fall_back = attempt + 1 < candidates.len() && forward::should_fall_back(status, &err_body);
-        tracing::debug!(request_id, status = status.as_u16(), fall_back, "upstream error answer");
+        let fall_back =
+            attempt + 1 < candidates.len() && forward::should_fall_back(status, &err_body);
+        tracing::debug!(
+            request_id,
+            status = status.as_u16(),
+            fall_back,
+            "upstream error answer"
+        );
         let mut out = Response::new(Either::Left(Full::new(err_body)));
         *out.status_mut() = status;
         *out.headers_mut() = forward::response_headers(&rparts.headers, false);
@@ -335,13 +456,27 @@ async fn forward_with_fallback(
         last_error = Some(out);
     }
     meter.finish(None, Outcome::UpstreamError);
-    last_error.unwrap_or_else(|| reject(shared, ProxyError::Internal("no upstream attempt was made".into())))
+    last_error.unwrap_or_else(|| {
+        reject(
+            shared,
+            ProxyError::Internal("no upstream attempt was made".into()),
+        )
+    })
 }
 
 /// Adds `x-tailor-route`, `x-tailor-model` and tailor's own request id.
-fn tag(mut resp: Response<RespBody>, route: &str, model: &str, request_id: &str) -> Response<RespBody> {
+fn tag(
+    mut resp: Response<RespBody>,
+    route: &str,
+    model: &str,
+    request_id: &str,
+) -> Response<RespBody> {
     let h = resp.headers_mut();
-    for (name, value) in [("x-tailor-route", route), ("x-tailor-model", model), ("x-tailor-request-id", request_id)] {
+    for (name, value) in [
+        ("x-tailor-route", route),
+        ("x-tailor-model", model),
+        ("x-tailor-request-id", request_id),
+    ] {
         if let Ok(v) = HeaderValue::from_str(value) {
             h.insert(name, v);
         }

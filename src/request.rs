@@ -7,8 +7,8 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::sync::OnceLock;
 use std::ops::Range;
+use std::sync::OnceLock;
 
 use bytes::Bytes;
 use serde::de::{self, MapAccess, Visitor};
@@ -210,27 +210,34 @@ impl<'a> RequestView<'a> {
                     view.stream_options = Some(f.value);
                 }
                 "user" if !is_null(f.value) => {
-                    let s: KeyStr<'a> = serde_json::from_str(f.value.get()).map_err(|_| invalid_type("user", "a string"))?;
+                    let s: KeyStr<'a> = serde_json::from_str(f.value.get())
+                        .map_err(|_| invalid_type("user", "a string"))?;
                     view.user = Some(s.0);
                 }
                 "metadata" => view.metadata = Some(f.value),
-                "instructions" if endpoint == Endpoint::Responses => view.instructions = Some(f.value),
+                "instructions" if endpoint == Endpoint::Responses => {
+                    view.instructions = Some(f.value)
+                }
                 "tools" => view.tools = Some(f.value),
                 "functions" => view.functions = Some(f.value),
                 k if k == prompt_field => view.prompt = Some(f.value),
                 _ => {}
             }
         }
-        let model = model.filter(|m| !is_null(m)).ok_or_else(|| ProxyError::InvalidField {
-            param: "model",
-            code: "missing_required_parameter",
-            message: "you must provide a model parameter".to_owned(),
-        })?;
-        let name: KeyStr<'a> = serde_json::from_str(model.get()).map_err(|_| invalid_type("model", "a string"))?;
+        let model = model
+            .filter(|m| !is_null(m))
+            .ok_or_else(|| ProxyError::InvalidField {
+                param: "model",
+                code: "missing_required_parameter",
+                message: "you must provide a model parameter".to_owned(),
+            })?;
+        let name: KeyStr<'a> =
+            serde_json::from_str(model.get()).map_err(|_| invalid_type("model", "a string"))?;
         view.model = name.0;
         view.model_span = span_in(body, model);
         if let Some(s) = stream.filter(|s| !is_null(s)) {
-            view.stream = serde_json::from_str(s.get()).map_err(|_| invalid_type("stream", "a boolean"))?;
+            view.stream =
+                serde_json::from_str(s.get()).map_err(|_| invalid_type("stream", "a boolean"))?;
         }
         match (endpoint, view.prompt) {
             (Endpoint::Responses, _) => {} // `input` is optional with stored prompts
@@ -253,7 +260,9 @@ impl<'a> RequestView<'a> {
 
     /// Whether tailor must turn on `include_usage` upstream to meter this request.
     pub fn needs_usage_injection(&self) -> bool {
-        self.stream && self.endpoint.usage_needs_stream_options() && !self.client_wants_stream_usage()
+        self.stream
+            && self.endpoint.usage_needs_stream_options()
+            && !self.client_wants_stream_usage()
     }
 
     /// The value of a `metadata` key, if it is a string.
@@ -261,7 +270,9 @@ impl<'a> RequestView<'a> {
         let m = self.metadata?;
         let fields = object_fields(m.get().as_bytes()).ok()?;
         let f = fields.into_iter().find(|f| f.key == key)?;
-        serde_json::from_str::<KeyStr<'_>>(f.value.get()).ok().map(|k| Cow::Owned(k.0.into_owned()))
+        serde_json::from_str::<KeyStr<'_>>(f.value.get())
+            .ok()
+            .map(|k| Cow::Owned(k.0.into_owned()))
     }
 
     /// Whether the request carries tool (or legacy function) definitions.
@@ -333,7 +344,10 @@ impl<'a> RequestView<'a> {
             if let Ok(fields) = object_fields(inner) {
                 if let Some(f) = fields.iter().find(|f| f.key == "include_usage") {
                     let r = span_in(inner, f.value);
-                    return (so_span.start + r.start..so_span.start + r.end, b"true".to_vec());
+                    return (
+                        so_span.start + r.start..so_span.start + r.end,
+                        b"true".to_vec(),
+                    );
                 }
                 let sep: &[u8] = if fields.is_empty() { b"" } else { b"," };
                 let at = so_span.start + 1;
@@ -346,7 +360,10 @@ impl<'a> RequestView<'a> {
         }
         // absent: add it before the closing brace of the body
         let close = body.iter().rposition(|b| *b == b'}').unwrap_or(body.len());
-        (close..close, b",\"stream_options\":{\"include_usage\":true}".to_vec())
+        (
+            close..close,
+            b",\"stream_options\":{\"include_usage\":true}".to_vec(),
+        )
     }
 }
 
@@ -364,10 +381,15 @@ fn collect_prompt(v: &RawValue, t: &mut PromptText) {
         collect_content(v, &mut t.user);
         return;
     }
-    let Ok(items) = serde_json::from_str::<Vec<&RawValue>>(s) else { return };
+    let Ok(items) = serde_json::from_str::<Vec<&RawValue>>(s) else {
+        return;
+    };
     for item in items {
         match serde_json::from_str::<Msg<'_>>(item.get()) {
-            Ok(Msg { role: Some(role), content: Some(c) }) => {
+            Ok(Msg {
+                role: Some(role),
+                content: Some(c),
+            }) => {
                 let dst = match role.0.as_ref() {
                     "system" | "developer" => &mut t.system,
                     "user" => &mut t.user,
@@ -436,13 +458,41 @@ mod tests {
     #[test]
     fn include_usage_is_injected_in_every_shape() {
         let cases = [
-            (r#"{"model":"m","messages":[],"stream":true}"#, r#"{"model":"X","messages":[],"stream":true,"stream_options":{"include_usage":true}}"#, true),
-            (r#"{"model":"m","messages":[],"stream":true,"stream_options":{}}"#, r#"{"model":"X","messages":[],"stream":true,"stream_options":{"include_usage":true}}"#, true),
-            (r#"{"model":"m","messages":[],"stream":true,"stream_options":{"include_obfuscation":false}}"#, r#"{"model":"X","messages":[],"stream":true,"stream_options":{"include_usage":true,"include_obfuscation":false}}"#, true),
-            (r#"{"model":"m","messages":[],"stream":true,"stream_options":{"include_usage": false}}"#, r#"{"model":"X","messages":[],"stream":true,"stream_options":{"include_usage": true}}"#, true),
-            (r#"{"model":"m","messages":[],"stream":true,"stream_options":null}"#, r#"{"model":"X","messages":[],"stream":true,"stream_options":{"include_usage":true}}"#, true),
-            (r#"{"model":"m","messages":[],"stream":true,"stream_options":{"include_usage":true}}"#, r#"{"model":"X","messages":[],"stream":true,"stream_options":{"include_usage":true}}"#, false),
-            (r#"{"model":"m","messages":[],"stream":false}"#, r#"{"model":"X","messages":[],"stream":false}"#, false),
+            (
+                r#"{"model":"m","messages":[],"stream":true}"#,
+                r#"{"model":"X","messages":[],"stream":true,"stream_options":{"include_usage":true}}"#,
+                true,
+            ),
+            (
+                r#"{"model":"m","messages":[],"stream":true,"stream_options":{}}"#,
+                r#"{"model":"X","messages":[],"stream":true,"stream_options":{"include_usage":true}}"#,
+                true,
+            ),
+            (
+                r#"{"model":"m","messages":[],"stream":true,"stream_options":{"include_obfuscation":false}}"#,
+                r#"{"model":"X","messages":[],"stream":true,"stream_options":{"include_usage":true,"include_obfuscation":false}}"#,
+                true,
+            ),
+            (
+                r#"{"model":"m","messages":[],"stream":true,"stream_options":{"include_usage": false}}"#,
+                r#"{"model":"X","messages":[],"stream":true,"stream_options":{"include_usage": true}}"#,
+                true,
+            ),
+            (
+                r#"{"model":"m","messages":[],"stream":true,"stream_options":null}"#,
+                r#"{"model":"X","messages":[],"stream":true,"stream_options":{"include_usage":true}}"#,
+                true,
+            ),
+            (
+                r#"{"model":"m","messages":[],"stream":true,"stream_options":{"include_usage":true}}"#,
+                r#"{"model":"X","messages":[],"stream":true,"stream_options":{"include_usage":true}}"#,
+                false,
+            ),
+            (
+                r#"{"model":"m","messages":[],"stream":false}"#,
+                r#"{"model":"X","messages":[],"stream":false}"#,
+                false,
+            ),
         ];
         for (input, expected, inject) in cases {
             let v = chat(input);
@@ -464,10 +514,15 @@ mod tests {
             (r#"{"model":5,"messages":[]}"#, "invalid_field"),
             (r#"{"model":"m"}"#, "invalid_field"),
             (r#"{"model":"m","messages":"hi"}"#, "invalid_field"),
-            (r#"{"model":"a","model":"b","messages":[]}"#, "invalid_field"),
+            (
+                r#"{"model":"a","model":"b","messages":[]}"#,
+                "invalid_field",
+            ),
         ];
         for (body, kind) in cases {
-            let e = RequestView::parse(body.as_bytes(), Endpoint::Chat).err().unwrap_or_else(|| panic!("{body} parsed"));
+            let e = RequestView::parse(body.as_bytes(), Endpoint::Chat)
+                .err()
+                .unwrap_or_else(|| panic!("{body} parsed"));
             assert_eq!(e.kind(), kind, "{body}");
             assert_eq!(e.status().as_u16(), 400);
         }
@@ -506,8 +561,18 @@ mod tests {
             Endpoint::Responses,
         )
         .unwrap();
-        assert_eq!(r.text(), &PromptText { system: "sys".into(), user: "hello".into() });
-        let c = RequestView::parse(br#"{"model":"m","prompt":["a","b"]}"#, Endpoint::Completions).unwrap();
+        assert_eq!(
+            r.text(),
+            &PromptText {
+                system: "sys".into(),
+                user: "hello".into()
+            }
+        );
+        let c = RequestView::parse(
+            br#"{"model":"m","prompt":["a","b"]}"#,
+            Endpoint::Completions,
+        )
+        .unwrap();
         assert_eq!(c.text().user, "a\nb");
     }
 }

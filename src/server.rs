@@ -1,7 +1,6 @@
 //! Listeners: the API port and the admin port, the accept loops, and graceful shutdown.
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -60,7 +59,13 @@ pub async fn start(config: Config, metrics: Arc<Metrics>) -> std::io::Result<Run
         let s = admin_shared.clone();
         hyper::service::service_fn(move |req| crate::admin::handle(s.clone(), req))
     }));
-    Ok(Running { api_addr, admin_addr, shared, stop, tasks: vec![api_task, admin_task] })
+    Ok(Running {
+        api_addr,
+        admin_addr,
+        shared,
+        stop,
+        tasks: vec![api_task, admin_task],
+    })
 }
 
 /// The accept loop of one listener. Each connection is served by `make()`'s service over HTTP/1.1
@@ -101,32 +106,33 @@ where
         }
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("drain timeout: closing remaining connections");
     }
 }
 
 /// Resolves when SIGTERM or Ctrl-C arrives.
-pub fn shutdown_signal() -> impl Future<Output = ()> {
-    async {
-        #[cfg(unix)]
-        {
-            let term = async {
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(mut s) => {
-                        s.recv().await;
-                    }
-                    Err(_) => std::future::pending::<()>().await,
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
                 }
-            };
-            tokio::select! {
-                _ = term => {}
-                _ = tokio::signal::ctrl_c() => {}
+                Err(_) => std::future::pending::<()>().await,
             }
+        };
+        tokio::select! {
+            _ = term => {}
+            _ = tokio::signal::ctrl_c() => {}
         }
-        #[cfg(not(unix))]
-        {
-            let _ = tokio::signal::ctrl_c().await;
-        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -1,5 +1,7 @@
 //! The `tailor` binary's offline commands: `check` on every config we ship, and `route`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers may fail loudly
+
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -22,7 +24,11 @@ fn tailor(args: &[&str], stdin: Option<&str>) -> Output {
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 #[test]
@@ -30,7 +36,13 @@ fn shipped_routes_yaml_checks_and_shows_prices() {
     let o = tailor(&["check", "--config", "routes.yaml"], None);
     assert!(o.status.success(), "{}", text(&o));
     let out = text(&o);
-    for want in ["support-ft", "3.75 / 1.875 / 15", "built-in `gpt-4o-2024-08-06`", "support-ft 90%, gpt-4o 10%", "sticky: header:x-session-id"] {
+    for want in [
+        "support-ft",
+        "3.75 / 1.875 / 15",
+        "built-in `gpt-4o-2024-08-06`",
+        "support-ft 90%, gpt-4o 10%",
+        "sticky: header:x-session-id",
+    ] {
         assert!(out.contains(want), "missing {want:?} in\n{out}");
     }
 }
@@ -53,9 +65,22 @@ fn every_fixture_config_is_loaded() {
         if name.starts_with("invalid-") {
             assert!(!o.status.success(), "{name} must fail");
             // each invalid fixture names the key path it must report in its first comment line
-            let first = std::fs::read_to_string(&path).unwrap().lines().next().unwrap().to_owned();
-            let want = first.split_whitespace().find(|w| w.starts_with("routes[")).unwrap().trim_end_matches([',', '.']);
-            assert!(text(&o).contains(&format!("{want}:")), "{name}: expected {want} in: {}", text(&o));
+            let first = std::fs::read_to_string(&path)
+                .unwrap()
+                .lines()
+                .next()
+                .unwrap()
+                .to_owned();
+            let want = first
+                .split_whitespace()
+                .find(|w| w.starts_with("routes["))
+                .unwrap()
+                .trim_end_matches([',', '.']);
+            assert!(
+                text(&o).contains(&format!("{want}:")),
+                "{name}: expected {want} in: {}",
+                text(&o)
+            );
         } else {
             assert!(o.status.success(), "{name}: {}", text(&o));
         }
@@ -65,19 +90,39 @@ fn every_fixture_config_is_loaded() {
 
 #[test]
 fn route_explains_a_decision() {
-    let body = r#"{"model":"gpt-4o","user":"cust-9","messages":[{"role":"user","content":"hello"}]}"#;
-    let o = tailor(&["route", "--config", "routes.yaml", "-H", "X-Team: support"], Some(body));
+    let body =
+        r#"{"model":"gpt-4o","user":"cust-9","messages":[{"role":"user","content":"hello"}]}"#;
+    let o = tailor(
+        &["route", "--config", "routes.yaml", "-H", "X-Team: support"],
+        Some(body),
+    );
     assert!(o.status.success(), "{}", text(&o));
     let out = text(&o);
-    assert!(out.contains("route embeddings     skipped: endpoint not in match.endpoint"), "{out}");
+    assert!(
+        out.contains("route embeddings     skipped: endpoint not in match.endpoint"),
+        "{out}"
+    );
     assert!(out.contains("decision: route=support model="), "{out}");
     assert!(out.contains("by sticky hash"), "{out}");
 
-    let o = tailor(&["route", "--config", "routes.yaml", "--endpoint", "embeddings"], Some(r#"{"model":"nope","input":"x"}"#));
+    let o = tailor(
+        &[
+            "route",
+            "--config",
+            "routes.yaml",
+            "--endpoint",
+            "embeddings",
+        ],
+        Some(r#"{"model":"nope","input":"x"}"#),
+    );
     assert!(!o.status.success());
     assert!(text(&o).contains("no route matches"), "{}", text(&o));
 
     let o = tailor(&["route", "--config", "routes.yaml"], Some("not json"));
     assert!(!o.status.success());
-    assert!(text(&o).contains("could not parse the JSON"), "{}", text(&o));
+    assert!(
+        text(&o).contains("could not parse the JSON"),
+        "{}",
+        text(&o)
+    );
 }

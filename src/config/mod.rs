@@ -25,13 +25,19 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {file}: {source}")]
-    Io { file: String, source: std::io::Error },
+    Io {
+        file: String,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Invalid { path: String, message: String },
 }
 
 fn invalid(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { path: path.into(), message: message.into() }
+    ConfigError::Invalid {
+        path: path.into(),
+        message: message.into(),
+    }
 }
 
 /// An API key. Its Debug and Display print `***`, so it cannot end up in a log by accident.
@@ -103,7 +109,10 @@ pub struct Upstream {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PriceSource {
     Config,
-    Table { key: &'static str, as_of: &'static str },
+    Table {
+        key: &'static str,
+        as_of: &'static str,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -175,27 +184,46 @@ impl Config {
     /// Reads and validates a config file. `env` looks up environment variables (injected so tests
     /// and `check` control it).
     pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Io { file: path.display().to_string(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            file: path.display().to_string(),
+            source,
+        })?;
         Config::from_yaml(&text, env)
     }
 
     /// Parses and validates YAML text.
-    pub fn from_yaml(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    pub fn from_yaml(
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
         let de = serde_yaml_ng::Deserializer::from_str(text);
         let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
             let mut path = e.path().to_string();
             let inner = e.into_inner().to_string();
             // name the offending key itself: `routes[2].split[0].wieght`
-            if let Some(key) = inner.strip_prefix("unknown field `").and_then(|r| r.split('`').next()) {
-                path = if path == "." { key.to_owned() } else { format!("{path}.{key}") };
+            if let Some(key) = inner
+                .strip_prefix("unknown field `")
+                .and_then(|r| r.split('`').next())
+            {
+                path = if path == "." {
+                    key.to_owned()
+                } else {
+                    format!("{path}.{key}")
+                };
             }
             // serde_yaml_ng prefixes its own path; keep only the message
             let message = match inner.split_once(": ") {
                 Some((p, m)) if !p.contains(' ') => m.to_owned(),
                 _ => inner,
             };
-            invalid(if path.is_empty() { ".".to_owned() } else { path }, message)
+            invalid(
+                if path.is_empty() {
+                    ".".to_owned()
+                } else {
+                    path
+                },
+                message,
+            )
         })?;
         build(raw, env)
     }
@@ -207,33 +235,48 @@ impl Config {
 
 fn parse_addr(path: &str, s: Option<String>, default: &str) -> Result<SocketAddr, ConfigError> {
     let s = s.unwrap_or_else(|| default.to_owned());
-    s.parse().map_err(|_| invalid(path, format!("`{s}` is not an address like 127.0.0.1:8080")))
+    s.parse()
+        .map_err(|_| invalid(path, format!("`{s}` is not an address like 127.0.0.1:8080")))
 }
 
 /// Route and model names appear as metric label values and in headers: keep them plain.
 fn check_name(path: &str, name: &str) -> Result<(), ConfigError> {
     let ok = !name.is_empty()
         && name.len() <= 64
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
     if ok {
         Ok(())
     } else {
-        Err(invalid(path, format!("`{name}` must be 1-64 characters of letters, digits, `-`, `_`, `.`, `:`")))
+        Err(invalid(
+            path,
+            format!("`{name}` must be 1-64 characters of letters, digits, `-`, `_`, `.`, `:`"),
+        ))
     }
 }
 
 fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
     let server = ServerConfig {
         listen: parse_addr("server.listen", raw.server.listen, "127.0.0.1:8080")?,
-        admin_listen: parse_addr("server.admin_listen", raw.server.admin_listen, "127.0.0.1:9090")?,
+        admin_listen: parse_addr(
+            "server.admin_listen",
+            raw.server.admin_listen,
+            "127.0.0.1:9090",
+        )?,
         max_body_bytes: match raw.server.max_body_bytes {
             None => DEFAULT_MAX_BODY_BYTES,
             Some(0) => return Err(invalid("server.max_body_bytes", "must be > 0")),
-            Some(n) => usize::try_from(n).map_err(|_| invalid("server.max_body_bytes", "too large"))?,
+            Some(n) => {
+                usize::try_from(n).map_err(|_| invalid("server.max_body_bytes", "too large"))?
+            }
         },
     };
     if server.listen == server.admin_listen && server.listen.port() != 0 {
-        return Err(invalid("server.admin_listen", "must differ from server.listen: metrics never share the API port"));
+        return Err(invalid(
+            "server.admin_listen",
+            "must differ from server.listen: metrics never share the API port",
+        ));
     }
 
     let mut upstreams = Vec::new();
@@ -242,27 +285,58 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
         let path = format!("upstreams.{name}");
         check_name(&path, &name)?;
         let url = u.url.trim_end_matches('/').to_owned();
-        let uri: http::Uri = url.parse().map_err(|_| invalid(format!("{path}.url"), format!("`{}` is not a URL", u.url)))?;
-        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() || uri.query().is_some() {
-            return Err(invalid(format!("{path}.url"), "must be an http:// or https:// URL with a host and no query"));
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|_| invalid(format!("{path}.url"), format!("`{}` is not a URL", u.url)))?;
+        if !matches!(uri.scheme_str(), Some("http" | "https"))
+            || uri.host().is_none()
+            || uri.query().is_some()
+        {
+            return Err(invalid(
+                format!("{path}.url"),
+                "must be an http:// or https:// URL with a host and no query",
+            ));
         }
         if u.kind == UpstreamKind::Azure && u.api_version.is_none() {
-            return Err(invalid(format!("{path}.api_version"), "required for kind: azure"));
+            return Err(invalid(
+                format!("{path}.api_version"),
+                "required for kind: azure",
+            ));
         }
         if u.kind == UpstreamKind::Openai && u.api_version.is_some() {
-            return Err(invalid(format!("{path}.api_version"), "only for kind: azure"));
+            return Err(invalid(
+                format!("{path}.api_version"),
+                "only for kind: azure",
+            ));
         }
         let auth = match (u.auth, u.api_key_env) {
-            (None | Some(RawAuth::Key), Some(var)) => Auth::Key { key: env(&var).filter(|k| !k.is_empty()).map(Secret::new), env: var },
-            (Some(RawAuth::Key), None) => return Err(invalid(format!("{path}.api_key_env"), "required with auth: key")),
+            (None | Some(RawAuth::Key), Some(var)) => Auth::Key {
+                key: env(&var).filter(|k| !k.is_empty()).map(Secret::new),
+                env: var,
+            },
+            (Some(RawAuth::Key), None) => {
+                return Err(invalid(
+                    format!("{path}.api_key_env"),
+                    "required with auth: key",
+                ))
+            }
             (Some(RawAuth::Passthrough), None) => Auth::Passthrough,
             (Some(RawAuth::None), None) | (None, None) => Auth::None,
             (Some(RawAuth::Passthrough | RawAuth::None), Some(_)) => {
-                return Err(invalid(format!("{path}.api_key_env"), "cannot be combined with auth: passthrough or auth: none"))
+                return Err(invalid(
+                    format!("{path}.api_key_env"),
+                    "cannot be combined with auth: passthrough or auth: none",
+                ))
             }
         };
         upstream_index.insert(name.clone(), upstreams.len());
-        upstreams.push(Upstream { name, kind: u.kind, url, api_version: u.api_version, auth });
+        upstreams.push(Upstream {
+            name,
+            kind: u.kind,
+            url,
+            api_version: u.api_version,
+            auth,
+        });
     }
 
     let mut models = Vec::new();
@@ -270,15 +344,19 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
     for (name, m) in raw.models {
         let path = format!("models.{name}");
         check_name(&path, &name)?;
-        let upstream = *upstream_index
-            .get(&m.upstream)
-            .ok_or_else(|| invalid(format!("{path}.upstream"), format!("no upstream named `{}`", m.upstream)))?;
+        let upstream = *upstream_index.get(&m.upstream).ok_or_else(|| {
+            invalid(
+                format!("{path}.upstream"),
+                format!("no upstream named `{}`", m.upstream),
+            )
+        })?;
         if m.id.trim().is_empty() {
             return Err(invalid(format!("{path}.id"), "must not be empty"));
         }
         let (price, price_source) = match m.price {
             Some(p) => (
-                Price::from_usd(p.input, p.cached_input, p.output).map_err(|e| invalid(format!("{path}.price"), e))?,
+                Price::from_usd(p.input, p.cached_input, p.output)
+                    .map_err(|e| invalid(format!("{path}.price"), e))?,
                 PriceSource::Config,
             ),
             None => {
@@ -289,11 +367,23 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
                         format!("required: `{key}` is not in the built-in price table (give `price:` or a priced `base_model:`)"),
                     )
                 })?;
-                (entry.price, PriceSource::Table { key: k, as_of: &entry.as_of })
+                (
+                    entry.price,
+                    PriceSource::Table {
+                        key: k,
+                        as_of: &entry.as_of,
+                    },
+                )
             }
         };
         model_index.insert(name.clone(), models.len());
-        models.push(Model { name, upstream, id: m.id, price, price_source });
+        models.push(Model {
+            name,
+            upstream,
+            id: m.id,
+            price,
+            price_source,
+        });
     }
 
     let mut routes: Vec<Route> = Vec::new();
@@ -302,11 +392,20 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
     for (i, r) in raw.routes.into_iter().enumerate() {
         let path = format!("routes[{i}]");
         if let Some(prev) = routes.iter().find(|p| p.matcher.is_catch_all()) {
-            return Err(invalid(path, format!("unreachable: route `{}` before it matches every request", prev.name)));
+            return Err(invalid(
+                path,
+                format!(
+                    "unreachable: route `{}` before it matches every request",
+                    prev.name
+                ),
+            ));
         }
         let route = build_route(&path, r, &model_index)?;
         if !seen_names.insert(route.name.clone()) {
-            return Err(invalid(format!("{path}.name"), format!("route `{}` is defined twice", route.name)));
+            return Err(invalid(
+                format!("{path}.name"),
+                format!("route `{}` is defined twice", route.name),
+            ));
         }
         for m in route.matcher.models.iter().flatten() {
             if !listed.contains(m) {
@@ -318,42 +417,76 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
     if routes.is_empty() {
         return Err(invalid("routes", "at least one route is required"));
     }
-    Ok(Config { server, upstreams, models, routes, listed_models: listed })
+    Ok(Config {
+        server,
+        upstreams,
+        models,
+        routes,
+        listed_models: listed,
+    })
 }
 
-fn build_route(path: &str, r: RawRoute, model_index: &HashMap<String, usize>) -> Result<Route, ConfigError> {
+fn build_route(
+    path: &str,
+    r: RawRoute,
+    model_index: &HashMap<String, usize>,
+) -> Result<Route, ConfigError> {
     check_name(&format!("{path}.name"), &r.name)?;
     let find = |p: String, name: &str| {
-        model_index.get(name).copied().ok_or_else(|| invalid(p, format!("no model named `{name}` under `models:`")))
+        model_index
+            .get(name)
+            .copied()
+            .ok_or_else(|| invalid(p, format!("no model named `{name}` under `models:`")))
     };
     if r.split.is_empty() {
         return Err(invalid(format!("{path}.split"), "needs at least one arm"));
     }
     let weighted = r.split.iter().filter(|a| a.weight.is_some()).count();
     if weighted != 0 && weighted != r.split.len() {
-        return Err(invalid(format!("{path}.split"), "give `weight` on every arm or on none (equal shares)"));
+        return Err(invalid(
+            format!("{path}.split"),
+            "give `weight` on every arm or on none (equal shares)",
+        ));
     }
     let mut arms: Vec<Arm> = Vec::new();
     for (j, a) in r.split.iter().enumerate() {
         let model = find(format!("{path}.split[{j}].model"), &a.model)?;
         if arms.iter().any(|x| x.model == model) {
-            return Err(invalid(format!("{path}.split[{j}].model"), format!("`{}` is already an arm of this route", a.model)));
+            return Err(invalid(
+                format!("{path}.split[{j}].model"),
+                format!("`{}` is already an arm of this route", a.model),
+            ));
         }
-        arms.push(Arm { model, weight: a.weight.unwrap_or(1) });
+        arms.push(Arm {
+            model,
+            weight: a.weight.unwrap_or(1),
+        });
     }
     let total_weight: u64 = arms.iter().map(|a| u64::from(a.weight)).sum();
     if total_weight == 0 {
-        return Err(invalid(format!("{path}.split"), "weights must not all be 0"));
+        return Err(invalid(
+            format!("{path}.split"),
+            "weights must not all be 0",
+        ));
     }
     let sticky = match r.sticky.as_deref() {
         None | Some("none") => Sticky::None,
         Some("user") => Sticky::User,
         Some(s) => match s.strip_prefix("header:") {
             Some(h) => Sticky::Header(
-                HeaderName::from_bytes(h.trim().to_ascii_lowercase().as_bytes())
-                    .map_err(|_| invalid(format!("{path}.sticky"), format!("`{h}` is not a header name")))?,
+                HeaderName::from_bytes(h.trim().to_ascii_lowercase().as_bytes()).map_err(|_| {
+                    invalid(
+                        format!("{path}.sticky"),
+                        format!("`{h}` is not a header name"),
+                    )
+                })?,
             ),
-            None => return Err(invalid(format!("{path}.sticky"), format!("`{s}`: expected user, header:<name> or none"))),
+            None => {
+                return Err(invalid(
+                    format!("{path}.sticky"),
+                    format!("`{s}`: expected user, header:<name> or none"),
+                ))
+            }
         },
     };
     let fallback = r
@@ -363,19 +496,35 @@ fn build_route(path: &str, r: RawRoute, model_index: &HashMap<String, usize>) ->
         .map(|(j, name)| find(format!("{path}.fallback[{j}]"), name))
         .collect::<Result<Vec<_>, _>>()?;
     let matcher = build_matcher(&format!("{path}.match"), r.matcher.unwrap_or_default())?;
-    Ok(Route { name: r.name, matcher, arms, total_weight, sticky, fallback })
+    Ok(Route {
+        name: r.name,
+        matcher,
+        arms,
+        total_weight,
+        sticky,
+        fallback,
+    })
 }
 
 fn build_matcher(path: &str, m: RawMatch) -> Result<Matcher, ConfigError> {
     let regex = |key: &str, s: Option<String>| {
-        s.map(|s| Regex::new(&s).map_err(|e| invalid(format!("{path}.{key}"), format!("invalid regex: {e}"))))
-            .transpose()
+        s.map(|s| {
+            Regex::new(&s)
+                .map_err(|e| invalid(format!("{path}.{key}"), format!("invalid regex: {e}")))
+        })
+        .transpose()
     };
     if m.model.as_ref().is_some_and(|v| v.is_empty()) {
-        return Err(invalid(format!("{path}.model"), "must list at least one model name"));
+        return Err(invalid(
+            format!("{path}.model"),
+            "must list at least one model name",
+        ));
     }
     if m.endpoint.as_ref().is_some_and(|v| v.is_empty()) {
-        return Err(invalid(format!("{path}.endpoint"), "must list at least one endpoint"));
+        return Err(invalid(
+            format!("{path}.endpoint"),
+            "must list at least one endpoint",
+        ));
     }
     let mut headers = Vec::new();
     for (k, v) in m.headers.unwrap_or_default() {
@@ -388,10 +537,16 @@ fn build_matcher(path: &str, m: RawMatch) -> Result<Matcher, ConfigError> {
         Some(r) => {
             let (lo, hi) = (r.min.unwrap_or(0), r.max.unwrap_or(u64::MAX));
             if r.min.is_none() && r.max.is_none() {
-                return Err(invalid(format!("{path}.prompt_tokens"), "give min, max or both"));
+                return Err(invalid(
+                    format!("{path}.prompt_tokens"),
+                    "give min, max or both",
+                ));
             }
             if lo > hi {
-                return Err(invalid(format!("{path}.prompt_tokens"), "min is larger than max"));
+                return Err(invalid(
+                    format!("{path}.prompt_tokens"),
+                    "min is larger than max",
+                ));
             }
             Some((lo, hi))
         }
@@ -443,12 +598,20 @@ routes:
     fn valid_config_resolves_everything() {
         let c = Config::from_yaml(BASE, &|k| (k == "K").then(|| "sk-x".to_owned())).unwrap();
         assert_eq!(c.upstreams[0].url, "http://127.0.0.1:1/v1");
-        assert!(matches!(&c.upstreams[0].auth, Auth::Key { key: Some(k), .. } if k.expose() == "sk-x"));
+        assert!(
+            matches!(&c.upstreams[0].auth, Auth::Key { key: Some(k), .. } if k.expose() == "sk-x")
+        );
         assert_eq!(c.routes[0].total_weight, 100);
         assert_eq!(c.routes[0].matcher.headers[0].0.as_str(), "x-team");
         assert_eq!(c.listed_models, vec!["gpt-4o", "support"]);
         let ft = &c.models[c.model_index("ft").unwrap()];
-        assert_eq!(ft.price_source, PriceSource::Table { key: "ft:gpt-4o-2024-08-06", as_of: "2025-09-05" });
+        assert_eq!(
+            ft.price_source,
+            PriceSource::Table {
+                key: "ft:gpt-4o-2024-08-06",
+                as_of: "2025-09-05"
+            }
+        );
         assert_eq!(c.server.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
         assert!(c.routes[1].matcher.is_catch_all());
     }
@@ -457,7 +620,9 @@ routes:
     fn unknown_keys_name_their_path() {
         let e = err(&BASE.replace("{ model: ft, weight: 90 }", "{ model: ft, wieght: 90 }"));
         assert!(e.starts_with("routes[0].split[0].wieght:"), "{e}");
-        let e = err(&format!("{BASE}\nserver: {{ listen: 127.0.0.1:1, admin: x }}"));
+        let e = err(&format!(
+            "{BASE}\nserver: {{ listen: 127.0.0.1:1, admin: x }}"
+        ));
         assert!(e.starts_with("server.admin:"), "{e}");
         let e = err(&BASE.replace("headers: {", "header: {"));
         assert!(e.starts_with("routes[0].match.header:"), "{e}");
@@ -468,23 +633,72 @@ routes:
     #[test]
     fn semantic_errors_name_their_path() {
         let cases = [
-            (BASE.replace("- { model: gpt-4o, weight: 10 }", "- { model: gpt-5, weight: 10 }"), "routes[0].split[1].model"),
-            (BASE.replace("fallback: [gpt-4o]", "fallback: [nope]"), "routes[0].fallback[0]"),
-            (BASE.replace("id: gpt-4o-2024-08-06", "id: my-llama"), "models.gpt-4o.price"),
-            (BASE.replace("sticky: user", "sticky: cookie"), "routes[0].sticky"),
-            (BASE.replace("{ model: ft, weight: 90 }", "{ model: ft }"), "routes[0].split"),
-            (BASE.replace("upstream: openai, id: gpt-4o", "upstream: azure, id: gpt-4o"), "models.gpt-4o.upstream"),
-            (BASE.replace("http://127.0.0.1:1/v1/", "ftp://x"), "upstreams.openai.url"),
-            (BASE.replace("name: default", "name: support"), "routes[1].name"),
-            (format!("{BASE}  - name: late\n    split: [{{ model: ft }}]\n"), "routes[2]"),
-            (BASE.replace("headers: { X-Team: support }", "user: \"(\""), "routes[0].match.user"),
-            (BASE.replace("weight: 90", "weight: 0").replace("weight: 10", "weight: 0"), "routes[0].split"),
-            (BASE.replace("api_key_env: K", "api_key_env: K, auth: passthrough"), "upstreams.openai.api_key_env"),
-            (BASE.replace("api_key_env: K", "api_key_env: K, kind: azure"), "upstreams.openai.api_version"),
+            (
+                BASE.replace(
+                    "- { model: gpt-4o, weight: 10 }",
+                    "- { model: gpt-5, weight: 10 }",
+                ),
+                "routes[0].split[1].model",
+            ),
+            (
+                BASE.replace("fallback: [gpt-4o]", "fallback: [nope]"),
+                "routes[0].fallback[0]",
+            ),
+            (
+                BASE.replace("id: gpt-4o-2024-08-06", "id: my-llama"),
+                "models.gpt-4o.price",
+            ),
+            (
+                BASE.replace("sticky: user", "sticky: cookie"),
+                "routes[0].sticky",
+            ),
+            (
+                BASE.replace("{ model: ft, weight: 90 }", "{ model: ft }"),
+                "routes[0].split",
+            ),
+            (
+                BASE.replace(
+                    "upstream: openai, id: gpt-4o",
+                    "upstream: azure, id: gpt-4o",
+                ),
+                "models.gpt-4o.upstream",
+            ),
+            (
+                BASE.replace("http://127.0.0.1:1/v1/", "ftp://x"),
+                "upstreams.openai.url",
+            ),
+            (
+                BASE.replace("name: default", "name: support"),
+                "routes[1].name",
+            ),
+            (
+                format!("{BASE}  - name: late\n    split: [{{ model: ft }}]\n"),
+                "routes[2]",
+            ),
+            (
+                BASE.replace("headers: { X-Team: support }", "user: \"(\""),
+                "routes[0].match.user",
+            ),
+            (
+                BASE.replace("weight: 90", "weight: 0")
+                    .replace("weight: 10", "weight: 0"),
+                "routes[0].split",
+            ),
+            (
+                BASE.replace("api_key_env: K", "api_key_env: K, auth: passthrough"),
+                "upstreams.openai.api_key_env",
+            ),
+            (
+                BASE.replace("api_key_env: K", "api_key_env: K, kind: azure"),
+                "upstreams.openai.api_version",
+            ),
         ];
         for (yaml, path) in cases {
             let e = err(&yaml);
-            assert!(e.starts_with(&format!("{path}:")), "expected {path}, got: {e}");
+            assert!(
+                e.starts_with(&format!("{path}:")),
+                "expected {path}, got: {e}"
+            );
         }
     }
 

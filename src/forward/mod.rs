@@ -32,7 +32,12 @@ pub fn client() -> HttpClient {
     http.set_keepalive(Some(Duration::from_secs(60)));
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
-        .map(|b| b.https_or_http().enable_http1().enable_http2().wrap_connector(http.clone()));
+        .map(|b| {
+            b.https_or_http()
+                .enable_http1()
+                .enable_http2()
+                .wrap_connector(http.clone())
+        });
     let https = match https {
         Ok(c) => c,
         // ring's provider always supports TLS 1.2/1.3; fall back to a plain builder regardless
@@ -42,7 +47,9 @@ pub fn client() -> HttpClient {
             .enable_http1()
             .wrap_connector(http),
     };
-    Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).build(https)
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build(https)
 }
 
 /// Hop-by-hop headers (RFC 9110 7.6.1) are never forwarded, in either direction.
@@ -113,13 +120,17 @@ pub fn upstream_request(
             headers.append(name.clone(), value.clone());
         }
     }
-    headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+    headers.insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
     if let Auth::Key { key: Some(key), .. } = &upstream.auth {
         let (name, value) = match upstream.kind {
             UpstreamKind::Openai => (header::AUTHORIZATION, format!("Bearer {}", key.expose())),
             UpstreamKind::Azure => (API_KEY, key.expose().to_owned()),
         };
-        let mut value = HeaderValue::from_str(&value).map_err(|_| ProxyError::Internal("API key is not a valid header value".into()))?;
+        let mut value = HeaderValue::from_str(&value)
+            .map_err(|_| ProxyError::Internal("API key is not a valid header value".into()))?;
         value.set_sensitive(true);
         headers.insert(name, value);
     }
@@ -181,8 +192,14 @@ routes: [{{ name: r, split: [{{ model: m }}] }}]
 
     fn client_headers() -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer client-key"));
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret-hop"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer client-key"),
+        );
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret-hop"),
+        );
         h.insert("x-secret-hop", HeaderValue::from_static("1"));
         h.insert(header::HOST, HeaderValue::from_static("proxy"));
         h.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
@@ -195,13 +212,28 @@ routes: [{{ name: r, split: [{{ model: m }}] }}]
     #[test]
     fn openai_request_uses_the_upstream_key_only() {
         let c = cfg("");
-        let r = upstream_request(&c.upstreams[0], &c.models[0], Endpoint::Chat, Some("a=1"), &client_headers(), Bytes::from_static(b"{}")).unwrap();
+        let r = upstream_request(
+            &c.upstreams[0],
+            &c.models[0],
+            Endpoint::Chat,
+            Some("a=1"),
+            &client_headers(),
+            Bytes::from_static(b"{}"),
+        )
+        .unwrap();
         assert_eq!(r.uri(), "https://example.test/base/chat/completions?a=1");
         let h = r.headers();
         assert_eq!(h[header::AUTHORIZATION], "Bearer sk-up");
         assert_eq!(h["openai-organization"], "org-1");
         assert_eq!(h[header::ACCEPT_ENCODING], "identity");
-        for gone in ["x-secret-hop", "connection", "host", "x-tailor-debug", "content-length", "api-key"] {
+        for gone in [
+            "x-secret-hop",
+            "connection",
+            "host",
+            "x-tailor-debug",
+            "content-length",
+            "api-key",
+        ] {
             assert!(!h.contains_key(gone), "{gone} forwarded");
         }
     }
@@ -209,7 +241,15 @@ routes: [{{ name: r, split: [{{ model: m }}] }}]
     #[test]
     fn azure_request_shape() {
         let c = cfg(", kind: azure, api_version: \"2024-10-21\"");
-        let r = upstream_request(&c.upstreams[0], &c.models[0], Endpoint::Chat, Some("ignored=1"), &client_headers(), Bytes::new()).unwrap();
+        let r = upstream_request(
+            &c.upstreams[0],
+            &c.models[0],
+            Endpoint::Chat,
+            Some("ignored=1"),
+            &client_headers(),
+            Bytes::new(),
+        )
+        .unwrap();
         assert_eq!(r.uri(), "https://example.test/base/openai/deployments/dep-1/chat/completions?api-version=2024-10-21");
         assert_eq!(r.headers()["api-key"], "sk-up");
         assert!(!r.headers().contains_key(header::AUTHORIZATION));
@@ -219,18 +259,35 @@ routes: [{{ name: r, split: [{{ model: m }}] }}]
     fn passthrough_forwards_the_callers_key() {
         let mut c = cfg("");
         c.upstreams[0].auth = Auth::Passthrough;
-        let r = upstream_request(&c.upstreams[0], &c.models[0], Endpoint::Embeddings, None, &client_headers(), Bytes::new()).unwrap();
+        let r = upstream_request(
+            &c.upstreams[0],
+            &c.models[0],
+            Endpoint::Embeddings,
+            None,
+            &client_headers(),
+            Bytes::new(),
+        )
+        .unwrap();
         assert_eq!(r.headers()[header::AUTHORIZATION], "Bearer client-key");
         assert_eq!(r.uri(), "https://example.test/base/embeddings");
-        c.upstreams[0].auth = Auth::Key { env: "K".into(), key: Some(Secret::new("sk-2".into())) };
+        c.upstreams[0].auth = Auth::Key {
+            env: "K".into(),
+            key: Some(Secret::new("sk-2".into())),
+        };
     }
 
     #[test]
     fn fallback_policy() {
         assert!(should_fall_back(StatusCode::TOO_MANY_REQUESTS, b""));
         assert!(should_fall_back(StatusCode::BAD_GATEWAY, b""));
-        assert!(should_fall_back(StatusCode::NOT_FOUND, br#"{"error":{"code":"model_not_found"}}"#));
-        assert!(!should_fall_back(StatusCode::NOT_FOUND, br#"{"error":{"code":"unknown_url"}}"#));
+        assert!(should_fall_back(
+            StatusCode::NOT_FOUND,
+            br#"{"error":{"code":"model_not_found"}}"#
+        ));
+        assert!(!should_fall_back(
+            StatusCode::NOT_FOUND,
+            br#"{"error":{"code":"unknown_url"}}"#
+        ));
         assert!(!should_fall_back(StatusCode::UNAUTHORIZED, b""));
         assert!(!should_fall_back(StatusCode::BAD_REQUEST, b""));
     }
@@ -238,12 +295,18 @@ routes: [{{ name: r, split: [{{ model: m }}] }}]
     #[test]
     fn response_headers_drop_hop_by_hop() {
         let mut h = HeaderMap::new();
-        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
         h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
         h.insert("x-request-id", HeaderValue::from_static("req_1"));
         h.insert("retry-after", HeaderValue::from_static("2"));
         let out = response_headers(&h, false);
-        assert!(!out.contains_key(header::TRANSFER_ENCODING) && !out.contains_key(header::CONTENT_LENGTH));
+        assert!(
+            !out.contains_key(header::TRANSFER_ENCODING)
+                && !out.contains_key(header::CONTENT_LENGTH)
+        );
         assert_eq!(out["x-request-id"], "req_1");
         assert_eq!(out["retry-after"], "2");
         assert_eq!(response_headers(&h, true)[header::CONTENT_LENGTH], "5");

@@ -51,9 +51,24 @@ pub struct RequestMeter {
 
 impl RequestMeter {
     /// Starts metering; the route's in-flight gauge goes up until the request is recorded.
-    pub fn start(meter: RouteModelMeter, price: Price, started: Instant, stream: bool, request_id: String) -> RequestMeter {
+    pub fn start(
+        meter: RouteModelMeter,
+        price: Price,
+        started: Instant,
+        stream: bool,
+        request_id: String,
+    ) -> RequestMeter {
         meter.in_flight.inc();
-        RequestMeter { meter, price, started, request_id, upstream_request_id: None, status: None, stream, done: false }
+        RequestMeter {
+            meter,
+            price,
+            started,
+            request_id,
+            upstream_request_id: None,
+            status: None,
+            stream,
+            done: false,
+        }
     }
 
     /// The request moved to another model (fallback): usage goes to that model's series.
@@ -81,7 +96,9 @@ impl RequestMeter {
         let m = &self.meter;
         let status = match (self.status, outcome) {
             (Some(s), _) => s,
-            (None, Outcome::ClientCancelled) => StatusCode::from_u16(CLIENT_CLOSED).unwrap_or(StatusCode::BAD_REQUEST),
+            (None, Outcome::ClientCancelled) => {
+                StatusCode::from_u16(CLIENT_CLOSED).unwrap_or(StatusCode::BAD_REQUEST)
+            }
             (None, _) => StatusCode::BAD_GATEWAY,
         };
         let u = usage.unwrap_or_default();
@@ -140,17 +157,37 @@ pub struct MeteredBody<B> {
 impl<B> MeteredBody<B> {
     /// Wraps a JSON (non-streaming, or error) body.
     pub fn json(inner: B, meter: RequestMeter, success: bool) -> MeteredBody<B> {
-        MeteredBody { inner, mode: Mode::Json { frames: Vec::new(), success }, meter, tail: None, first_frame_seen: false, ended: false }
+        MeteredBody {
+            inner,
+            mode: Mode::Json {
+                frames: Vec::new(),
+                success,
+            },
+            meter,
+            tail: None,
+            first_frame_seen: false,
+            ended: false,
+        }
     }
 
     /// Wraps an SSE body; `strip_usage_chunk` drops the usage chunk the client did not ask for.
     pub fn sse(inner: B, meter: RequestMeter, strip_usage_chunk: bool) -> MeteredBody<B> {
-        MeteredBody { inner, mode: Mode::Sse(SseScanner::new(strip_usage_chunk)), meter, tail: None, first_frame_seen: false, ended: false }
+        MeteredBody {
+            inner,
+            mode: Mode::Sse(SseScanner::new(strip_usage_chunk)),
+            meter,
+            tail: None,
+            first_frame_seen: false,
+            ended: false,
+        }
     }
 
     fn usage(&self) -> Option<Usage> {
         match &self.mode {
-            Mode::Json { frames, success: true } => match frames.as_slice() {
+            Mode::Json {
+                frames,
+                success: true,
+            } => match frames.as_slice() {
                 [] => None,
                 [one] => find_in_json(one),
                 many => {
@@ -181,7 +218,10 @@ impl<B> MeteredBody<B> {
                 // closed without its end marker: a truncated stream must not look complete
                 self.meter.meter().upstream_error("stream");
                 outcome = Outcome::UpstreamError;
-                self.tail = Some(with_error_event(rest, "The upstream stream ended before it was complete."));
+                self.tail = Some(with_error_event(
+                    rest,
+                    "The upstream stream ended before it was complete.",
+                ));
             } else if !rest.is_empty() {
                 self.tail = Some(rest);
             }
@@ -229,7 +269,10 @@ where
     type Data = Bytes;
     type Error = B::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = &mut *self;
         loop {
             if let Some(t) = this.tail.take() {
@@ -247,7 +290,10 @@ where
                     if !this.first_frame_seen {
                         this.first_frame_seen = true;
                         if matches!(this.mode, Mode::Sse(_)) {
-                            this.meter.meter().ttft.observe(this.meter.started.elapsed().as_secs_f64());
+                            this.meter
+                                .meter()
+                                .ttft
+                                .observe(this.meter.started.elapsed().as_secs_f64());
                         }
                     }
                     let out = match &mut this.mode {
@@ -275,7 +321,10 @@ where
                         Mode::Json { .. } => return Poll::Ready(Some(Err(e))),
                         Mode::Sse(s) => {
                             let rest = s.finish();
-                            this.tail = Some(with_error_event(rest, "The upstream stream broke before it was complete."));
+                            this.tail = Some(with_error_event(
+                                rest,
+                                "The upstream stream broke before it was complete.",
+                            ));
                         }
                     }
                 }

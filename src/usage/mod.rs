@@ -54,9 +54,15 @@ impl From<RawUsage> for Usage {
     fn from(r: RawUsage) -> Usage {
         Usage {
             input: r.prompt_tokens.unwrap_or(0),
-            cached: r.prompt_tokens_details.and_then(|d| d.cached_tokens).unwrap_or(0),
+            cached: r
+                .prompt_tokens_details
+                .and_then(|d| d.cached_tokens)
+                .unwrap_or(0),
             output: r.completion_tokens.unwrap_or(0),
-            reasoning: r.completion_tokens_details.and_then(|d| d.reasoning_tokens).unwrap_or(0),
+            reasoning: r
+                .completion_tokens_details
+                .and_then(|d| d.reasoning_tokens)
+                .unwrap_or(0),
         }
     }
 }
@@ -118,19 +124,43 @@ mod tests {
   },
   "system_fingerprint": "fp_x"
 }"#;
-        assert_eq!(find_in_json(body), Some(Usage { input: 1200, cached: 1024, output: 300, reasoning: 128 }));
+        assert_eq!(
+            find_in_json(body),
+            Some(Usage {
+                input: 1200,
+                cached: 1024,
+                output: 300,
+                reasoning: 128
+            })
+        );
     }
 
     #[test]
     fn responses_usage_and_nested_null() {
         let body = br#"{"id":"resp_1","usage":null,"output":[{"usage":{"input_tokens":1}}],"usage":{"input_tokens":50,"input_tokens_details":{"cached_tokens":10},"output_tokens":20,"output_tokens_details":{"reasoning_tokens":5},"total_tokens":70}}"#;
-        assert_eq!(find_in_json(body), Some(Usage { input: 50, cached: 10, output: 20, reasoning: 5 }));
+        assert_eq!(
+            find_in_json(body),
+            Some(Usage {
+                input: 50,
+                cached: 10,
+                output: 20,
+                reasoning: 5
+            })
+        );
     }
 
     #[test]
     fn embeddings_usage_and_missing_usage() {
         let body = br#"{"object":"list","data":[],"model":"m","usage":{"prompt_tokens":8,"total_tokens":8}}"#;
-        assert_eq!(find_in_json(body), Some(Usage { input: 8, cached: 0, output: 0, reasoning: 0 }));
+        assert_eq!(
+            find_in_json(body),
+            Some(Usage {
+                input: 8,
+                cached: 0,
+                output: 0,
+                reasoning: 0
+            })
+        );
         assert_eq!(find_in_json(br#"{"error":{"message":"x"}}"#), None);
         assert_eq!(find_in_json(br#"{"usage": nul"#), None);
         assert_eq!(find_in_json(br#"{"usage": {"prompt_tokens": 5"#), None);

@@ -28,7 +28,9 @@ impl Price {
     /// Reasoning tokens are already inside completion tokens and are not added again.
     pub fn cost_pico(&self, u: &Usage) -> u128 {
         let uncached = u.input.saturating_sub(u.cached) as u128;
-        uncached * self.input as u128 + u.cached as u128 * self.cached_input as u128 + u.output as u128 * self.output as u128
+        uncached * self.input as u128
+            + u.cached as u128 * self.cached_input as u128
+            + u.output as u128 * self.output as u128
     }
 
     /// Builds a price from USD per 1M tokens as written in a config file.
@@ -49,7 +51,7 @@ impl Price {
 /// Converts a USD amount with at most 6 decimals to integer micro-USD; rejects negatives,
 /// non-finite values and amounts with more precision than a micro-dollar.
 fn usd_to_micro(usd: f64) -> Result<u64, String> {
-    if !usd.is_finite() || usd < 0.0 || usd > 1e9 {
+    if !usd.is_finite() || !(0.0..=1e9).contains(&usd) {
         return Err(format!("price {usd} must be a finite number >= 0"));
     }
     let micro = (usd * 1e6).round();
@@ -63,11 +65,21 @@ fn usd_to_micro(usd: f64) -> Result<u64, String> {
 fn parse_micro(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
-    if whole.is_empty() || frac.len() > 6 || !whole.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
+    if whole.is_empty()
+        || frac.len() > 6
+        || !whole
+            .bytes()
+            .chain(frac.bytes())
+            .all(|b| b.is_ascii_digit())
+    {
         return Err(format!("`{s}` is not a decimal with at most 6 decimals"));
     }
     let whole: u64 = whole.parse().map_err(|e| format!("`{s}`: {e}"))?;
-    let frac_val: u64 = if frac.is_empty() { 0 } else { frac.parse().map_err(|e| format!("`{s}`: {e}"))? };
+    let frac_val: u64 = if frac.is_empty() {
+        0
+    } else {
+        frac.parse().map_err(|e| format!("`{s}`: {e}"))?
+    };
     Ok(whole * 1_000_000 + frac_val * 10u64.pow(6 - frac.len() as u32))
 }
 
@@ -83,7 +95,9 @@ const TABLE_CSV: &str = include_str!("prices.csv");
 /// Parses the built-in table. Every row is checked by a unit test, so a bad edit fails CI.
 fn parse_table(csv: &str) -> Result<HashMap<String, TableEntry>, String> {
     let mut out = HashMap::new();
-    let mut lines = csv.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#'));
+    let mut lines = csv
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'));
     let header = lines.next().ok_or("empty price table")?;
     if header != "model,input,cached_input,output,training,as_of" {
         return Err(format!("unexpected price table header `{header}`"));
@@ -96,11 +110,28 @@ fn parse_table(csv: &str) -> Result<HashMap<String, TableEntry>, String> {
         let input = parse_micro(input)?;
         let price = Price {
             input,
-            cached_input: if cached.is_empty() { input } else { parse_micro(cached)? },
+            cached_input: if cached.is_empty() {
+                input
+            } else {
+                parse_micro(cached)?
+            },
             output: parse_micro(output)?,
-            training: if training.is_empty() { None } else { Some(parse_micro(training)?) },
+            training: if training.is_empty() {
+                None
+            } else {
+                Some(parse_micro(training)?)
+            },
         };
-        if out.insert(model.to_owned(), TableEntry { price, as_of: as_of.to_owned() }).is_some() {
+        if out
+            .insert(
+                model.to_owned(),
+                TableEntry {
+                    price,
+                    as_of: as_of.to_owned(),
+                },
+            )
+            .is_some()
+        {
             return Err(format!("price row for `{model}` appears twice"));
         }
     }
@@ -123,7 +154,8 @@ pub fn lookup(model_id: &str) -> Option<(&'static str, &'static TableEntry)> {
     }
     let rest = model_id.strip_prefix("ft:")?;
     let base = rest.split(':').next()?;
-    t.get_key_value(&format!("ft:{base}")).map(|(k, v)| (k.as_str(), v))
+    t.get_key_value(&format!("ft:{base}"))
+        .map(|(k, v)| (k.as_str(), v))
 }
 
 #[cfg(test)]
@@ -161,17 +193,30 @@ mod tests {
         let (k, e) = lookup("ft:gpt-4o-2024-08-06:acme:support:A1b2C3").unwrap();
         assert_eq!(k, "ft:gpt-4o-2024-08-06");
         assert_eq!(e.price.output, 15_000_000);
-        assert!(lookup("ft:gpt-4o-2024-11-20:acme::x").is_none(), "unconfirmed row must not be guessed");
+        assert!(
+            lookup("ft:gpt-4o-2024-11-20:acme::x").is_none(),
+            "unconfirmed row must not be guessed"
+        );
         assert!(lookup("my-llama").is_none());
     }
 
     #[test]
     fn cost_is_exact_integer_picodollars() {
         let p = lookup("ft:gpt-4o-2024-08-06").unwrap().1.price;
-        let u = Usage { input: 1000, cached: 200, output: 50, reasoning: 0 };
+        let u = Usage {
+            input: 1000,
+            cached: 200,
+            output: 50,
+            reasoning: 0,
+        };
         // 800 * 3.75e-6 + 200 * 1.875e-6 + 50 * 15e-6 = 0.003 + 0.000375 + 0.00075 = 0.004125 USD
         assert_eq!(p.cost_pico(&u), 4_125_000_000);
-        let u = Usage { input: 10, cached: 50, output: 0, reasoning: 0 };
+        let u = Usage {
+            input: 10,
+            cached: 50,
+            output: 0,
+            reasoning: 0,
+        };
         // cached > prompt cannot happen upstream; never underflows
         assert_eq!(p.cost_pico(&u), 50 * 1_875_000);
     }
@@ -187,6 +232,9 @@ mod tests {
         assert_eq!(usd_to_micro(0.075).unwrap(), 75_000);
         assert!(usd_to_micro(-1.0).is_err());
         assert!(usd_to_micro(0.0000001).is_err());
-        assert_eq!(Price::from_usd(3.75, None, 15.0).unwrap().cached_input, 3_750_000);
+        assert_eq!(
+            Price::from_usd(3.75, None, 15.0).unwrap().cached_input,
+            3_750_000
+        );
     }
 }

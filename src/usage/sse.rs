@@ -46,7 +46,10 @@ struct ResponseObj {
 
 impl SseScanner {
     pub fn new(strip_usage_chunk: bool) -> SseScanner {
-        SseScanner { strip_usage_chunk, ..Default::default() }
+        SseScanner {
+            strip_usage_chunk,
+            ..Default::default()
+        }
     }
 
     /// The usage seen so far (the stream's last usage object wins).
@@ -127,7 +130,9 @@ impl SseScanner {
                 if line_start > event_start {
                     let event = &buf[event_start..nl + 1];
                     if self.inspect(event) {
-                        self.dropped.get_or_insert_with(Vec::new).push((event_start, nl + 1));
+                        self.dropped
+                            .get_or_insert_with(Vec::new)
+                            .push((event_start, nl + 1));
                     }
                 }
                 event_start = nl + 1;
@@ -157,7 +162,10 @@ impl SseScanner {
                 });
             } else if let Some(v) = line.strip_prefix(b"event:") {
                 let v = v.strip_prefix(b" ").unwrap_or(v);
-                if matches!(v, b"response.completed" | b"response.failed" | b"response.incomplete") {
+                if matches!(
+                    v,
+                    b"response.completed" | b"response.failed" | b"response.incomplete"
+                ) {
                     self.complete = true;
                 }
             }
@@ -170,7 +178,9 @@ impl SseScanner {
         if !has_usage_object(&data) {
             return false;
         }
-        let Ok(p) = serde_json::from_slice::<Payload>(&data) else { return false };
+        let Ok(p) = serde_json::from_slice::<Payload>(&data) else {
+            return false;
+        };
         let top = p.usage.is_some();
         if let Some(u) = p.usage.or(p.response.and_then(|r| r.usage)) {
             self.usage = Some(u.into());
@@ -181,7 +191,8 @@ impl SseScanner {
 
 /// Cheap pre-check: does the payload contain a `"usage"` key with an object value?
 fn has_usage_object(data: &[u8]) -> bool {
-    memchr::memmem::find_iter(data, b"\"usage\"").any(|p| super::object_after_key(data, p + 7).is_some())
+    memchr::memmem::find_iter(data, b"\"usage\"")
+        .any(|p| super::object_after_key(data, p + 7).is_some())
 }
 
 #[cfg(test)]
@@ -211,7 +222,15 @@ mod tests {
         for n in 1..CHAT.len() {
             let (out, s) = run(CHAT.as_bytes(), n, false);
             assert_eq!(out, CHAT.as_bytes(), "split {n}");
-            assert_eq!(s.usage(), Some(Usage { input: 9, cached: 0, output: 2, reasoning: 0 }));
+            assert_eq!(
+                s.usage(),
+                Some(Usage {
+                    input: 9,
+                    cached: 0,
+                    output: 2,
+                    reasoning: 0
+                })
+            );
             assert!(s.complete());
             assert_eq!(s.events(), 5);
         }
@@ -236,7 +255,15 @@ mod tests {
         for n in [1, 5, input.len()] {
             let (out, s) = run(input.as_bytes(), n, true);
             assert_eq!(out, input.as_bytes());
-            assert_eq!(s.usage(), Some(Usage { input: 7, cached: 3, output: 4, reasoning: 1 }));
+            assert_eq!(
+                s.usage(),
+                Some(Usage {
+                    input: 7,
+                    cached: 3,
+                    output: 4,
+                    reasoning: 1
+                })
+            );
             assert!(s.complete());
         }
     }
