@@ -446,7 +446,7 @@ impl Sim {
     fn responses_usage(&self) -> Value {
         json!({
             "input_tokens": self.prompt_tokens,
-            "input_tokens_details": {"cached_tokens": self.cached},
+            "input_tokens_details": {"cached_tokens": self.cached, "cache_write_tokens": 0},
             "output_tokens": self.completion_tokens(),
             "output_tokens_details": {"reasoning_tokens": self.reasoning},
             "total_tokens": self.prompt_tokens + self.completion_tokens()
@@ -456,17 +456,21 @@ impl Sim {
     fn response_object(&self, status: &str, with_output: bool) -> Value {
         let output = if with_output {
             json!([{"type": "message", "id": format!("msg_{}", self.id), "status": "completed", "role": "assistant",
-                    "content": [{"type": "output_text", "text": self.text(), "annotations": []}]}])
+                    "content": [{"type": "output_text", "text": self.text(), "annotations": [], "logprobs": []}]}])
         } else {
             json!([])
         };
-        json!({
+        let mut v = json!({
             "id": format!("resp_{}", self.id), "object": "response", "created_at": self.created, "status": status,
             "error": Value::Null, "incomplete_details": Value::Null, "instructions": Value::Null, "model": self.model,
             "output": output, "parallel_tool_calls": true, "temperature": 1.0, "tool_choice": "auto", "tools": [],
-            "top_p": 1.0, "usage": if status == "completed" { self.responses_usage() } else { Value::Null },
-            "metadata": {}
-        })
+            "top_p": 1.0, "metadata": {}
+        });
+        // the schema has no null usage: an unfinished response carries none
+        if status == "completed" {
+            v["usage"] = self.responses_usage();
+        }
+        v
     }
 
     /// A non-streaming answer, pretty-printed as OpenAI does.
@@ -617,14 +621,14 @@ impl Sim {
                     json!({"response": self.response_object("in_progress", false)}),
                 ));
                 head.push(ev("response.output_item.added", json!({"output_index": 0, "item": {"id": item_id, "type": "message", "status": "in_progress", "role": "assistant", "content": []}})));
-                head.push(ev("response.content_part.added", json!({"item_id": item_id, "output_index": 0, "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}})));
+                head.push(ev("response.content_part.added", json!({"item_id": item_id, "output_index": 0, "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []}})));
                 for (i, w) in self.words.iter().enumerate() {
                     let piece = if i == 0 { w.clone() } else { format!(" {w}") };
-                    body.push(ev("response.output_text.delta", json!({"item_id": item_id, "output_index": 0, "content_index": 0, "delta": piece})));
+                    body.push(ev("response.output_text.delta", json!({"item_id": item_id, "output_index": 0, "content_index": 0, "delta": piece, "logprobs": []})));
                 }
-                body.push(ev("response.output_text.done", json!({"item_id": item_id, "output_index": 0, "content_index": 0, "text": self.text()})));
-                body.push(ev("response.content_part.done", json!({"item_id": item_id, "output_index": 0, "content_index": 0, "part": {"type": "output_text", "text": self.text(), "annotations": []}})));
-                body.push(ev("response.output_item.done", json!({"output_index": 0, "item": {"id": item_id, "type": "message", "status": "completed", "role": "assistant", "content": [{"type": "output_text", "text": self.text(), "annotations": []}]}})));
+                body.push(ev("response.output_text.done", json!({"item_id": item_id, "output_index": 0, "content_index": 0, "text": self.text(), "logprobs": []})));
+                body.push(ev("response.content_part.done", json!({"item_id": item_id, "output_index": 0, "content_index": 0, "part": {"type": "output_text", "text": self.text(), "annotations": [], "logprobs": []}})));
+                body.push(ev("response.output_item.done", json!({"output_index": 0, "item": {"id": item_id, "type": "message", "status": "completed", "role": "assistant", "content": [{"type": "output_text", "text": self.text(), "annotations": [], "logprobs": []}]}})));
                 body.push(ev(
                     "response.completed",
                     json!({"response": self.response_object("completed", true)}),
