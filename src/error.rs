@@ -6,7 +6,6 @@
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
-use http_body_util::Full;
 
 /// Why a request could not be served. Grouped by fault: the client, the upstream, or tailor.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +27,9 @@ pub enum ProxyError {
     /// No route matches the request and there is no catch-all.
     #[error("The model `{0}` does not exist or you do not have access to it.")]
     Unrouted(String),
+    /// `GET /v1/models/{id}` for a name no route lists.
+    #[error("The model `{0}` does not exist or you do not have access to it.")]
+    UnknownModel(String),
     /// The path is not one tailor serves.
     #[error("Invalid URL ({method} {path})")]
     NotFound { method: String, path: String },
@@ -58,7 +60,9 @@ impl ProxyError {
         match self {
             ProxyError::InvalidJson(_) | ProxyError::InvalidField { .. } => StatusCode::BAD_REQUEST,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ProxyError::Unrouted(_) | ProxyError::NotFound { .. } => StatusCode::NOT_FOUND,
+            ProxyError::Unrouted(_) | ProxyError::UnknownModel(_) | ProxyError::NotFound { .. } => {
+                StatusCode::NOT_FOUND
+            }
             ProxyError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::UpstreamUnavailable { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -75,6 +79,7 @@ impl ProxyError {
             ProxyError::InvalidField { .. } => "invalid_field",
             ProxyError::BodyTooLarge { .. } => "body_too_large",
             ProxyError::Unrouted(_) => "unrouted",
+            ProxyError::UnknownModel(_) => "unknown_model",
             ProxyError::NotFound { .. } => "not_found",
             ProxyError::MethodNotAllowed { .. } => "method_not_allowed",
             ProxyError::UpstreamUnavailable { .. } => "upstream_unavailable",
@@ -94,7 +99,7 @@ impl ProxyError {
             ProxyError::BodyTooLarge { .. } => {
                 ("invalid_request_error", None, Some("request_too_large"))
             }
-            ProxyError::Unrouted(_) => (
+            ProxyError::Unrouted(_) | ProxyError::UnknownModel(_) => (
                 "invalid_request_error",
                 Some("model"),
                 Some("model_not_found"),
@@ -156,11 +161,6 @@ pub fn error_body(message: &str, kind: &str, param: Option<&str>, code: Option<&
     Bytes::from(v.to_string())
 }
 
-/// A convenience for building a full-body response in the error shape.
-pub fn error_response(err: ProxyError) -> Response<Full<Bytes>> {
-    err.into_response()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,6 +175,7 @@ mod tests {
             },
             ProxyError::BodyTooLarge { limit: 10 },
             ProxyError::Unrouted("gpt-9".into()),
+            ProxyError::UnknownModel("gpt-9".into()),
             ProxyError::NotFound {
                 method: "GET".into(),
                 path: "/x".into(),
@@ -200,7 +201,7 @@ mod tests {
 
     #[test]
     fn every_error_has_four_keys_and_a_fitting_status() {
-        let expected = [400, 400, 413, 404, 404, 405, 502, 504, 500, 500];
+        let expected = [400, 400, 413, 404, 404, 404, 405, 502, 504, 500, 500];
         for (e, code) in all().into_iter().zip(expected) {
             assert_eq!(e.status().as_u16(), code, "{e:?}");
             let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();

@@ -100,7 +100,7 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(config: Config, metrics: Arc<Metrics>) -> Arc<Shared> {
+    pub fn new(config: Config, metrics: Arc<Metrics>) -> Result<Arc<Shared>, rustls::Error> {
         let live = LiveState::build(config, &metrics);
         // RandomState is seeded from the OS: a cheap random seed without another dependency
         let seed = {
@@ -109,14 +109,14 @@ impl Shared {
             h.write_u64(0);
             h.finish()
         };
-        Arc::new(Shared {
+        Ok(Arc::new(Shared {
             live: ArcSwap::from_pointee(live),
             metrics,
-            client: forward::client(),
+            client: forward::client()?,
             seed,
             counter: AtomicU64::new(0),
             ready: AtomicBool::new(true),
-        })
+        }))
     }
 
     /// A fresh pseudo-random number (splitmix64 over a seeded counter).
@@ -157,7 +157,7 @@ impl tower::Service<Request<Incoming>> for Proxy {
 }
 
 /// Turns a tailor error into its response, counted and logged once, here.
-fn reject(shared: &Shared, err: ProxyError) -> Response<RespBody> {
+fn reject(shared: &Shared, method: &Method, path: &str, err: ProxyError) -> Response<RespBody> {
     if matches!(err, ProxyError::Unrouted(_)) {
         shared.metrics.unrouted.inc();
     } else {
@@ -167,55 +167,47 @@ fn reject(shared: &Shared, err: ProxyError) -> Response<RespBody> {
             .with_label_values(&[err.kind()])
             .inc();
     }
-    tracing::info!(target: "tailor::access", status = err.status().as_u16(), error = err.kind(), "rejected");
+    let path: String = path.chars().take(200).collect();
+    tracing::info!(
+        target: "tailor::access",
+        %method,
+        path,
+        status = err.status().as_u16(),
+        error = err.kind(),
+        message = %err,
+        "rejected"
+    );
     err.into_response::<Full<Bytes>>().map(Either::Left)
 }
 
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<RespBody> {
-    let path = req.uri().path();
-    let suffix = path.strip_prefix("/v1").filter(|s| s.starts_with('/'));
     let method = req.method().clone();
-    match (suffix, &method) {
+    let path = req.uri().path().to_owned();
+    let suffix = path.strip_prefix("/v1").filter(|s| s.starts_with('/'));
+    let err = match (suffix, &method) {
         (Some("/models"), &Method::GET) => return json_response(models_list(&shared.live.load())),
         (Some(s), &Method::GET) if s.starts_with("/models/") => {
-            return match model_get(&shared.live.load(), &s["/models/".len()..]) {
-                Some(body) => json_response(body),
-                None => reject(
-                    &shared,
-                    ProxyError::Unrouted(s["/models/".len()..].to_owned()),
-                ),
-            };
-        }
-        (Some(s), m) => {
-            if let Some(ep) = Endpoint::from_suffix(s) {
-                if m == Method::POST {
-                    return proxy(&shared, ep, req).await;
-                }
-                return reject(
-                    &shared,
-                    ProxyError::MethodNotAllowed {
-                        method: m.to_string(),
-                        path: path.to_owned(),
-                    },
-                );
-            }
-            if s == "/models" {
-                return reject(
-                    &shared,
-                    ProxyError::MethodNotAllowed {
-                        method: m.to_string(),
-                        path: path.to_owned(),
-                    },
-                );
+            let id = &s["/models/".len()..];
+            match model_get(&shared.live.load(), id) {
+                Some(body) => return json_response(body),
+                None => ProxyError::UnknownModel(id.chars().take(256).collect()),
             }
         }
-        (None, _) => {}
-    }
-    let err = ProxyError::NotFound {
-        method: method.to_string(),
-        path: path.chars().take(200).collect(),
+        (Some(s), m) if Endpoint::from_suffix(s).is_some() || s == "/models" => {
+            match Endpoint::from_suffix(s) {
+                Some(ep) if m == Method::POST => return proxy(&shared, ep, req).await,
+                _ => ProxyError::MethodNotAllowed {
+                    method: m.to_string(),
+                    path: path.clone(),
+                },
+            }
+        }
+        _ => ProxyError::NotFound {
+            method: method.to_string(),
+            path: path.chars().take(200).collect(),
+        },
     };
-    reject(&shared, err)
+    reject(&shared, &method, &path, err)
 }
 
 fn json_response(body: Bytes) -> Response<RespBody> {
@@ -275,18 +267,16 @@ async fn proxy(shared: &Shared, endpoint: Endpoint, req: Request<Incoming>) -> R
     let (parts, body) = req.into_parts();
     let body = match read_body(body, &parts.headers, live.config.server.max_body_bytes).await {
         Ok(b) => b,
-        Err(e) => return reject(shared, e),
+        Err(e) => return reject(shared, &parts.method, parts.uri.path(), e),
     };
     let view = match RequestView::parse(&body, endpoint) {
         Ok(v) => v,
-        Err(e) => return reject(shared, e),
+        Err(e) => return reject(shared, &parts.method, parts.uri.path(), e),
     };
     let draw = shared.next_random();
     let Some(decision) = classify::classify(&live.config, &view, &parts.headers, draw) else {
-        return reject(
-            shared,
-            ProxyError::Unrouted(view.model.chars().take(256).collect()),
-        );
+        let err = ProxyError::Unrouted(view.model.chars().take(256).collect());
+        return reject(shared, &parts.method, parts.uri.path(), err);
     };
     let request_id = format!("tlr-{:016x}", shared.next_random());
     let route_name = &live.config.routes[decision.route].name;
@@ -323,6 +313,8 @@ async fn forward_with_fallback(
     let Some(first_meter) = live.meter(decision.route, decision.model) else {
         return reject(
             shared,
+            &parts.method,
+            parts.uri.path(),
             ProxyError::Internal("no meter for the routed model".into()),
         );
     };
@@ -459,6 +451,8 @@ async fn forward_with_fallback(
     last_error.unwrap_or_else(|| {
         reject(
             shared,
+            &parts.method,
+            parts.uri.path(),
             ProxyError::Internal("no upstream attempt was made".into()),
         )
     })

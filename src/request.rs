@@ -73,7 +73,7 @@ impl Endpoint {
     }
 }
 
-/// One top-level field: its key and its raw value, with the value's byte range in the body.
+/// One top-level field: its key and its raw value (borrowed from the body; see [`span_in`]).
 struct Field<'a> {
     key: Cow<'a, str>,
     value: &'a RawValue,

@@ -48,7 +48,7 @@ pub async fn start(config: Config, metrics: Arc<Metrics>) -> std::io::Result<Run
     let api = TcpListener::bind(config.server.listen).await?;
     let admin = TcpListener::bind(config.server.admin_listen).await?;
     let (api_addr, admin_addr) = (api.local_addr()?, admin.local_addr()?);
-    let shared = Shared::new(config, metrics);
+    let shared = Shared::new(config, metrics).map_err(std::io::Error::other)?;
     let (stop, stopped) = watch::channel(false);
     let proxy = Proxy::new(shared.clone());
     let api_task = tokio::spawn(serve(api, stopped.clone(), move || {

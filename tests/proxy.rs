@@ -206,6 +206,10 @@ async fn usage_chunk_is_hidden_unless_asked_for_and_always_metered() {
             !v["choices"].as_array().unwrap().is_empty(),
             "client saw a usage chunk it did not ask for: {e}"
         );
+        assert!(
+            v.get("usage").is_none(),
+            "client saw `usage` it did not ask for: {e}"
+        );
     }
 
     let asked = env.chat(r#"{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hello there"}]}"#, &[]).await;

@@ -24,32 +24,22 @@ pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Builds the pooled client. TCP_NODELAY is on so SSE events are not held back by Nagle.
-pub fn client() -> HttpClient {
+/// Fails only if the TLS provider supports no protocol version (a build defect).
+pub fn client() -> Result<HttpClient, rustls::Error> {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
     http.enforce_http(false);
     http.set_connect_timeout(Some(CONNECT_TIMEOUT));
     http.set_keepalive(Some(Duration::from_secs(60)));
     let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
-        .map(|b| {
-            b.https_or_http()
-                .enable_http1()
-                .enable_http2()
-                .wrap_connector(http.clone())
-        });
-    let https = match https {
-        Ok(c) => c,
-        // ring's provider always supports TLS 1.2/1.3; fall back to a plain builder regardless
-        Err(_) => hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http),
-    };
-    Client::builder(TokioExecutor::new())
+        .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())?
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
-        .build(https)
+        .build(https))
 }
 
 /// Hop-by-hop headers (RFC 9110 7.6.1) are never forwarded, in either direction.

@@ -23,8 +23,18 @@ pub struct SseScanner {
     complete: bool,
     /// Complete events seen (forwarded or dropped).
     events: u64,
-    /// Byte ranges of the current buffer that are not forwarded.
-    dropped: Option<Vec<(usize, usize)>>,
+    /// Byte ranges of the current buffer forwarded differently: dropped (`None`) or replaced.
+    edits: Option<Vec<Edit>>,
+}
+
+/// Bytes `start..end` of the buffer are replaced (`Some`) or dropped (`None`).
+type Edit = (usize, usize, Option<Vec<u8>>);
+
+/// What happens to one complete event.
+enum Action {
+    Keep,
+    Drop,
+    Replace(Vec<u8>),
 }
 
 /// What a data payload may carry that matters to us.
@@ -100,15 +110,18 @@ impl SseScanner {
         rest
     }
 
-    /// Bytes `[0, end)` minus dropped events.
+    /// Bytes `[0, end)` with the edits applied.
     fn take_output(&mut self, buf: &Bytes, end: usize) -> Bytes {
-        match self.dropped.take() {
+        match self.edits.take() {
             None => buf.slice(..end),
-            Some(ranges) => {
+            Some(edits) => {
                 let mut out = BytesMut::with_capacity(end);
                 let mut at = 0;
-                for (s, e) in ranges {
+                for (s, e, replacement) in edits {
                     out.extend_from_slice(&buf[at..s]);
+                    if let Some(r) = replacement {
+                        out.extend_from_slice(&r);
+                    }
                     at = e;
                 }
                 out.extend_from_slice(&buf[at..end]);
@@ -129,10 +142,15 @@ impl SseScanner {
                 // a blank line right at the event start is a stray separator, not an event
                 if line_start > event_start {
                     let event = &buf[event_start..nl + 1];
-                    if self.inspect(event) {
-                        self.dropped
+                    let edit = match self.inspect(event) {
+                        Action::Keep => None,
+                        Action::Drop => Some(None),
+                        Action::Replace(r) => Some(Some(r)),
+                    };
+                    if let Some(e) = edit {
+                        self.edits
                             .get_or_insert_with(Vec::new)
-                            .push((event_start, nl + 1));
+                            .push((event_start, nl + 1, e));
                     }
                 }
                 event_start = nl + 1;
@@ -143,8 +161,10 @@ impl SseScanner {
         end
     }
 
-    /// Looks at one complete event; returns true if it must be dropped.
-    fn inspect(&mut self, event: &[u8]) -> bool {
+    /// Looks at one complete event: reads usage and end markers, and, when the client did not ask
+    /// for usage, drops the usage chunk and removes the `"usage":null` that `include_usage` adds to
+    /// every other chunk, so the client gets the stream it would have got without it.
+    fn inspect(&mut self, event: &[u8]) -> Action {
         self.events += 1;
         let mut data: Option<std::borrow::Cow<'_, [u8]>> = None;
         for line in event.split(|b| *b == b'\n') {
@@ -170,23 +190,46 @@ impl SseScanner {
                 }
             }
         }
-        let Some(data) = data else { return false };
+        let Some(data) = data else {
+            return Action::Keep;
+        };
         if data.as_ref() == b"[DONE]" {
             self.complete = true;
-            return false;
+            return Action::Keep;
         }
         if !has_usage_object(&data) {
-            return false;
+            if self.strip_usage_chunk {
+                return without_null_usage(event).map_or(Action::Keep, Action::Replace);
+            }
+            return Action::Keep;
         }
         let Ok(p) = serde_json::from_slice::<Payload>(&data) else {
-            return false;
+            return Action::Keep;
         };
         let top = p.usage.is_some();
         if let Some(u) = p.usage.or(p.response.and_then(|r| r.usage)) {
             self.usage = Some(u.into());
         }
-        self.strip_usage_chunk && top && p.choices.is_some_and(|c| c.is_empty())
+        if self.strip_usage_chunk && top && p.choices.is_some_and(|c| c.is_empty()) {
+            Action::Drop
+        } else {
+            Action::Keep
+        }
     }
+}
+
+/// The event without its `"usage":null` member (as OpenAI writes it: compact), if it has one.
+/// A quote inside a JSON string is escaped, so the pattern can only be a key.
+fn without_null_usage(event: &[u8]) -> Option<Vec<u8>> {
+    for pat in [&b",\"usage\":null"[..], &b"\"usage\":null,"[..]] {
+        if let Some(i) = memchr::memmem::find(event, pat) {
+            let mut out = Vec::with_capacity(event.len());
+            out.extend_from_slice(&event[..i]);
+            out.extend_from_slice(&event[i + pat.len()..]);
+            return Some(out);
+        }
+    }
+    None
 }
 
 /// Cheap pre-check: does the payload contain a `"usage"` key with an object value?
@@ -237,11 +280,14 @@ mod tests {
     }
 
     #[test]
-    fn strips_only_the_usage_chunk() {
-        let expected = CHAT.replace(
-            "data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":2,\"total_tokens\":11,\"prompt_tokens_details\":{\"cached_tokens\":0}}}\n\n",
-            "",
-        );
+    fn strip_mode_gives_the_stream_without_include_usage() {
+        let expected = CHAT
+            .replace(
+                "data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":2,\"total_tokens\":11,\"prompt_tokens_details\":{\"cached_tokens\":0}}}\n\n",
+                "",
+            )
+            .replace(",\"usage\":null", "");
+        assert!(!expected.contains("usage"));
         for n in [1, 7, 64, CHAT.len()] {
             let (out, s) = run(CHAT.as_bytes(), n, true);
             assert_eq!(String::from_utf8(out).unwrap(), expected, "split {n}");
