@@ -137,34 +137,26 @@ fn respond(status: StatusCode, body: Bytes, ctype: &'static str, rid: &str) -> R
     r
 }
 
+/// The headers OpenAI sends with every answer (values are plausible constants).
+const OPENAI_HEADERS: [(&str, &str); 8] = [
+    ("openai-processing-ms", "7"),
+    ("openai-version", "2020-10-01"),
+    ("x-ratelimit-limit-requests", "10000"),
+    ("x-ratelimit-remaining-requests", "9999"),
+    ("x-ratelimit-limit-tokens", "30000000"),
+    ("x-ratelimit-remaining-tokens", "29999000"),
+    ("x-ratelimit-reset-requests", "6ms"),
+    ("x-ratelimit-reset-tokens", "2ms"),
+];
+
 fn common_headers(h: &mut HeaderMap, ctype: &'static str, rid: &str) {
     h.insert(CONTENT_TYPE, HeaderValue::from_static(ctype));
     if let Ok(v) = HeaderValue::from_str(rid) {
         h.insert("x-request-id", v);
     }
-    h.insert("openai-processing-ms", HeaderValue::from_static("7"));
-    h.insert("openai-version", HeaderValue::from_static("2020-10-01"));
-    h.insert(
-        "x-ratelimit-limit-requests",
-        HeaderValue::from_static("10000"),
-    );
-    h.insert(
-        "x-ratelimit-remaining-requests",
-        HeaderValue::from_static("9999"),
-    );
-    h.insert(
-        "x-ratelimit-limit-tokens",
-        HeaderValue::from_static("30000000"),
-    );
-    h.insert(
-        "x-ratelimit-remaining-tokens",
-        HeaderValue::from_static("29999000"),
-    );
-    h.insert(
-        "x-ratelimit-reset-requests",
-        HeaderValue::from_static("6ms"),
-    );
-    h.insert("x-ratelimit-reset-tokens", HeaderValue::from_static("2ms"));
+    for (k, v) in OPENAI_HEADERS {
+        h.insert(k, HeaderValue::from_static(v));
+    }
 }
 
 /// OpenAI's error answer for a status.
