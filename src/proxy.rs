@@ -141,7 +141,21 @@ impl Proxy {
     }
 }
 
-impl tower::Service<Request<Incoming>> for Proxy {
+/// Request bodies the proxy accepts: hyper's `Incoming` in production, any body in tests.
+pub trait ReqBody:
+    http_body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+    + Send
+    + 'static
+{
+}
+impl<B> ReqBody for B where
+    B: http_body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+        + Send
+        + 'static
+{
+}
+
+impl<B: ReqBody> tower::Service<Request<B>> for Proxy {
     type Response = Response<RespBody>;
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
@@ -150,7 +164,7 @@ impl tower::Service<Request<Incoming>> for Proxy {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+    fn call(&mut self, req: Request<B>) -> Self::Future {
         let shared = self.shared.clone();
         Box::pin(async move { Ok(handle(shared, req).await) })
     }
@@ -180,7 +194,7 @@ fn reject(shared: &Shared, method: &Method, path: &str, err: ProxyError) -> Resp
     err.into_response::<Full<Bytes>>().map(Either::Left)
 }
 
-async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<RespBody> {
+async fn handle<B: ReqBody>(shared: Arc<Shared>, req: Request<B>) -> Response<RespBody> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let suffix = path.strip_prefix("/v1").filter(|s| s.starts_with('/'));
@@ -240,8 +254,8 @@ fn model_get(live: &LiveState, id: &str) -> Option<Bytes> {
 }
 
 /// Reads the request body up to the configured limit.
-async fn read_body(
-    req: Incoming,
+async fn read_body<B: ReqBody>(
+    req: B,
     headers: &http::HeaderMap,
     limit: usize,
 ) -> Result<Bytes, ProxyError> {
@@ -261,7 +275,11 @@ async fn read_body(
     }
 }
 
-async fn proxy(shared: &Shared, endpoint: Endpoint, req: Request<Incoming>) -> Response<RespBody> {
+async fn proxy<B: ReqBody>(
+    shared: &Shared,
+    endpoint: Endpoint,
+    req: Request<B>,
+) -> Response<RespBody> {
     let started = Instant::now();
     let live = shared.live.load_full();
     let (parts, body) = req.into_parts();
@@ -476,4 +494,174 @@ fn tag(
         }
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    //! Service tests: the proxy called as a `tower::Service`, no listener involved.
+    use super::*;
+    use tower::ServiceExt;
+
+    const CFG: &str = r#"
+upstreams:
+  down: { url: "http://127.0.0.1:1/v1", auth: none }
+  keyless: { url: "http://127.0.0.1:1/v1", api_key_env: TAILOR_UNSET_KEY }
+models:
+  m: { upstream: down, id: gpt-4o-2024-08-06 }
+  k: { upstream: keyless, id: gpt-4o-2024-08-06 }
+routes:
+  - { name: r, match: { model: [gpt-4o, alias] }, split: [{ model: m }] }
+  - { name: nokey, match: { model: nokey }, split: [{ model: k }] }
+"#;
+
+    fn proxy() -> (Proxy, Arc<Metrics>) {
+        let cfg = Config::from_yaml(CFG, &|_| None).unwrap();
+        let metrics = Metrics::new().unwrap();
+        (
+            Proxy::new(Shared::new(cfg, metrics.clone()).unwrap()),
+            metrics,
+        )
+    }
+
+    async fn call(
+        p: &Proxy,
+        method: Method,
+        path: &str,
+        body: &str,
+    ) -> (StatusCode, HeaderValue, serde_json::Value) {
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .body(Full::new(Bytes::from(body.to_owned())))
+            .unwrap();
+        let resp = p.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let retry = resp
+            .headers()
+            .get("x-should-retry")
+            .cloned()
+            .unwrap_or(HeaderValue::from_static(""));
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, retry, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn errors_before_routing() {
+        let (p, metrics) = proxy();
+        let cases = [
+            (Method::POST, "/v1/chat/completions", "{", 400, None),
+            (
+                Method::POST,
+                "/v1/chat/completions",
+                r#"{"model":"gpt-4o"}"#,
+                400,
+                Some("missing_required_parameter"),
+            ),
+            (
+                Method::POST,
+                "/v1/chat/completions",
+                r#"{"model":"x","messages":[]}"#,
+                404,
+                Some("model_not_found"),
+            ),
+            (
+                Method::POST,
+                "/v1/embeddings",
+                r#"{"model":"x","input":"a"}"#,
+                404,
+                Some("model_not_found"),
+            ),
+            (
+                Method::PUT,
+                "/v1/chat/completions",
+                "",
+                405,
+                Some("method_not_allowed"),
+            ),
+            (
+                Method::POST,
+                "/v1/models",
+                "",
+                405,
+                Some("method_not_allowed"),
+            ),
+            (
+                Method::GET,
+                "/v2/chat/completions",
+                "",
+                404,
+                Some("unknown_url"),
+            ),
+            (
+                Method::GET,
+                "/v1/models/nope",
+                "",
+                404,
+                Some("model_not_found"),
+            ),
+        ];
+        for (m, path, body, status, code) in cases {
+            let (s, retry, v) = call(&p, m.clone(), path, body).await;
+            assert_eq!(s.as_u16(), status, "{m} {path} {body}: {v}");
+            assert_eq!(v["error"]["code"].as_str(), code, "{v}");
+            assert_eq!(retry, "false");
+        }
+        let text = String::from_utf8(metrics.encode()).unwrap();
+        assert!(text.contains("tailor_unrouted_requests_total 2"), "{text}");
+        assert!(
+            text.contains("tailor_rejected_requests_total{reason=\"unknown_model\"} 1"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn models_list() {
+        let (p, _) = proxy();
+        let (s, _, v) = call(&p, Method::GET, "/v1/models", "").await;
+        assert_eq!(s, StatusCode::OK);
+        let ids: Vec<_> = v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["gpt-4o", "alias", "nokey"]);
+        assert_eq!(v["data"][0]["object"], "model");
+    }
+
+    #[tokio::test]
+    async fn unreachable_upstream_and_missing_key() {
+        let (p, metrics) = proxy();
+        let (s, retry, v) = call(
+            &p,
+            Method::POST,
+            "/v1/chat/completions",
+            r#"{"model":"alias","messages":[]}"#,
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_GATEWAY, "{v}");
+        assert_eq!(v["error"]["code"], "upstream_unavailable");
+        assert_eq!(retry, "false");
+        let (s, _, v) = call(
+            &p,
+            Method::POST,
+            "/v1/chat/completions",
+            r#"{"model":"nokey","messages":[]}"#,
+        )
+        .await;
+        assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("TAILOR_UNSET_KEY"));
+        let text = String::from_utf8(metrics.encode()).unwrap();
+        for want in [
+            "tailor_requests_total{code=\"502\",model=\"m\",route=\"r\"} 1",
+            "tailor_upstream_errors_total{kind=\"connect\",model=\"m\",route=\"r\"} 1",
+            "tailor_requests_total{code=\"500\",model=\"k\",route=\"nokey\"} 1",
+            "tailor_in_flight_requests{route=\"r\"} 0",
+        ] {
+            assert!(text.contains(want), "missing {want}\n{text}");
+        }
+    }
 }
