@@ -8,12 +8,13 @@ use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 
 use http::header::HeaderName;
 use regex::Regex;
 
 pub use raw::UpstreamKind;
-use raw::{RawAuth, RawConfig, RawMatch, RawRoute};
+use raw::{Dur, RawAuth, RawConfig, RawMatch, RawRetries, RawRoute, RawTimeouts};
 
 use crate::request::Endpoint;
 use crate::usage::price::{self, Price};
@@ -75,6 +76,9 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// What `GET /v1/models` lists: every name in a route's `match.model`, in route order.
     pub listed_models: Vec<String>,
+    /// tailor's own API keys; empty = no client authentication.
+    pub clients: Vec<Client>,
+    pub health: HealthPolicy,
 }
 
 #[derive(Debug, Clone)]
@@ -82,6 +86,55 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
     pub max_body_bytes: usize,
+    /// After SIGTERM: how long in-flight requests may take to finish.
+    pub drain_timeout: Duration,
+    /// Open API connections at most; more are closed at once.
+    pub max_connections: usize,
+    /// API requests in flight at most (all routes); more get 429 at once.
+    pub max_concurrency: usize,
+    /// A client must send its request headers within this time (slowloris).
+    pub header_read_timeout: Duration,
+    pub max_header_count: usize,
+    pub max_header_bytes: usize,
+    pub allow_unauthenticated: bool,
+}
+
+/// A client of tailor: a name (the `client` metric label) and the SHA-256 of its key.
+#[derive(Clone)]
+pub struct Client {
+    pub name: String,
+    pub key_sha256: [u8; 32],
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+/// When a model is taken out of rotation, and for how long.
+#[derive(Debug, Clone, Copy)]
+pub struct HealthPolicy {
+    pub failures: u32,
+    pub cooldown: Duration,
+}
+
+/// Per-upstream time limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub headers: Duration,
+    pub idle: Duration,
+    pub total: Duration,
+}
+
+/// Per-upstream retries of the same model, before moving to a fallback.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub max: u32,
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+    pub retry_after_cap: Duration,
 }
 
 /// How tailor authenticates to an upstream.
@@ -103,6 +156,8 @@ pub struct Upstream {
     pub url: String,
     pub api_version: Option<String>,
     pub auth: Auth,
+    pub timeouts: Timeouts,
+    pub retry: RetryPolicy,
 }
 
 /// Where a model's price came from.
@@ -148,6 +203,8 @@ pub struct Route {
     pub total_weight: u64,
     pub sticky: Sticky,
     pub fallback: Vec<usize>,
+    /// Requests of this route in flight at most; more get 429 at once.
+    pub max_concurrency: Option<usize>,
 }
 
 /// The conditions of a route; every one given must hold. `None`/empty = not checked.
@@ -271,7 +328,17 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
                 usize::try_from(n).map_err(|_| invalid("server.max_body_bytes", "too large"))?
             }
         },
+        drain_timeout: dur(raw.server.drain_timeout, 30),
+        max_connections: positive("server.max_connections", raw.server.max_connections, 10_000)?,
+        max_concurrency: positive("server.max_concurrency", raw.server.max_concurrency, 2_048)?,
+        header_read_timeout: dur(raw.server.header_read_timeout, 10),
+        max_header_count: positive("server.max_header_count", raw.server.max_header_count, 100)?,
+        max_header_bytes: positive("server.max_header_bytes", raw.server.max_header_bytes, 32 * 1024)?,
+        allow_unauthenticated: raw.server.allow_unauthenticated.unwrap_or(false),
     };
+    if server.max_header_count > MAX_HEADER_COUNT_LIMIT {
+        return Err(invalid("server.max_header_count", format!("at most {MAX_HEADER_COUNT_LIMIT}")));
+    }
     if server.listen == server.admin_listen && server.listen.port() != 0 {
         return Err(invalid(
             "server.admin_listen",
@@ -336,6 +403,8 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
             url,
             api_version: u.api_version,
             auth,
+            timeouts: timeouts(u.timeouts),
+            retry: retries(u.retries),
         });
     }
 
@@ -417,13 +486,101 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
     if routes.is_empty() {
         return Err(invalid("routes", "at least one route is required"));
     }
-    Ok(Config {
-        server,
-        upstreams,
-        models,
-        routes,
-        listed_models: listed,
-    })
+    let clients = build_clients(raw.clients, env)?;
+    let holds_keys = upstreams.iter().any(|u| matches!(u.auth, Auth::Key { .. }));
+    if holds_keys && clients.is_empty() && !server.listen.ip().is_loopback() && !server.allow_unauthenticated {
+        return Err(invalid(
+            "clients",
+            format!(
+                "required: server.listen {} is not a loopback address and upstreams carry API keys, so anyone who \
+                 reaches it could spend them. Add `clients:` keys, or set server.allow_unauthenticated: true",
+                server.listen
+            ),
+        ));
+    }
+    let health = HealthPolicy {
+        failures: match raw.health.failures {
+            Some(0) => return Err(invalid("health.failures", "must be > 0")),
+            f => f.unwrap_or(5),
+        },
+        cooldown: dur(raw.health.cooldown, 30),
+    };
+    Ok(Config { server, upstreams, models, routes, listed_models: listed, clients, health })
+}
+
+/// hyper refuses requests with more headers than this before tailor sees them.
+pub const MAX_HEADER_COUNT_LIMIT: usize = 512;
+
+fn dur(d: Option<Dur>, default_secs: u64) -> Duration {
+    d.map_or(Duration::from_secs(default_secs), |d| d.0)
+}
+
+fn positive(path: &str, v: Option<usize>, default: usize) -> Result<usize, ConfigError> {
+    match v {
+        Some(0) => Err(invalid(path, "must be > 0")),
+        v => Ok(v.unwrap_or(default)),
+    }
+}
+
+fn timeouts(t: RawTimeouts) -> Timeouts {
+    Timeouts {
+        connect: dur(t.connect, 10),
+        headers: dur(t.headers, 600),
+        idle: dur(t.idle, 300),
+        total: dur(t.total, 900),
+    }
+}
+
+fn retries(r: RawRetries) -> RetryPolicy {
+    RetryPolicy {
+        max: r.max.unwrap_or(2),
+        backoff: r.backoff.map_or(Duration::from_millis(250), |d| d.0),
+        max_backoff: dur(r.max_backoff, 4),
+        retry_after_cap: dur(r.retry_after_cap, 10),
+    }
+}
+
+fn build_clients(raw: Option<Vec<raw::RawClient>>, env: &dyn Fn(&str) -> Option<String>) -> Result<Vec<Client>, ConfigError> {
+    use sha2::{Digest, Sha256};
+    let Some(raw) = raw else { return Ok(Vec::new()) };
+    if raw.is_empty() {
+        return Err(invalid("clients", "list at least one client, or remove `clients:`"));
+    }
+    let mut out: Vec<Client> = Vec::new();
+    for (i, c) in raw.into_iter().enumerate() {
+        let path = format!("clients[{i}]");
+        check_name(&format!("{path}.name"), &c.name)?;
+        if out.iter().any(|o| o.name == c.name) {
+            return Err(invalid(format!("{path}.name"), format!("client `{}` is defined twice", c.name)));
+        }
+        let key_sha256 = match (c.key_sha256, c.key_env) {
+            (Some(hex), None) => parse_sha256(&hex).ok_or_else(|| invalid(format!("{path}.key_sha256"), "must be 64 hex digits"))?,
+            (None, Some(var)) => {
+                let key = env(&var)
+                    .filter(|k| !k.is_empty())
+                    .ok_or_else(|| invalid(format!("{path}.key_env"), format!("environment variable {var} is not set")))?;
+                Sha256::digest(key.as_bytes()).into()
+            }
+            _ => return Err(invalid(path, "give exactly one of key_sha256 and key_env")),
+        };
+        if out.iter().any(|o| o.key_sha256 == key_sha256) {
+            return Err(invalid(path, "two clients share one key"));
+        }
+        out.push(Client { name: c.name, key_sha256 });
+    }
+    Ok(out)
+}
+
+fn parse_sha256(hex: &str) -> Option<[u8; 32]> {
+    let hex = hex.trim();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
 }
 
 fn build_route(
@@ -503,6 +660,10 @@ fn build_route(
         total_weight,
         sticky,
         fallback,
+        max_concurrency: match r.max_concurrency {
+            Some(0) => return Err(invalid(format!("{path}.max_concurrency"), "must be > 0")),
+            m => m,
+        },
     })
 }
 

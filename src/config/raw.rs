@@ -2,6 +2,7 @@
 //! fails with its key path. Nothing here is used at run time; see [`super::Config`].
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
@@ -15,6 +16,29 @@ pub struct RawConfig {
     pub upstreams: BTreeMap<String, RawUpstream>,
     pub models: BTreeMap<String, RawModel>,
     pub routes: Vec<RawRoute>,
+    /// API keys of tailor's own clients; when present every API request needs one.
+    pub clients: Option<Vec<RawClient>>,
+    #[serde(default)]
+    pub health: RawHealth,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClient {
+    pub name: String,
+    /// Hex SHA-256 of the key (the key itself is never stored in the file).
+    pub key_sha256: Option<String>,
+    /// Or: the environment variable holding the key.
+    pub key_env: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    /// Consecutive failures that take a model out of rotation.
+    pub failures: Option<u32>,
+    /// How long it stays out.
+    pub cooldown: Option<Dur>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -23,6 +47,13 @@ pub struct RawServer {
     pub listen: Option<String>,
     pub admin_listen: Option<String>,
     pub max_body_bytes: Option<u64>,
+    pub drain_timeout: Option<Dur>,
+    pub max_connections: Option<usize>,
+    pub max_concurrency: Option<usize>,
+    pub header_read_timeout: Option<Dur>,
+    pub max_header_count: Option<usize>,
+    pub max_header_bytes: Option<usize>,
+    pub allow_unauthenticated: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
@@ -53,6 +84,33 @@ pub struct RawUpstream {
     pub api_key_env: Option<String>,
     pub auth: Option<RawAuth>,
     pub api_version: Option<String>,
+    #[serde(default)]
+    pub timeouts: RawTimeouts,
+    #[serde(default)]
+    pub retries: RawRetries,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawTimeouts {
+    pub connect: Option<Dur>,
+    /// From sending the request to the response headers.
+    pub headers: Option<Dur>,
+    /// Longest gap between two body reads (per read, not total).
+    pub idle: Option<Dur>,
+    /// Whole non-streaming request, every try included.
+    pub total: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetries {
+    /// Retries of the same model (after the first try).
+    pub max: Option<u32>,
+    pub backoff: Option<Dur>,
+    pub max_backoff: Option<Dur>,
+    /// Longest `retry-after` tailor waits for.
+    pub retry_after_cap: Option<Dur>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -84,6 +142,7 @@ pub struct RawRoute {
     pub sticky: Option<String>,
     #[serde(default)]
     pub fallback: Vec<String>,
+    pub max_concurrency: Option<usize>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -132,4 +191,40 @@ where
         OneOrMany::One(x) => vec![x],
         OneOrMany::Many(v) => v,
     }))
+}
+
+/// A duration: `250ms`, `30s`, `5m`, `1h`, or a number of seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Dur, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Secs(f64),
+            Text(String),
+        }
+        let err = |s: &str| serde::de::Error::custom(format!("`{s}` is not a duration like 250ms, 30s, 5m or a number of seconds"));
+        let secs = match Raw::deserialize(d)? {
+            Raw::Secs(x) => x,
+            Raw::Text(t) => {
+                let t = t.trim();
+                let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+                let (num, unit) = t.split_at(split);
+                let n: f64 = num.parse().map_err(|_| err(t))?;
+                match unit.trim() {
+                    "ms" => n / 1000.0,
+                    "s" | "" => n,
+                    "m" => n * 60.0,
+                    "h" => n * 3600.0,
+                    _ => return Err(err(t)),
+                }
+            }
+        };
+        if !secs.is_finite() || !(0.0..=31_536_000.0).contains(&secs) {
+            return Err(serde::de::Error::custom("duration out of range"));
+        }
+        Ok(Dur(Duration::from_secs_f64(secs)))
+    }
 }
