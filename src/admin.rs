@@ -18,11 +18,14 @@ pub async fn handle<B>(
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (status, ctype, body): (StatusCode, &'static str, Bytes) =
         match (req.method(), req.uri().path()) {
-            (&Method::GET, "/metrics") => (
-                StatusCode::OK,
-                "text/plain; version=0.0.4; charset=utf-8",
-                Bytes::from(shared.metrics.encode()),
-            ),
+            (&Method::GET, "/metrics") => {
+                shared.refresh_health_gauges();
+                (
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    Bytes::from(shared.metrics.encode()),
+                )
+            }
             (&Method::GET, "/healthz") => {
                 (StatusCode::OK, "text/plain", Bytes::from_static(b"ok\n"))
             }

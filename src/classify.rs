@@ -122,15 +122,25 @@ fn sticky_key<'r>(
     }
 }
 
-/// Picks an arm of `route`: returns the index into `route.arms`.
-pub fn pick_arm(cfg: &Config, route: &Route, key: Option<&str>, draw: u64) -> (usize, Pick) {
+/// Picks an arm of `route`: returns the index into `route.arms`. Arms whose model is not
+/// `healthy` get no traffic while another arm is healthy (their share goes to the others; with
+/// sticky keys only their users move).
+pub fn pick_arm(
+    cfg: &Config,
+    route: &Route,
+    key: Option<&str>,
+    draw: u64,
+    healthy: &dyn Fn(usize) -> bool,
+) -> (usize, Pick) {
     if route.arms.len() == 1 {
         return (0, Pick::Only);
     }
+    let any_healthy = route.arms.iter().any(|a| a.weight > 0 && healthy(a.model));
+    let usable = |a: &crate::config::Arm| a.weight > 0 && (!any_healthy || healthy(a.model));
     if let Some(key) = key {
         let mut best = (0, f64::INFINITY);
         for (i, arm) in route.arms.iter().enumerate() {
-            if arm.weight == 0 {
+            if !usable(arm) {
                 continue;
             }
             let h = stable_hash(&[
@@ -148,10 +158,20 @@ pub fn pick_arm(cfg: &Config, route: &Route, key: Option<&str>, draw: u64) -> (u
         }
         return (best.0, Pick::Sticky);
     }
-    let mut r = draw % route.total_weight;
+    let total: u64 = route
+        .arms
+        .iter()
+        .filter(|a| usable(a))
+        .map(|a| u64::from(a.weight))
+        .sum();
+    let mut r = draw % total.max(1);
     let mut chosen = route.arms.len() - 1;
     for (i, arm) in route.arms.iter().enumerate() {
-        let w = u64::from(arm.weight);
+        let w = if usable(arm) {
+            u64::from(arm.weight)
+        } else {
+            0
+        };
         if r < w {
             chosen = i;
             break;
@@ -166,19 +186,21 @@ pub fn pick_arm(cfg: &Config, route: &Route, key: Option<&str>, draw: u64) -> (u
     (chosen, pick)
 }
 
-/// Decides where a request goes; `None` when no route matches.
+/// Decides where a request goes; `None` when no route matches. `healthy` tells which models are
+/// in rotation (an input, like the draw: the function stays pure).
 pub fn classify<'c>(
     cfg: &'c Config,
     req: &RequestView<'_>,
     headers: &HeaderMap,
     draw: u64,
+    healthy: &dyn Fn(usize) -> bool,
 ) -> Option<Decision<'c>> {
     let (ri, route) = cfg
         .routes
         .iter()
         .enumerate()
         .find(|(_, r)| check(&r.matcher, req, headers).is_ok())?;
-    let (arm, pick) = pick_arm(cfg, route, sticky_key(route, req, headers), draw);
+    let (arm, pick) = pick_arm(cfg, route, sticky_key(route, req, headers), draw, healthy);
     Some(Decision {
         route: ri,
         model: route.arms[arm].model,
@@ -212,7 +234,7 @@ pub fn explain<'c>(
     Explanation {
         cfg,
         verdicts,
-        decision: classify(cfg, req, headers, draw),
+        decision: classify(cfg, req, headers, draw, &|_| true),
     }
 }
 
@@ -346,7 +368,7 @@ routes:
         for (k, val) in headers {
             h.insert(*k, HeaderValue::from_static(val));
         }
-        classify(cfg, &v, &h, draw).map(|d| {
+        classify(cfg, &v, &h, draw, &|_| true).map(|d| {
             (
                 cfg.routes[d.route].name.clone(),
                 cfg.models[d.model].name.clone(),

@@ -30,6 +30,15 @@ pub enum ProxyError {
     /// `GET /v1/models/{id}` for a name no route lists.
     #[error("The model `{0}` does not exist or you do not have access to it.")]
     UnknownModel(String),
+    /// `clients:` is configured and the request has no valid key.
+    #[error("Incorrect API key provided. tailor expects `Authorization: Bearer <key>` with a key from its `clients:` list.")]
+    Unauthorized,
+    /// More headers, or larger ones, than `server.max_header_count` / `max_header_bytes` allow.
+    #[error("Request headers too large: at most {count} headers and {bytes} bytes.")]
+    HeadersTooLarge { count: usize, bytes: usize },
+    /// A concurrency limit is full (`scope`: `server` or the route's name).
+    #[error("Too many requests in flight ({scope} limit): retry shortly.")]
+    Overloaded { scope: String },
     /// The path is not one tailor serves.
     #[error("Invalid URL ({method} {path})")]
     NotFound { method: String, path: String },
@@ -64,6 +73,9 @@ impl ProxyError {
                 StatusCode::NOT_FOUND
             }
             ProxyError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::UpstreamUnavailable { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::UpstreamKeyMissing { .. } | ProxyError::Internal(_) => {
@@ -82,6 +94,9 @@ impl ProxyError {
             ProxyError::UnknownModel(_) => "unknown_model",
             ProxyError::NotFound { .. } => "not_found",
             ProxyError::MethodNotAllowed { .. } => "method_not_allowed",
+            ProxyError::Unauthorized => "unauthorized",
+            ProxyError::HeadersTooLarge { .. } => "headers_too_large",
+            ProxyError::Overloaded { .. } => "overloaded",
             ProxyError::UpstreamUnavailable { .. } => "upstream_unavailable",
             ProxyError::UpstreamTimeout { .. } => "upstream_timeout",
             ProxyError::UpstreamKeyMissing { .. } => "upstream_key_missing",
@@ -105,6 +120,15 @@ impl ProxyError {
                 Some("model_not_found"),
             ),
             ProxyError::NotFound { .. } => ("invalid_request_error", None, Some("unknown_url")),
+            ProxyError::Unauthorized => ("invalid_request_error", None, Some("invalid_api_key")),
+            ProxyError::HeadersTooLarge { .. } => (
+                "invalid_request_error",
+                None,
+                Some("request_header_fields_too_large"),
+            ),
+            ProxyError::Overloaded { .. } => {
+                ("rate_limit_error", None, Some("concurrency_limit_exceeded"))
+            }
             ProxyError::MethodNotAllowed { .. } => {
                 ("invalid_request_error", None, Some("method_not_allowed"))
             }
@@ -146,7 +170,11 @@ impl ProxyError {
             http::header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        if status.is_client_error() {
+        if let ProxyError::Overloaded { .. } = self {
+            // transient: the SDK's retry with backoff is what we want
+            headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+        } else {
+            // a client error would fail again; an upstream failure was already retried by tailor
             headers.insert("x-should-retry", HeaderValue::from_static("false"));
         }
         resp
@@ -176,6 +204,11 @@ mod tests {
             ProxyError::BodyTooLarge { limit: 10 },
             ProxyError::Unrouted("gpt-9".into()),
             ProxyError::UnknownModel("gpt-9".into()),
+            ProxyError::Unauthorized,
+            ProxyError::HeadersTooLarge { count: 1, bytes: 2 },
+            ProxyError::Overloaded {
+                scope: "server".into(),
+            },
             ProxyError::NotFound {
                 method: "GET".into(),
                 path: "/x".into(),
@@ -201,7 +234,9 @@ mod tests {
 
     #[test]
     fn every_error_has_four_keys_and_a_fitting_status() {
-        let expected = [400, 400, 413, 404, 404, 404, 405, 502, 504, 500, 500];
+        let expected = [
+            400, 400, 413, 404, 404, 401, 431, 429, 404, 405, 502, 504, 500, 500,
+        ];
         for (e, code) in all().into_iter().zip(expected) {
             assert_eq!(e.status().as_u16(), code, "{e:?}");
             let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();

@@ -33,6 +33,7 @@ pub mod classify;
 pub mod config;
 pub mod error;
 pub mod forward;
+pub mod health;
 pub mod metrics;
 pub mod mock;
 pub mod proxy;

@@ -40,6 +40,8 @@ pub struct Metrics {
     pub fallbacks: IntCounterVec,
     pub unrouted: IntCounter,
     pub rejected: IntCounterVec,
+    pub model_healthy: IntGaugeVec,
+    pub config_reloads: IntCounterVec,
 }
 
 impl Metrics {
@@ -57,8 +59,8 @@ impl Metrics {
                 &registry,
                 counter(
                     "tailor_requests_total",
-                    "Requests answered, by route, model and HTTP status",
-                    &["route", "model", "code"],
+                    "Requests answered, by route, model, client, HTTP status and how they ended",
+                    &["route", "model", "client", "code", "outcome"],
                 )?,
             )?,
             tokens: reg(
@@ -66,7 +68,7 @@ impl Metrics {
                 counter(
                     "tailor_tokens_total",
                     "Tokens by type: input (uncached prompt), cached_input, output",
-                    &["route", "model", "type"],
+                    &["route", "model", "client", "type"],
                 )?,
             )?,
             reasoning: reg(
@@ -123,8 +125,8 @@ impl Metrics {
                 &registry,
                 counter(
                     "tailor_fallbacks_total",
-                    "Requests moved to a fallback model",
-                    &["route", "from", "to"],
+                    "Requests moved to a fallback model, by reason",
+                    &["route", "from", "to", "reason"],
                 )?,
             )?,
             unrouted: reg(
@@ -142,6 +144,24 @@ impl Metrics {
                     &["reason"],
                 )?,
             )?,
+            model_healthy: reg(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "tailor_model_healthy",
+                        "1 while a model is in rotation, 0 during its cool-down",
+                    ),
+                    &["model"],
+                )?,
+            )?,
+            config_reloads: reg(
+                &registry,
+                counter(
+                    "tailor_config_reloads_total",
+                    "Config reloads, by result (ok, error)",
+                    &["result"],
+                )?,
+            )?,
             registry,
         };
         let build = IntGaugeVec::new(
@@ -153,18 +173,19 @@ impl Metrics {
         Ok(Arc::new(m))
     }
 
-    /// Resolves the handles for one (route, model) pair, creating its series at zero.
-    pub fn meter(self: &Arc<Self>, route: &str, model: &str) -> RouteModelMeter {
+    /// Resolves the handles for one (route, model, client), creating its series at zero.
+    pub fn meter(self: &Arc<Self>, route: &str, model: &str, client: &str) -> RouteModelMeter {
         let rm = [route, model];
-        let tok = |t: &str| self.tokens.with_label_values(&[route, model, t]);
+        let tok = |t: &str| self.tokens.with_label_values(&[route, model, client, t]);
         RouteModelMeter {
             route: route.into(),
             model: model.into(),
+            client: client.into(),
             input: tok("input"),
             cached: tok("cached_input"),
             output: tok("output"),
             reasoning: self.reasoning.with_label_values(&rm),
-            cost_pico: self.cost.handle(route, model),
+            cost_pico: self.cost.handle(route, model, client),
             duration: self.duration.with_label_values(&rm),
             ttft: self.ttft.with_label_values(&rm),
             in_flight: self.in_flight.with_label_values(&[route]),
@@ -186,6 +207,7 @@ impl Metrics {
 pub struct RouteModelMeter {
     pub route: Arc<str>,
     pub model: Arc<str>,
+    pub client: Arc<str>,
     input: IntCounter,
     cached: IntCounter,
     output: IntCounter,
@@ -210,11 +232,17 @@ impl RouteModelMeter {
         );
     }
 
-    /// Counts one answered request with its status code.
-    pub fn record_request(&self, code: http::StatusCode) {
+    /// Counts one answered request with its status code and how it ended.
+    pub fn record_request(&self, code: http::StatusCode, outcome: &'static str) {
         self.metrics
             .requests
-            .with_label_values(&[&self.route, &self.model, code.as_str()])
+            .with_label_values(&[
+                &self.route,
+                &self.model,
+                &self.client,
+                code.as_str(),
+                outcome,
+            ])
             .inc();
     }
 
@@ -229,9 +257,12 @@ impl RouteModelMeter {
 /// `tailor_cost_usd_total`: summed as integer picodollars, exported in USD, so the exported value
 /// is the exact sum rounded once (a float counter would accumulate rounding error per request).
 /// One u64 of picodollars holds up to $18.4M per series per process lifetime.
+/// (route, model, client)
+type SeriesKey = (Arc<str>, Arc<str>, Arc<str>);
+
 pub struct CostCounter {
     desc: Desc,
-    series: DashMap<(Arc<str>, Arc<str>), Arc<AtomicU64>>,
+    series: DashMap<SeriesKey, Arc<AtomicU64>>,
 }
 
 impl CostCounter {
@@ -240,24 +271,24 @@ impl CostCounter {
             desc: Desc::new(
                 "tailor_cost_usd_total".into(),
                 "Cost in USD at the configured prices".into(),
-                vec!["route".into(), "model".into()],
+                vec!["route".into(), "model".into(), "client".into()],
                 Default::default(),
             )?,
             series: DashMap::new(),
         })
     }
 
-    fn handle(&self, route: &str, model: &str) -> Arc<AtomicU64> {
+    fn handle(&self, route: &str, model: &str, client: &str) -> Arc<AtomicU64> {
         self.series
-            .entry((route.into(), model.into()))
+            .entry((route.into(), model.into(), client.into()))
             .or_default()
             .clone()
     }
 
     /// The current total for a series, in picodollars (tests compare exactly).
-    pub fn pico(&self, route: &str, model: &str) -> u64 {
+    pub fn pico(&self, route: &str, model: &str, client: &str) -> u64 {
         self.series
-            .get(&(Arc::from(route), Arc::from(model)))
+            .get(&(Arc::from(route), Arc::from(model), Arc::from(client)))
             .map_or(0, |v| v.load(Ordering::Relaxed))
     }
 }
@@ -279,7 +310,7 @@ impl Collector for CostCollector {
             .series
             .iter()
             .map(|e| {
-                let (route, model) = e.key();
+                let (route, model, client) = e.key();
                 let label = |n: &str, v: &str| {
                     let mut l = proto::LabelPair::default();
                     l.set_name(n.to_owned());
@@ -288,8 +319,11 @@ impl Collector for CostCollector {
                 };
                 let mut c = proto::Counter::default();
                 c.set_value(e.value().load(Ordering::Relaxed) as f64 / PICO_PER_USD);
-                let mut m =
-                    proto::Metric::from_label(vec![label("model", model), label("route", route)]);
+                let mut m = proto::Metric::from_label(vec![
+                    label("client", client),
+                    label("model", model),
+                    label("route", route),
+                ]);
                 m.set_counter(c);
                 m
             })
@@ -312,7 +346,7 @@ mod tests {
     #[test]
     fn exposition_has_every_metric_and_exact_cost() {
         let m = Metrics::new().unwrap();
-        let meter = m.meter("support", "support-ft");
+        let meter = m.meter("support", "support-ft", "team-a");
         let u = Usage {
             input: 1000,
             cached: 200,
@@ -321,17 +355,17 @@ mod tests {
         };
         for _ in 0..3 {
             meter.record_usage(&u, 4_125_000_000);
-            meter.record_request(http::StatusCode::OK);
+            meter.record_request(http::StatusCode::OK, "ok");
         }
         m.unrouted.inc();
         let text = String::from_utf8(m.encode()).unwrap();
         for name in [
-            "tailor_requests_total{code=\"200\",model=\"support-ft\",route=\"support\"} 3",
-            "tailor_tokens_total{model=\"support-ft\",route=\"support\",type=\"input\"} 2400",
-            "tailor_tokens_total{model=\"support-ft\",route=\"support\",type=\"cached_input\"} 600",
-            "tailor_tokens_total{model=\"support-ft\",route=\"support\",type=\"output\"} 150",
+            "tailor_requests_total{client=\"team-a\",code=\"200\",model=\"support-ft\",outcome=\"ok\",route=\"support\"} 3",
+            "tailor_tokens_total{client=\"team-a\",model=\"support-ft\",route=\"support\",type=\"input\"} 2400",
+            "tailor_tokens_total{client=\"team-a\",model=\"support-ft\",route=\"support\",type=\"cached_input\"} 600",
+            "tailor_tokens_total{client=\"team-a\",model=\"support-ft\",route=\"support\",type=\"output\"} 150",
             "tailor_reasoning_tokens_total{model=\"support-ft\",route=\"support\"} 30",
-            "tailor_cost_usd_total{model=\"support-ft\",route=\"support\"} 0.012375",
+            "tailor_cost_usd_total{client=\"team-a\",model=\"support-ft\",route=\"support\"} 0.012375",
             "tailor_unrouted_requests_total 1",
             "tailor_build_info{version=",
             "# TYPE tailor_cost_usd_total counter",
@@ -341,6 +375,9 @@ mod tests {
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");
         }
-        assert_eq!(m.cost.pico("support", "support-ft"), 3 * 4_125_000_000);
+        assert_eq!(
+            m.cost.pico("support", "support-ft", "team-a"),
+            3 * 4_125_000_000
+        );
     }
 }

@@ -97,10 +97,18 @@ pub async fn start(addr: SocketAddr, record: bool) -> std::io::Result<MockServer
     });
     let (stop, stopped) = watch::channel(false);
     let s = state.clone();
-    tokio::spawn(crate::server::serve(listener, stopped, move || {
-        let s = s.clone();
-        hyper::service::service_fn(move |req: Request<Incoming>| handle(s.clone(), req))
-    }));
+    tokio::spawn(crate::server::serve(
+        listener,
+        stopped,
+        move || {
+            let s = s.clone();
+            hyper::service::service_fn(move |req: Request<Incoming>| handle(s.clone(), req))
+        },
+        crate::server::ServeLimits {
+            drain_timeout: Duration::from_secs(1),
+            ..Default::default()
+        },
+    ));
     Ok(MockServer { addr, state, stop })
 }
 

@@ -1,13 +1,19 @@
 //! The request path, as one `tower::Service`.
 //!
 //! ```text
-//! request ─▶ path/method ─▶ read body (≤ max_body_bytes) ─▶ RequestView::parse ─▶ classify
-//!         ─▶ RequestMeter::start ─▶ for model in [chosen, fallbacks..]: rewrite body, send
-//!              └─ connect error / 429 / 5xx / deleted model ─▶ next model (before any byte)
-//!         ─▶ response headers (+ x-tailor-route, x-tailor-model) ─▶ MeteredBody (SSE or JSON)
+//! request ─▶ path/method ─▶ header limits (431) ─▶ client key (401) ─▶ server slot (429)
+//!         ─▶ read body (≤ max_body_bytes, 413) ─▶ RequestView::parse (400) ─▶ classify (404)
+//!         ─▶ route slot (429) ─▶ RequestMeter::start
+//!         ─▶ for model in [chosen, fallbacks..] (unhealthy ones skipped while others remain):
+//!              for try in 0..=retries: rewrite body, send (connect + header timeouts)
+//!                 connect error / timeout / 429 / 5xx ─▶ backoff (or retry-after) and try again
+//!                 404 model_not_found ─▶ next model at once
+//!              ─▶ next model, counted in tailor_fallbacks_total{reason}
+//!         ─▶ response headers (+ x-tailor-*) ─▶ MeteredBody (SSE or JSON, idle/total limits)
 //! ```
 //!
-//! The live state (config plus resolved metric handles) is loaded once per request from an
+//! Everything before the first response byte may be retried; nothing after it is. The live state
+//! (config, metric handles, upstream clients, route limits) is loaded once per request from an
 //! `ArcSwap` and kept for the whole request, so a reload never mixes two configs in one request.
 
 use std::convert::Infallible;
@@ -16,22 +22,26 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::header::{HeaderValue, CONTENT_TYPE};
-use http::{Method, Request, Response, StatusCode};
+use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Either, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::classify::{self, Decision};
-use crate::config::{Auth, Config};
+use crate::config::{Auth, Config, Model};
 use crate::error::ProxyError;
 use crate::forward::{self, HttpClient};
+use crate::health::{HealthRegistry, ModelHealth};
 use crate::metrics::{Metrics, RouteModelMeter};
 use crate::request::{Endpoint, RequestView};
-use crate::usage::meter::{MeteredBody, Outcome, RequestMeter};
+use crate::usage::meter::{BodyLimits, MeteredBody, Outcome, RequestMeter};
 
 /// The body of every response tailor sends.
 pub type RespBody = Either<Full<Bytes>, MeteredBody<Incoming>>;
@@ -39,22 +49,40 @@ pub type RespBody = Either<Full<Bytes>, MeteredBody<Incoming>>;
 /// Largest upstream error body tailor buffers (to decide on fallback and pass it on).
 const MAX_ERROR_BODY: usize = 1024 * 1024;
 
-/// A config together with the metric handles of every (route, model) pair it can produce.
+/// The `client` label when no `clients:` are configured.
+pub const ANONYMOUS: &str = "anonymous";
+
+/// A config with everything derived from it: swapped as one value on reload.
 pub struct LiveState {
     pub config: Config,
-    /// Per route: (model index, handles) for every arm and fallback.
-    meters: Vec<Vec<(usize, RouteModelMeter)>>,
+    /// Per route: (model index, handles per client index) for every arm and fallback.
+    meters: Vec<Vec<(usize, Vec<RouteModelMeter>)>>,
+    /// Per model index.
+    health: Vec<Arc<ModelHealth>>,
+    /// Per upstream index: a pooled client with that upstream's connect timeout.
+    clients: Vec<HttpClient>,
+    /// Per route: its concurrency limit.
+    route_slots: Vec<Option<Arc<Semaphore>>>,
     /// Unix time the config was loaded (`created` in `/v1/models`).
     loaded_at: u64,
 }
 
 impl LiveState {
-    pub fn build(config: Config, metrics: &Arc<Metrics>) -> LiveState {
+    pub fn build(
+        config: Config,
+        metrics: &Arc<Metrics>,
+        health: &HealthRegistry,
+    ) -> Result<LiveState, rustls::Error> {
+        let client_names: Vec<&str> = if config.clients.is_empty() {
+            vec![ANONYMOUS]
+        } else {
+            config.clients.iter().map(|c| c.name.as_str()).collect()
+        };
         let meters = config
             .routes
             .iter()
             .map(|r| {
-                let mut v: Vec<(usize, RouteModelMeter)> = Vec::new();
+                let mut v: Vec<(usize, Vec<RouteModelMeter>)> = Vec::new();
                 for m in r
                     .arms
                     .iter()
@@ -62,28 +90,74 @@ impl LiveState {
                     .chain(r.fallback.iter().copied())
                 {
                     if !v.iter().any(|(i, _)| *i == m) {
-                        v.push((m, metrics.meter(&r.name, &config.models[m].name)));
+                        let per_client = client_names
+                            .iter()
+                            .map(|c| metrics.meter(&r.name, &config.models[m].name, c))
+                            .collect();
+                        v.push((m, per_client));
                     }
                 }
                 v
             })
             .collect();
+        let health = config
+            .models
+            .iter()
+            .map(|m| health.get(&m.name, config.health))
+            .collect();
+        let clients = config
+            .upstreams
+            .iter()
+            .map(|u| forward::client(u.timeouts.connect))
+            .collect::<Result<_, _>>()?;
+        let route_slots = config
+            .routes
+            .iter()
+            .map(|r| r.max_concurrency.map(|n| Arc::new(Semaphore::new(n))))
+            .collect();
         let loaded_at = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        LiveState {
+        Ok(LiveState {
             config,
             meters,
+            health,
+            clients,
+            route_slots,
             loaded_at,
-        }
+        })
     }
 
-    fn meter(&self, route: usize, model: usize) -> Option<RouteModelMeter> {
-        self.meters
-            .get(route)?
-            .iter()
-            .find(|(m, _)| *m == model)
-            .map(|(_, h)| h.clone())
+    fn meter(&self, route: usize, model: usize, client: usize) -> Option<RouteModelMeter> {
+        let (_, per_client) = self.meters.get(route)?.iter().find(|(m, _)| *m == model)?;
+        per_client.get(client).cloned()
+    }
+
+    /// Which client a request's key belongs to: `Some(index)`, or `None` for a missing or wrong
+    /// key. Every configured hash is compared, each in constant time, so the time taken says
+    /// nothing about which key, or how much of one, matched.
+    fn authenticate(&self, headers: &HeaderMap) -> Option<usize> {
+        use sha2::{Digest, Sha256};
+        if self.config.clients.is_empty() {
+            return Some(0);
+        }
+        let key = headers
+            .get(AUTHORIZATION)?
+            .as_bytes()
+            .strip_prefix(b"Bearer ")?;
+        let digest: [u8; 32] = Sha256::digest(key).into();
+        let mut found = None;
+        for (i, c) in self.config.clients.iter().enumerate() {
+            let diff = c
+                .key_sha256
+                .iter()
+                .zip(digest.iter())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+            if diff == 0 {
+                found = Some(i);
+            }
+        }
+        found
     }
 }
 
@@ -91,17 +165,23 @@ impl LiveState {
 pub struct Shared {
     pub live: ArcSwap<LiveState>,
     pub metrics: Arc<Metrics>,
-    client: HttpClient,
-    /// Seed and counter for request ids and A/B draws.
+    pub health: HealthRegistry,
+    /// `server.max_concurrency` slots (fixed at start-up).
+    server_slots: Arc<Semaphore>,
+    /// Seed and counter for request ids, A/B draws and backoff jitter.
     seed: u64,
     counter: AtomicU64,
     /// False once shutdown begins (`/readyz` answers 503).
     pub ready: AtomicBool,
+    /// Cancelled when a shutdown's drain time is over: open bodies end with an error.
+    pub drain_over: CancellationToken,
 }
 
 impl Shared {
     pub fn new(config: Config, metrics: Arc<Metrics>) -> Result<Arc<Shared>, rustls::Error> {
-        let live = LiveState::build(config, &metrics);
+        let health = HealthRegistry::default();
+        let server_slots = Arc::new(Semaphore::new(config.server.max_concurrency));
+        let live = LiveState::build(config, &metrics, &health)?;
         // RandomState is seeded from the OS: a cheap random seed without another dependency
         let seed = {
             use std::hash::{BuildHasher, Hasher};
@@ -112,11 +192,32 @@ impl Shared {
         Ok(Arc::new(Shared {
             live: ArcSwap::from_pointee(live),
             metrics,
-            client: forward::client()?,
+            health,
+            server_slots,
             seed,
             counter: AtomicU64::new(0),
             ready: AtomicBool::new(true),
+            drain_over: CancellationToken::new(),
         }))
+    }
+
+    /// Validates nothing (the config already is): builds the derived state and swaps it in.
+    /// Requests in flight keep the snapshot they loaded.
+    pub fn swap_config(&self, config: Config) -> Result<(), rustls::Error> {
+        let live = LiveState::build(config, &self.metrics, &self.health)?;
+        self.live.store(Arc::new(live));
+        Ok(())
+    }
+
+    /// Sets `tailor_model_healthy` for the current models (called before each scrape).
+    pub fn refresh_health_gauges(&self) {
+        let live = self.live.load();
+        for (m, h) in live.config.models.iter().zip(&live.health) {
+            self.metrics
+                .model_healthy
+                .with_label_values(&[&m.name])
+                .set(i64::from(h.is_healthy()));
+        }
     }
 
     /// A fresh pseudo-random number (splitmix64 over a seeded counter).
@@ -182,34 +283,52 @@ fn reject(shared: &Shared, method: &Method, path: &str, err: ProxyError) -> Resp
             .inc();
     }
     let path: String = path.chars().take(200).collect();
-    tracing::info!(
-        target: "tailor::access",
-        %method,
-        path,
-        status = err.status().as_u16(),
-        error = err.kind(),
-        message = %err,
-        "rejected"
-    );
+    tracing::info!(target: "tailor::access", %method, path, status = err.status().as_u16(), error = err.kind(), message = %err, "rejected");
     err.into_response::<Full<Bytes>>().map(Either::Left)
+}
+
+/// Header count and size against the configured limits.
+fn headers_within(headers: &HeaderMap, cfg: &Config) -> Result<(), ProxyError> {
+    let bytes: usize = headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    if headers.len() > cfg.server.max_header_count || bytes > cfg.server.max_header_bytes {
+        return Err(ProxyError::HeadersTooLarge {
+            count: cfg.server.max_header_count,
+            bytes: cfg.server.max_header_bytes,
+        });
+    }
+    Ok(())
 }
 
 async fn handle<B: ReqBody>(shared: Arc<Shared>, req: Request<B>) -> Response<RespBody> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    let live = shared.live.load_full();
     let suffix = path.strip_prefix("/v1").filter(|s| s.starts_with('/'));
-    let err = match (suffix, &method) {
-        (Some("/models"), &Method::GET) => return json_response(models_list(&shared.live.load())),
-        (Some(s), &Method::GET) if s.starts_with("/models/") => {
+    let client = match headers_within(req.headers(), &live.config) {
+        Err(e) => return reject(&shared, &method, &path, e),
+        Ok(()) if suffix.is_none() => None,
+        Ok(()) => match live.authenticate(req.headers()) {
+            Some(c) => Some(c),
+            None => return reject(&shared, &method, &path, ProxyError::Unauthorized),
+        },
+    };
+    let err = match (suffix, &method, client) {
+        (Some("/models"), &Method::GET, _) => return json_response(models_list(&live)),
+        (Some(s), &Method::GET, _) if s.starts_with("/models/") => {
             let id = &s["/models/".len()..];
-            match model_get(&shared.live.load(), id) {
+            match model_get(&live, id) {
                 Some(body) => return json_response(body),
                 None => ProxyError::UnknownModel(id.chars().take(256).collect()),
             }
         }
-        (Some(s), m) if Endpoint::from_suffix(s).is_some() || s == "/models" => {
+        (Some(s), m, Some(client)) if Endpoint::from_suffix(s).is_some() || s == "/models" => {
             match Endpoint::from_suffix(s) {
-                Some(ep) if m == Method::POST => return proxy(&shared, ep, req).await,
+                Some(ep) if m == Method::POST => {
+                    return proxy(&shared, live, ep, client, req).await
+                }
                 _ => ProxyError::MethodNotAllowed {
                     method: m.to_string(),
                     path: path.clone(),
@@ -256,7 +375,7 @@ fn model_get(live: &LiveState, id: &str) -> Option<Bytes> {
 /// Reads the request body up to the configured limit.
 async fn read_body<B: ReqBody>(
     req: B,
-    headers: &http::HeaderMap,
+    headers: &HeaderMap,
     limit: usize,
 ) -> Result<Bytes, ProxyError> {
     let declared = headers
@@ -275,209 +394,414 @@ async fn read_body<B: ReqBody>(
     }
 }
 
+fn try_slot(slots: &Arc<Semaphore>, scope: &str) -> Result<OwnedSemaphorePermit, ProxyError> {
+    slots
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ProxyError::Overloaded {
+            scope: scope.to_owned(),
+        })
+}
+
 async fn proxy<B: ReqBody>(
     shared: &Shared,
+    live: Arc<LiveState>,
     endpoint: Endpoint,
+    client: usize,
     req: Request<B>,
 ) -> Response<RespBody> {
     let started = Instant::now();
-    let live = shared.live.load_full();
     let (parts, body) = req.into_parts();
+    let rejected = |e| reject(shared, &parts.method, parts.uri.path(), e);
+    let server_slot = match try_slot(&shared.server_slots, "server") {
+        Ok(p) => p,
+        Err(e) => return rejected(e),
+    };
     let body = match read_body(body, &parts.headers, live.config.server.max_body_bytes).await {
         Ok(b) => b,
-        Err(e) => return reject(shared, &parts.method, parts.uri.path(), e),
+        Err(e) => return rejected(e),
     };
     let view = match RequestView::parse(&body, endpoint) {
         Ok(v) => v,
-        Err(e) => return reject(shared, &parts.method, parts.uri.path(), e),
+        Err(e) => return rejected(e),
     };
     let draw = shared.next_random();
-    let Some(decision) = classify::classify(&live.config, &view, &parts.headers, draw) else {
-        let err = ProxyError::Unrouted(view.model.chars().take(256).collect());
-        return reject(shared, &parts.method, parts.uri.path(), err);
+    let healthy = |m: usize| live.health[m].is_healthy();
+    let Some(decision) = classify::classify(&live.config, &view, &parts.headers, draw, &healthy)
+    else {
+        return rejected(ProxyError::Unrouted(view.model.chars().take(256).collect()));
     };
+    let route = &live.config.routes[decision.route];
+    let mut permits = vec![server_slot];
+    if let Some(slots) = &live.route_slots[decision.route] {
+        match try_slot(slots, &route.name) {
+            Ok(p) => permits.push(p),
+            Err(e) => return rejected(e),
+        }
+    }
     let request_id = format!("tlr-{:016x}", shared.next_random());
-    let route_name = &live.config.routes[decision.route].name;
-    tracing::debug!(request_id, route = %route_name, model = %live.config.models[decision.model].name, pick = %decision.pick, "routed");
-    forward_with_fallback(
-        shared, &live, &decision, &view, endpoint, &parts, started, request_id,
-    )
-    .await
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn forward_with_fallback(
-    shared: &Shared,
-    live: &LiveState,
-    decision: &Decision<'_>,
-    view: &RequestView<'_>,
-    endpoint: Endpoint,
-    parts: &http::request::Parts,
-    started: Instant,
-    request_id: String,
-) -> Response<RespBody> {
-    let cfg = &live.config;
-    let route = &cfg.routes[decision.route];
-    let inject_usage = view.needs_usage_injection();
-    let candidates: Vec<usize> = std::iter::once(decision.model)
-        .chain(
-            decision
-                .fallbacks
-                .iter()
-                .copied()
-                .filter(|m| *m != decision.model),
-        )
-        .collect();
-    let Some(first_meter) = live.meter(decision.route, decision.model) else {
-        return reject(
-            shared,
-            &parts.method,
-            parts.uri.path(),
-            ProxyError::Internal("no meter for the routed model".into()),
-        );
+    tracing::debug!(request_id, route = %route.name, model = %live.config.models[decision.model].name, pick = %decision.pick, "routed");
+    let Some(first_meter) = live.meter(decision.route, decision.model, client) else {
+        return rejected(ProxyError::Internal("no meter for the routed model".into()));
     };
-    let mut meter = RequestMeter::start(
+    let meter = RequestMeter::start(
         first_meter,
-        cfg.models[decision.model].price,
+        live.config.models[decision.model].price,
+        live.health[decision.model].clone(),
         started,
         view.stream,
-        request_id.clone(),
+        request_id,
+        view.estimated_prompt_tokens(),
+        permits,
     );
-    let mut last_error: Option<Response<RespBody>> = None;
+    let attempt = Attempt {
+        shared,
+        live: &live,
+        decision: &decision,
+        view: &view,
+        endpoint,
+        parts: &parts,
+        client,
+    };
+    attempt.run(meter).await
+}
 
-    for (attempt, &mi) in candidates.iter().enumerate() {
-        let model = &cfg.models[mi];
-        if attempt > 0 {
-            let from = &cfg.models[candidates[attempt - 1]].name;
-            shared
-                .metrics
-                .fallbacks
-                .with_label_values(&[&route.name, from, &model.name])
-                .inc();
-            match live.meter(decision.route, mi) {
-                Some(m) => meter.switch_model(m, model.price),
-                None => break,
+/// One request's way through its candidate models and their retries.
+struct Attempt<'a> {
+    shared: &'a Shared,
+    live: &'a LiveState,
+    decision: &'a Decision<'a>,
+    view: &'a RequestView<'a>,
+    endpoint: Endpoint,
+    parts: &'a http::request::Parts,
+    client: usize,
+}
+
+/// What one try of one model gave.
+enum Tried {
+    /// A 2xx answer: its body has not been read.
+    Success(Response<Incoming>),
+    /// A non-2xx answer, read in full.
+    Answer(http::response::Parts, Bytes),
+    /// No answer: `connect`, `timeout` or `transport`.
+    Failed(&'static str),
+}
+
+/// Why a request moved on from a model that answered (the `reason` label of
+/// `tailor_fallbacks_total`; the others are `connect`, `timeout`, `transport`, `no_key`).
+fn answer_reason(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::NOT_FOUND => "model_not_found",
+        StatusCode::TOO_MANY_REQUESTS => "rate_limited",
+        _ => "server_error",
+    }
+}
+
+/// `retry-after` in seconds (OpenAI sends whole seconds; `retry-after-ms` is preferred if present).
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let num = |name: &str| {
+        headers
+            .get(name)?
+            .to_str()
+            .ok()?
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite() && *v >= 0.0)
+    };
+    num("retry-after-ms")
+        .map(|ms| Duration::from_secs_f64(ms / 1000.0))
+        .or_else(|| num(RETRY_AFTER.as_str()).map(Duration::from_secs_f64))
+}
+
+impl Attempt<'_> {
+    fn cfg(&self) -> &Config {
+        &self.live.config
+    }
+
+    /// Candidate models: the chosen one, then the fallbacks; unhealthy ones are skipped while a
+    /// healthy one remains after them.
+    fn candidates(&self) -> Vec<usize> {
+        let mut all: Vec<usize> = std::iter::once(self.decision.model)
+            .chain(
+                self.decision
+                    .fallbacks
+                    .iter()
+                    .copied()
+                    .filter(|m| *m != self.decision.model),
+            )
+            .collect();
+        if all.iter().any(|m| self.live.health[*m].is_healthy()) {
+            all.retain(|m| self.live.health[*m].is_healthy());
+        }
+        all
+    }
+
+    async fn run(&self, mut meter: RequestMeter) -> Response<RespBody> {
+        let cfg = self.cfg();
+        let route = &cfg.routes[self.decision.route];
+        let candidates = self.candidates();
+        let first_upstream = &cfg.upstreams[cfg.models[candidates[0]].upstream];
+        // non-streaming requests have a total deadline covering every try and the body
+        let deadline = (!self.view.stream).then(|| meter.started() + first_upstream.timeouts.total);
+        let mut last: Option<Response<RespBody>> = None;
+        let mut prev: Option<(usize, &'static str)> = None;
+        for &mi in &candidates {
+            let model = &cfg.models[mi];
+            if let Some((from, reason)) = prev {
+                self.shared
+                    .metrics
+                    .fallbacks
+                    .with_label_values(&[&route.name, &cfg.models[from].name, &model.name, reason])
+                    .inc();
+                match self.live.meter(self.decision.route, mi, self.client) {
+                    Some(m) => meter.switch_model(m, model.price, self.live.health[mi].clone()),
+                    None => break,
+                }
+            }
+            let upstream = &cfg.upstreams[model.upstream];
+            if let Auth::Key { key: None, env } = &upstream.auth {
+                // a config without this key still serves its other upstreams; this model is skipped
+                let err = ProxyError::UpstreamKeyMissing {
+                    upstream: upstream.name.clone(),
+                    env: env.clone(),
+                };
+                tracing::warn!(request_id = meter.request_id(), error = %err, "cannot authenticate upstream");
+                meter.meter().upstream_error("no_key");
+                meter.responded(err.status(), None);
+                last = Some(self.tag(
+                    err.into_response::<Full<Bytes>>().map(Either::Left),
+                    &model.name,
+                    &meter,
+                ));
+                prev = Some((mi, "no_key"));
+                continue;
+            }
+            let policy = upstream.retry;
+            let mut tries = 0;
+            let tried = loop {
+                let tried = self.try_once(model, deadline, &mut meter).await;
+                // failed: counts against the model's health; retry: worth another try of it
+                let (failed, retry) = match &tried {
+                    Tried::Success(_) => (false, false),
+                    Tried::Answer(p, body) => {
+                        let f = forward::should_fall_back(p.status, body);
+                        // a deleted model stays deleted: straight to the fallback
+                        (f, f && p.status != StatusCode::NOT_FOUND)
+                    }
+                    Tried::Failed(_) => (true, true),
+                };
+                if failed {
+                    self.live.health[mi].failure();
+                }
+                if !retry || tries >= policy.max {
+                    break tried;
+                }
+                // wait: retry-after for a 429 (up to the cap), else exponential backoff with full jitter
+                let wait = match &tried {
+                    Tried::Answer(p, _) if p.status == StatusCode::TOO_MANY_REQUESTS => {
+                        match retry_after(&p.headers) {
+                            Some(ra) if ra > policy.retry_after_cap => break tried, // too long: move on
+                            Some(ra) => ra,
+                            None => self.backoff(policy.backoff, policy.max_backoff, tries),
+                        }
+                    }
+                    _ => self.backoff(policy.backoff, policy.max_backoff, tries),
+                };
+                if deadline.is_some_and(|d| Instant::now() + wait >= d) {
+                    break tried;
+                }
+                tokio::time::sleep(wait).await;
+                tries += 1;
+            };
+            match tried {
+                Tried::Success(resp) => return self.stream_back(resp, meter, mi, deadline),
+                Tried::Answer(p, body) => {
+                    let moves_on = forward::should_fall_back(p.status, &body);
+                    let reason = answer_reason(p.status);
+                    let mut out = Response::new(Either::Left(Full::new(body)));
+                    *out.status_mut() = p.status;
+                    *out.headers_mut() = forward::response_headers(&p.headers, false);
+                    let out = self.tag(out, &model.name, &meter);
+                    if !moves_on {
+                        // the upstream's own answer (400, 401...): the client gets it as it is
+                        meter.finish(None, 0, Outcome::Ok);
+                        return out;
+                    }
+                    last = Some(out);
+                    prev = Some((mi, reason));
+                }
+                Tried::Failed(kind) => {
+                    let err = match kind {
+                        "timeout" => ProxyError::UpstreamTimeout {
+                            upstream: upstream.name.clone(),
+                        },
+                        _ => ProxyError::UpstreamUnavailable {
+                            upstream: upstream.name.clone(),
+                            reason: kind.to_owned(),
+                        },
+                    };
+                    meter.responded(err.status(), None);
+                    last = Some(self.tag(
+                        err.into_response::<Full<Bytes>>().map(Either::Left),
+                        &model.name,
+                        &meter,
+                    ));
+                    prev = Some((mi, kind));
+                }
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
             }
         }
+        meter.finish(None, 0, Outcome::UpstreamError);
+        let mut out = last.unwrap_or_else(|| {
+            reject(
+                self.shared,
+                &self.parts.method,
+                self.parts.uri.path(),
+                ProxyError::Internal("no upstream attempt was made".into()),
+            )
+        });
+        // tailor already retried: the SDK must not multiply the attempts
+        out.headers_mut()
+            .insert("x-should-retry", HeaderValue::from_static("false"));
+        out
+    }
+
+    fn backoff(&self, base: Duration, max: Duration, tries: u32) -> Duration {
+        let cap = base.saturating_mul(1u32 << tries.min(16)).min(max);
+        let r = (self.shared.next_random() >> 11) as f64 / (1u64 << 53) as f64;
+        cap.mul_f64(r)
+    }
+
+    /// Sends the request to `model` once, within the header timeout (and the deadline).
+    async fn try_once(
+        &self,
+        model: &Model,
+        deadline: Option<Instant>,
+        meter: &mut RequestMeter,
+    ) -> Tried {
+        let cfg = self.cfg();
         let upstream = &cfg.upstreams[model.upstream];
-        if let Auth::Key { key: None, env } = &upstream.auth {
-            // a config without this key still serves its other upstreams; this model is skipped
-            let err = ProxyError::UpstreamKeyMissing {
-                upstream: upstream.name.clone(),
-                env: env.clone(),
-            };
-            tracing::warn!(request_id, error = %err, "cannot authenticate upstream");
-            meter.meter().upstream_error("no_key");
-            meter.responded(err.status(), None);
-            last_error = Some(tag(
-                err.into_response::<Full<Bytes>>().map(Either::Left),
-                &route.name,
-                &model.name,
-                &request_id,
-            ));
-            continue;
-        }
-        let body = view.rewrite(&model.id, inject_usage);
-        let up_req = match forward::upstream_request(
+        let body = self
+            .view
+            .rewrite(&model.id, self.view.needs_usage_injection());
+        let req = match forward::upstream_request(
             upstream,
             model,
-            endpoint,
-            parts.uri.query(),
-            &parts.headers,
+            self.endpoint,
+            self.parts.uri.query(),
+            &self.parts.headers,
             body,
         ) {
             Ok(r) => r,
             Err(e) => {
-                tracing::error!(request_id, error = %e, "cannot build upstream request");
-                meter.responded(e.status(), None);
-                meter.finish(None, Outcome::UpstreamError);
-                return tag(
-                    e.into_response::<Full<Bytes>>().map(Either::Left),
-                    &route.name,
-                    &model.name,
-                    &request_id,
-                );
+                tracing::error!(request_id = meter.request_id(), error = %e, "cannot build upstream request");
+                return Tried::Failed("transport");
             }
         };
-        let resp = match shared.client.request(up_req).await {
-            Ok(r) => r,
-            Err(e) => {
+        let mut until = Instant::now() + upstream.timeouts.headers;
+        if let Some(d) = deadline {
+            until = until.min(d);
+        }
+        let resp = match tokio::time::timeout_at(
+            until,
+            self.live.clients[model.upstream].request(req),
+        )
+        .await
+        {
+            Err(_) => {
+                meter.meter().upstream_error("timeout");
+                tracing::warn!(request_id = meter.request_id(), upstream = %upstream.name, model = %model.name, "upstream timed out before headers");
+                return Tried::Failed("timeout");
+            }
+            Ok(Err(e)) => {
                 let kind = if e.is_connect() {
                     "connect"
                 } else {
                     "transport"
                 };
                 meter.meter().upstream_error(kind);
-                tracing::warn!(request_id, upstream = %upstream.name, model = %model.name, error = %e, "upstream request failed");
-                let err = ProxyError::UpstreamUnavailable {
-                    upstream: upstream.name.clone(),
-                    reason: kind.to_owned(),
-                };
-                let mut r = err.into_response::<Full<Bytes>>().map(Either::Left);
-                r.headers_mut()
-                    .insert("x-should-retry", HeaderValue::from_static("false"));
-                last_error = Some(tag(r, &route.name, &model.name, &request_id));
-                meter.responded(StatusCode::BAD_GATEWAY, None);
-                continue;
+                tracing::warn!(request_id = meter.request_id(), upstream = %upstream.name, model = %model.name, error = %e, "upstream request failed");
+                return Tried::Failed(kind);
             }
+            Ok(Ok(r)) => r,
         };
         let status = resp.status();
-        let upstream_id = resp.headers().get("x-request-id").cloned();
+        meter.responded(status, resp.headers().get("x-request-id").cloned());
+        if status.is_success() {
+            return Tried::Success(resp);
+        }
+        meter.meter().upstream_error(forward::status_kind(status));
+        let (parts, body) = resp.into_parts();
+        let read = Limited::new(body, MAX_ERROR_BODY).collect();
+        let body =
+            match tokio::time::timeout_at(until.max(Instant::now() + Duration::from_secs(5)), read)
+                .await
+            {
+                Ok(Ok(c)) => c.to_bytes(),
+                _ => Bytes::new(),
+            };
+        Tried::Answer(parts, body)
+    }
+
+    /// A 2xx answer: its headers now, its body through the metering wrapper.
+    fn stream_back(
+        &self,
+        resp: Response<Incoming>,
+        meter: RequestMeter,
+        mi: usize,
+        deadline: Option<Instant>,
+    ) -> Response<RespBody> {
+        let cfg = self.cfg();
+        let model = &cfg.models[mi];
+        let idle = cfg.upstreams[model.upstream].timeouts.idle;
+        let limits = BodyLimits {
+            idle,
+            deadline,
+            drain: self.shared.drain_over.clone().cancelled_owned(),
+        };
         let is_sse = resp
             .headers()
             .get(CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-        if status.is_success() {
-            meter.responded(status, upstream_id);
-            let (rparts, rbody) = resp.into_parts();
-            let mut out = Response::new(if is_sse {
-                Either::Right(MeteredBody::sse(rbody, meter, inject_usage))
-            } else {
-                Either::Right(MeteredBody::json(rbody, meter, true))
-            });
-            *out.status_mut() = status;
-            *out.headers_mut() = forward::response_headers(&rparts.headers, !is_sse);
-            return tag(out, &route.name, &model.name, &request_id);
-        }
-        // An error answer: small, so buffer it to decide on fallback, then pass it on verbatim.
-        meter.meter().upstream_error(forward::status_kind(status));
+        let status = resp.status();
+        let request_id = meter.request_id().to_owned();
         let (rparts, rbody) = resp.into_parts();
-        let err_body = match Limited::new(rbody, MAX_ERROR_BODY).collect().await {
-            Ok(c) => c.to_bytes(),
-            Err(_) => Bytes::new(),
+        let body = if is_sse {
+            MeteredBody::sse(rbody, meter, self.view.needs_usage_injection(), limits)
+        } else {
+            MeteredBody::json(rbody, meter, limits)
         };
-        meter.responded(status, upstream_id);
-        let fall_back =
-            attempt + 1 < candidates.len() && forward::should_fall_back(status, &err_body);
-        tracing::debug!(
-            request_id,
-            status = status.as_u16(),
-            fall_back,
-            "upstream error answer"
-        );
-        let mut out = Response::new(Either::Left(Full::new(err_body)));
+        let mut out = Response::new(Either::Right(body));
         *out.status_mut() = status;
-        *out.headers_mut() = forward::response_headers(&rparts.headers, false);
-        let out = tag(out, &route.name, &model.name, &request_id);
-        if !fall_back {
-            meter.finish(None, Outcome::Ok);
-            return out;
-        }
-        last_error = Some(out);
-    }
-    meter.finish(None, Outcome::UpstreamError);
-    last_error.unwrap_or_else(|| {
-        reject(
-            shared,
-            &parts.method,
-            parts.uri.path(),
-            ProxyError::Internal("no upstream attempt was made".into()),
+        *out.headers_mut() = forward::response_headers(&rparts.headers, !is_sse);
+        tag_with(
+            out,
+            &cfg.routes[self.decision.route].name,
+            &model.name,
+            &request_id,
         )
-    })
+    }
+
+    fn tag(
+        &self,
+        resp: Response<RespBody>,
+        model: &str,
+        meter: &RequestMeter,
+    ) -> Response<RespBody> {
+        tag_with(
+            resp,
+            &self.cfg().routes[self.decision.route].name,
+            model,
+            meter.request_id(),
+        )
+    }
 }
 
 /// Adds `x-tailor-route`, `x-tailor-model` and tailor's own request id.
-fn tag(
+fn tag_with(
     mut resp: Response<RespBody>,
     route: &str,
     model: &str,
@@ -495,7 +819,6 @@ fn tag(
     }
     resp
 }
-
 #[cfg(test)]
 mod tests {
     //! Service tests: the proxy called as a `tower::Service`, no listener involved.
@@ -656,9 +979,10 @@ routes:
             .contains("TAILOR_UNSET_KEY"));
         let text = String::from_utf8(metrics.encode()).unwrap();
         for want in [
-            "tailor_requests_total{code=\"502\",model=\"m\",route=\"r\"} 1",
-            "tailor_upstream_errors_total{kind=\"connect\",model=\"m\",route=\"r\"} 1",
-            "tailor_requests_total{code=\"500\",model=\"k\",route=\"nokey\"} 1",
+            "tailor_requests_total{client=\"anonymous\",code=\"502\",model=\"m\",outcome=\"upstream_error\",route=\"r\"} 1",
+            // the first try and two retries (retries.max defaults to 2)
+            "tailor_upstream_errors_total{kind=\"connect\",model=\"m\",route=\"r\"} 3",
+            "tailor_requests_total{client=\"anonymous\",code=\"500\",model=\"k\",outcome=\"upstream_error\",route=\"nokey\"} 1",
             "tailor_in_flight_requests{route=\"r\"} 0",
         ] {
             assert!(text.contains(want), "missing {want}\n{text}");

@@ -9,38 +9,53 @@ use std::time::Duration;
 use http::{Request, Response};
 use hyper::body::{Body, Incoming};
 use hyper::service::Service;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, MAX_HEADER_COUNT_LIMIT};
 use crate::metrics::Metrics;
 use crate::proxy::{Proxy, Shared};
-
-/// How long in-flight requests may take to finish after shutdown begins.
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A running tailor: its bound addresses and a handle to stop it.
 pub struct Running {
     pub api_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub shared: Arc<Shared>,
-    stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
+    stop_api: watch::Sender<bool>,
+    stop_admin: watch::Sender<bool>,
+    api_task: JoinHandle<()>,
+    admin_task: JoinHandle<()>,
 }
 
 impl Running {
-    /// Stops accepting, lets in-flight requests finish (up to [`DRAIN_TIMEOUT`]), then returns.
+    /// Graceful shutdown: `/readyz` turns 503, the API listener stops accepting, in-flight
+    /// requests get `server.drain_timeout` to finish; then open streams end with an SSE error
+    /// event. The admin port answers until the API side is done.
     pub async fn shutdown(self) {
         self.shared.ready.store(false, Ordering::Relaxed);
-        let _ = self.stop.send(true);
-        for t in self.tasks {
-            let _ = t.await;
-        }
+        let _ = self.stop_api.send(true);
+        let _ = self.api_task.await;
+        let _ = self.stop_admin.send(true);
+        let _ = self.admin_task.await;
     }
+}
+
+/// Connection-level limits of one listener.
+#[derive(Clone, Default)]
+pub struct ServeLimits {
+    /// Open connections at most; more are closed at once.
+    pub max_connections: Option<usize>,
+    /// Request headers must arrive within this (slowloris).
+    pub header_read_timeout: Option<Duration>,
+    /// After stop: how long connections may take to finish.
+    pub drain_timeout: Duration,
+    /// Cancelled when the drain time is over (bodies then end with an error).
+    pub drain_over: Option<CancellationToken>,
 }
 
 /// Binds both listeners and starts serving.
@@ -48,30 +63,60 @@ pub async fn start(config: Config, metrics: Arc<Metrics>) -> std::io::Result<Run
     let api = TcpListener::bind(config.server.listen).await?;
     let admin = TcpListener::bind(config.server.admin_listen).await?;
     let (api_addr, admin_addr) = (api.local_addr()?, admin.local_addr()?);
+    let limits = ServeLimits {
+        max_connections: Some(config.server.max_connections),
+        header_read_timeout: Some(config.server.header_read_timeout),
+        drain_timeout: config.server.drain_timeout,
+        drain_over: None,
+    };
     let shared = Shared::new(config, metrics).map_err(std::io::Error::other)?;
-    let (stop, stopped) = watch::channel(false);
+    let limits = ServeLimits {
+        drain_over: Some(shared.drain_over.clone()),
+        ..limits
+    };
+    let (stop_api, api_stopped) = watch::channel(false);
+    let (stop_admin, admin_stopped) = watch::channel(false);
     let proxy = Proxy::new(shared.clone());
-    let api_task = tokio::spawn(serve(api, stopped.clone(), move || {
-        hyper_util::service::TowerToHyperService::new(proxy.clone())
-    }));
+    let api_task = tokio::spawn(serve(
+        api,
+        api_stopped,
+        move || hyper_util::service::TowerToHyperService::new(proxy.clone()),
+        limits,
+    ));
     let admin_shared = shared.clone();
-    let admin_task = tokio::spawn(serve(admin, stopped, move || {
-        let s = admin_shared.clone();
-        hyper::service::service_fn(move |req| crate::admin::handle(s.clone(), req))
-    }));
+    let admin_limits = ServeLimits {
+        max_connections: Some(256),
+        header_read_timeout: Some(Duration::from_secs(5)),
+        ..Default::default()
+    };
+    let admin_task = tokio::spawn(serve(
+        admin,
+        admin_stopped,
+        move || {
+            let s = admin_shared.clone();
+            hyper::service::service_fn(move |req| crate::admin::handle(s.clone(), req))
+        },
+        admin_limits,
+    ));
     Ok(Running {
         api_addr,
         admin_addr,
         shared,
-        stop,
-        tasks: vec![api_task, admin_task],
+        stop_api,
+        stop_admin,
+        api_task,
+        admin_task,
     })
 }
 
 /// The accept loop of one listener. Each connection is served by `make()`'s service over HTTP/1.1
 /// (or HTTP/2 with prior knowledge), with TCP_NODELAY so streamed events leave at once.
-pub async fn serve<F, S, B>(listener: TcpListener, mut stop: watch::Receiver<bool>, make: F)
-where
+pub async fn serve<F, S, B>(
+    listener: TcpListener,
+    mut stop: watch::Receiver<bool>,
+    make: F,
+    limits: ServeLimits,
+) where
     F: Fn() -> S,
     S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Send + 'static,
     S::Future: Send + 'static,
@@ -80,7 +125,15 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .max_headers(MAX_HEADER_COUNT_LIMIT);
+    if let Some(t) = limits.header_read_timeout {
+        builder.http1().header_read_timeout(t);
+    }
+    let slots = limits.max_connections.map(|n| Arc::new(Semaphore::new(n)));
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -93,10 +146,21 @@ where
                         continue;
                     }
                 };
+                let permit = match &slots {
+                    Some(s) => match s.clone().try_acquire_owned() {
+                        Ok(p) => Some(p),
+                        Err(_) => {
+                            tracing::debug!("connection limit reached: closing a new connection");
+                            continue; // dropping the stream closes it
+                        }
+                    },
+                    None => None,
+                };
                 let _ = stream.set_nodelay(true);
                 let conn = builder.serve_connection(TokioIo::new(stream), make()).into_owned();
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
+                    let _permit = permit;
                     if let Err(e) = conn.await {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
@@ -106,11 +170,18 @@ where
         }
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+    let drained = graceful.shutdown();
+    tokio::pin!(drained);
+    if tokio::time::timeout(limits.drain_timeout, &mut drained)
         .await
         .is_err()
     {
-        tracing::warn!("drain timeout: closing remaining connections");
+        tracing::warn!("drain timeout: ending the requests still open");
+        if let Some(t) = &limits.drain_over {
+            t.cancel();
+        }
+        // let the error events go out, then give up on whatever is left
+        let _ = tokio::time::timeout(Duration::from_secs(2), drained).await;
     }
 }
 

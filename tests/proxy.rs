@@ -220,8 +220,9 @@ async fn usage_chunk_is_hidden_unless_asked_for_and_always_metered() {
 
     // both requests were metered with the same usage (same prompt)
     let m = parse_metrics(&env.metrics().await);
-    let key =
-        |t: &str| format!("tailor_tokens_total{{model=\"gpt-4o\",route=\"default\",type=\"{t}\"}}");
+    let key = |t: &str| {
+        format!("tailor_tokens_total{{client=\"anonymous\",model=\"gpt-4o\",route=\"default\",type=\"{t}\"}}")
+    };
     assert_eq!(
         metric(&m, &key("input")),
         2.0 * u["prompt_tokens"].as_f64().unwrap()
@@ -233,7 +234,7 @@ async fn usage_chunk_is_hidden_unless_asked_for_and_always_metered() {
     assert_eq!(
         metric(
             &m,
-            "tailor_requests_total{code=\"200\",model=\"gpt-4o\",route=\"default\"}"
+            "tailor_requests_total{client=\"anonymous\",code=\"200\",model=\"gpt-4o\",outcome=\"ok\",route=\"default\"}"
         ),
         2.0
     );
@@ -354,7 +355,7 @@ async fn token_and_cost_counters_equal_the_upstream_usage_exactly() {
         let tok = |t: &str| {
             metric(
                 &m,
-                &format!("tailor_tokens_total{{model=\"{model}\",route=\"{route}\",type=\"{t}\"}}"),
+                &format!("tailor_tokens_total{{client=\"anonymous\",model=\"{model}\",route=\"{route}\",type=\"{t}\"}}"),
             ) as u128
         };
         assert_eq!(tok("input"), e[0], "{route}/{model} input");
@@ -367,7 +368,9 @@ async fn token_and_cost_counters_equal_the_upstream_usage_exactly() {
         assert_eq!(reasoning, e[3], "{route}/{model} reasoning");
         let usd = metric(
             &m,
-            &format!("tailor_cost_usd_total{{model=\"{model}\",route=\"{route}\"}}"),
+            &format!(
+                "tailor_cost_usd_total{{client=\"anonymous\",model=\"{model}\",route=\"{route}\"}}"
+            ),
         );
         assert_eq!(
             (usd * 1e12).round() as u128,
@@ -406,14 +409,14 @@ async fn ab_split_share_holds_over_2000_requests() {
     assert_eq!(
         metric(
             &m,
-            "tailor_requests_total{code=\"200\",model=\"support-ft\",route=\"ab\"}"
+            "tailor_requests_total{client=\"anonymous\",code=\"200\",model=\"support-ft\",outcome=\"ok\",route=\"ab\"}"
         ),
         ft as f64
     );
     assert_eq!(
         metric(
             &m,
-            "tailor_requests_total{code=\"200\",model=\"gpt-4o\",route=\"ab\"}"
+            "tailor_requests_total{client=\"anonymous\",code=\"200\",model=\"gpt-4o\",outcome=\"ok\",route=\"ab\"}"
         ),
         (2000 - ft) as f64
     );
@@ -560,11 +563,12 @@ async fn upstream_errors_reach_the_client_with_status_body_and_headers() {
     assert_eq!(
         metric(
             &m,
-            "tailor_requests_total{code=\"429\",model=\"gpt-4o\",route=\"default\"}"
+            "tailor_requests_total{client=\"anonymous\",code=\"429\",model=\"gpt-4o\",outcome=\"upstream_error\",route=\"default\"}"
         ),
         1.0
     );
-    assert_eq!(metric(&m, "tailor_upstream_errors_total{kind=\"rate_limited\",model=\"gpt-4o\",route=\"default\"}"), 1.0);
+    // tailor tried three times (retry-after 1 s, twice) before passing the 429 on
+    assert_eq!(metric(&m, "tailor_upstream_errors_total{kind=\"rate_limited\",model=\"gpt-4o\",route=\"default\"}"), 3.0);
 }
 
 #[tokio::test]
@@ -616,6 +620,8 @@ async fn fallback_before_the_first_byte() {
         models,
         [
             "gpt-4o-broken",
+            "gpt-4o-broken", // a 500 is retried (retries.max = 2), then the fallback
+            "gpt-4o-broken",
             "ft:gpt-4o-2024-08-06:acme:deleted:X",
             "gpt-4o-mini-2024-07-18"
         ]
@@ -633,35 +639,35 @@ async fn fallback_before_the_first_byte() {
     assert_eq!(
         metric(
             &m,
-            "tailor_fallbacks_total{from=\"broken\",route=\"fallback\",to=\"deleted-ft\"}"
+            "tailor_fallbacks_total{from=\"broken\",reason=\"server_error\",route=\"fallback\",to=\"deleted-ft\"}"
         ),
         1.0
     );
     assert_eq!(
         metric(
             &m,
-            "tailor_fallbacks_total{from=\"deleted-ft\",route=\"fallback\",to=\"mini\"}"
+            "tailor_fallbacks_total{from=\"deleted-ft\",reason=\"model_not_found\",route=\"fallback\",to=\"mini\"}"
         ),
         1.0
     );
     assert_eq!(
         metric(
             &m,
-            "tailor_fallbacks_total{from=\"deleted-ft\",route=\"deleted\",to=\"gpt-4o\"}"
+            "tailor_fallbacks_total{from=\"deleted-ft\",reason=\"model_not_found\",route=\"deleted\",to=\"gpt-4o\"}"
         ),
         1.0
     );
     assert_eq!(
         metric(
             &m,
-            "tailor_requests_total{code=\"200\",model=\"mini\",route=\"fallback\"}"
+            "tailor_requests_total{client=\"anonymous\",code=\"200\",model=\"mini\",outcome=\"ok\",route=\"fallback\"}"
         ),
         1.0
     );
     assert!(
         metric(
             &m,
-            "tailor_tokens_total{model=\"mini\",route=\"fallback\",type=\"output\"}"
+            "tailor_tokens_total{client=\"anonymous\",model=\"mini\",route=\"fallback\",type=\"output\"}"
         ) > 0.0
     );
     // a client error is not retried elsewhere

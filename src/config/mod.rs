@@ -108,7 +108,9 @@ pub struct Client {
 
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Client").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("Client")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -333,11 +335,18 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
         max_concurrency: positive("server.max_concurrency", raw.server.max_concurrency, 2_048)?,
         header_read_timeout: dur(raw.server.header_read_timeout, 10),
         max_header_count: positive("server.max_header_count", raw.server.max_header_count, 100)?,
-        max_header_bytes: positive("server.max_header_bytes", raw.server.max_header_bytes, 32 * 1024)?,
+        max_header_bytes: positive(
+            "server.max_header_bytes",
+            raw.server.max_header_bytes,
+            32 * 1024,
+        )?,
         allow_unauthenticated: raw.server.allow_unauthenticated.unwrap_or(false),
     };
     if server.max_header_count > MAX_HEADER_COUNT_LIMIT {
-        return Err(invalid("server.max_header_count", format!("at most {MAX_HEADER_COUNT_LIMIT}")));
+        return Err(invalid(
+            "server.max_header_count",
+            format!("at most {MAX_HEADER_COUNT_LIMIT}"),
+        ));
     }
     if server.listen == server.admin_listen && server.listen.port() != 0 {
         return Err(invalid(
@@ -488,7 +497,11 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
     }
     let clients = build_clients(raw.clients, env)?;
     let holds_keys = upstreams.iter().any(|u| matches!(u.auth, Auth::Key { .. }));
-    if holds_keys && clients.is_empty() && !server.listen.ip().is_loopback() && !server.allow_unauthenticated {
+    if holds_keys
+        && clients.is_empty()
+        && !server.listen.ip().is_loopback()
+        && !server.allow_unauthenticated
+    {
         return Err(invalid(
             "clients",
             format!(
@@ -505,7 +518,15 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
         },
         cooldown: dur(raw.health.cooldown, 30),
     };
-    Ok(Config { server, upstreams, models, routes, listed_models: listed, clients, health })
+    Ok(Config {
+        server,
+        upstreams,
+        models,
+        routes,
+        listed_models: listed,
+        clients,
+        health,
+    })
 }
 
 /// hyper refuses requests with more headers than this before tailor sees them.
@@ -540,25 +561,40 @@ fn retries(r: RawRetries) -> RetryPolicy {
     }
 }
 
-fn build_clients(raw: Option<Vec<raw::RawClient>>, env: &dyn Fn(&str) -> Option<String>) -> Result<Vec<Client>, ConfigError> {
+fn build_clients(
+    raw: Option<Vec<raw::RawClient>>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<Client>, ConfigError> {
     use sha2::{Digest, Sha256};
-    let Some(raw) = raw else { return Ok(Vec::new()) };
+    let Some(raw) = raw else {
+        return Ok(Vec::new());
+    };
     if raw.is_empty() {
-        return Err(invalid("clients", "list at least one client, or remove `clients:`"));
+        return Err(invalid(
+            "clients",
+            "list at least one client, or remove `clients:`",
+        ));
     }
     let mut out: Vec<Client> = Vec::new();
     for (i, c) in raw.into_iter().enumerate() {
         let path = format!("clients[{i}]");
         check_name(&format!("{path}.name"), &c.name)?;
         if out.iter().any(|o| o.name == c.name) {
-            return Err(invalid(format!("{path}.name"), format!("client `{}` is defined twice", c.name)));
+            return Err(invalid(
+                format!("{path}.name"),
+                format!("client `{}` is defined twice", c.name),
+            ));
         }
         let key_sha256 = match (c.key_sha256, c.key_env) {
-            (Some(hex), None) => parse_sha256(&hex).ok_or_else(|| invalid(format!("{path}.key_sha256"), "must be 64 hex digits"))?,
+            (Some(hex), None) => parse_sha256(&hex)
+                .ok_or_else(|| invalid(format!("{path}.key_sha256"), "must be 64 hex digits"))?,
             (None, Some(var)) => {
-                let key = env(&var)
-                    .filter(|k| !k.is_empty())
-                    .ok_or_else(|| invalid(format!("{path}.key_env"), format!("environment variable {var} is not set")))?;
+                let key = env(&var).filter(|k| !k.is_empty()).ok_or_else(|| {
+                    invalid(
+                        format!("{path}.key_env"),
+                        format!("environment variable {var} is not set"),
+                    )
+                })?;
                 Sha256::digest(key.as_bytes()).into()
             }
             _ => return Err(invalid(path, "give exactly one of key_sha256 and key_env")),
@@ -566,7 +602,10 @@ fn build_clients(raw: Option<Vec<raw::RawClient>>, env: &dyn Fn(&str) -> Option<
         if out.iter().any(|o| o.key_sha256 == key_sha256) {
             return Err(invalid(path, "two clients share one key"));
         }
-        out.push(Client { name: c.name, key_sha256 });
+        out.push(Client {
+            name: c.name,
+            key_sha256,
+        });
     }
     Ok(out)
 }

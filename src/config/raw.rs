@@ -205,12 +205,18 @@ impl<'de> Deserialize<'de> for Dur {
             Secs(f64),
             Text(String),
         }
-        let err = |s: &str| serde::de::Error::custom(format!("`{s}` is not a duration like 250ms, 30s, 5m or a number of seconds"));
+        let err = |s: &str| {
+            serde::de::Error::custom(format!(
+                "`{s}` is not a duration like 250ms, 30s, 5m or a number of seconds"
+            ))
+        };
         let secs = match Raw::deserialize(d)? {
             Raw::Secs(x) => x,
             Raw::Text(t) => {
                 let t = t.trim();
-                let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+                let split = t
+                    .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                    .unwrap_or(t.len());
                 let (num, unit) = t.split_at(split);
                 let n: f64 = num.parse().map_err(|_| err(t))?;
                 match unit.trim() {

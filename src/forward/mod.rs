@@ -20,16 +20,14 @@ use crate::request::Endpoint;
 /// The shared upstream client (HTTP/1.1 and HTTP/2 over TLS, or plain HTTP), pooled.
 pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
-/// Connect timeout for upstream connections.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Builds the pooled client. TCP_NODELAY is on so SSE events are not held back by Nagle.
+/// Builds a pooled client. TCP_NODELAY is on so SSE events are not held back by Nagle. The client
+/// follows no redirects: where a request goes is decided by the config alone.
 /// Fails only if the TLS provider supports no protocol version (a build defect).
-pub fn client() -> Result<HttpClient, rustls::Error> {
+pub fn client(connect_timeout: Duration) -> Result<HttpClient, rustls::Error> {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
     http.enforce_http(false);
-    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    http.set_connect_timeout(Some(connect_timeout));
     http.set_keepalive(Some(Duration::from_secs(60)));
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())?

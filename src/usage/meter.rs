@@ -1,27 +1,39 @@
 //! Metering: one [`RequestMeter`] per routed request, recording exactly once: when the response
 //! body ends, or on drop (a client that hangs up is still counted), and [`MeteredBody`], the
-//! response body wrapper that sees every frame as it passes.
+//! response body wrapper that sees every frame as it passes and enforces the body's time limits.
 
+use std::collections::VecDeque;
+use std::future::Future;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
-use std::time::Instant;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, StatusCode};
 use http_body::{Body, Frame, SizeHint};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::price::{Price, PICO_PER_USD};
 use super::sse::SseScanner;
 use super::{find_in_json, Usage};
 use crate::error::error_body;
+use crate::health::ModelHealth;
 use crate::metrics::RouteModelMeter;
 
-/// How a request ended, for the access log.
+/// The error type of a response body tailor sends.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How a request ended (the `outcome` label of `tailor_requests_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Ok,
     ClientCancelled,
     UpstreamError,
+    /// Still running when the drain timeout of a shutdown ran out.
+    Shutdown,
 }
 
 impl Outcome {
@@ -30,6 +42,7 @@ impl Outcome {
             Outcome::Ok => "ok",
             Outcome::ClientCancelled => "client_cancelled",
             Outcome::UpstreamError => "upstream_error",
+            Outcome::Shutdown => "shutdown",
         }
     }
 }
@@ -37,49 +50,74 @@ impl Outcome {
 /// Status recorded when the client went away before a response was sent (nginx's convention).
 pub const CLIENT_CLOSED: u16 = 499;
 
+/// Largest tail of a JSON response kept to find its `usage` (OpenAI puts usage near the end).
+const JSON_USAGE_WINDOW: usize = 1024 * 1024;
+
 /// The metering state of one routed request.
 pub struct RequestMeter {
     meter: RouteModelMeter,
     price: Price,
+    health: Arc<ModelHealth>,
     started: Instant,
     request_id: String,
     upstream_request_id: Option<HeaderValue>,
     status: Option<StatusCode>,
     stream: bool,
+    /// Estimated prompt tokens, recorded when the upstream answered but sent no usage.
+    prompt_estimate: u64,
+    /// Concurrency slots, released when the request is recorded.
+    permits: Vec<OwnedSemaphorePermit>,
     done: bool,
 }
 
 impl RequestMeter {
     /// Starts metering; the route's in-flight gauge goes up until the request is recorded.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         meter: RouteModelMeter,
         price: Price,
+        health: Arc<ModelHealth>,
         started: Instant,
         stream: bool,
         request_id: String,
+        prompt_estimate: u64,
+        permits: Vec<OwnedSemaphorePermit>,
     ) -> RequestMeter {
         meter.in_flight.inc();
         RequestMeter {
             meter,
             price,
+            health,
             started,
             request_id,
             upstream_request_id: None,
             status: None,
             stream,
+            prompt_estimate,
+            permits,
             done: false,
         }
     }
 
     /// The request moved to another model (fallback): usage goes to that model's series.
-    pub fn switch_model(&mut self, meter: RouteModelMeter, price: Price) {
+    pub fn switch_model(&mut self, meter: RouteModelMeter, price: Price, health: Arc<ModelHealth>) {
         // in-flight is per route, and the route does not change
         self.meter = meter;
         self.price = price;
+        self.health = health;
     }
 
     pub fn meter(&self) -> &RouteModelMeter {
         &self.meter
+    }
+
+    pub fn request_id(&self) -> &str {
+        &self.request_id
+    }
+
+    /// When the request arrived.
+    pub fn started(&self) -> Instant {
+        self.started
     }
 
     /// The response status is known.
@@ -89,10 +127,13 @@ impl RequestMeter {
     }
 
     /// Records the request: counters, cost, duration, the access log line. Idempotent.
-    pub fn finish(&mut self, usage: Option<Usage>, outcome: Outcome) {
+    /// Without upstream usage, a successful answer is billed by estimate: the prompt estimate and
+    /// `text_bytes / 4` output tokens; an answer that never started is billed nothing.
+    pub fn finish(&mut self, usage: Option<Usage>, text_bytes: u64, outcome: Outcome) {
         if std::mem::replace(&mut self.done, true) {
             return;
         }
+        self.permits.clear();
         let m = &self.meter;
         let status = match (self.status, outcome) {
             (Some(s), _) => s,
@@ -101,12 +142,32 @@ impl RequestMeter {
             }
             (None, _) => StatusCode::BAD_GATEWAY,
         };
+        let (usage, source) = match usage {
+            Some(u) => (Some(u), "upstream"),
+            None if self.status.is_some_and(|s| s.is_success()) => (
+                Some(Usage {
+                    input: self.prompt_estimate,
+                    cached: 0,
+                    output: text_bytes.div_ceil(4),
+                    reasoning: 0,
+                }),
+                "estimate",
+            ),
+            None => (None, "none"),
+        };
         let u = usage.unwrap_or_default();
         let cost = self.price.cost_pico(&u);
         if usage.is_some() {
             m.record_usage(&u, cost);
         }
-        m.record_request(status);
+        match outcome {
+            Outcome::UpstreamError => {
+                self.health.failure();
+            }
+            Outcome::Ok if status.is_success() => self.health.success(),
+            _ => {}
+        }
+        m.record_request(status, outcome.as_str());
         let elapsed = self.started.elapsed();
         m.duration.observe(elapsed.as_secs_f64());
         m.in_flight.dec();
@@ -116,9 +177,11 @@ impl RequestMeter {
             upstream_request_id = self.upstream_request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or(""),
             route = %m.route,
             model = %m.model,
+            client = %m.client,
             status = status.as_u16(),
             stream = self.stream,
             outcome = outcome.as_str(),
+            usage = source,
             input_tokens = u.input,
             cached_tokens = u.cached,
             output_tokens = u.output,
@@ -131,16 +194,30 @@ impl RequestMeter {
 
 impl Drop for RequestMeter {
     fn drop(&mut self) {
-        self.finish(None, Outcome::ClientCancelled);
+        self.finish(None, 0, Outcome::ClientCancelled);
     }
 }
 
 /// How the body is read for usage.
 enum Mode {
-    /// A JSON body: frames are kept (reference-counted, not copied) and scanned at the end.
-    Json { frames: Vec<Bytes>, success: bool },
+    /// A JSON body: the last [`JSON_USAGE_WINDOW`] bytes of frames are kept (reference-counted,
+    /// not copied) and scanned at the end.
+    Json {
+        frames: VecDeque<Bytes>,
+        kept: usize,
+    },
     /// An SSE stream, scanned event by event.
     Sse(SseScanner),
+}
+
+/// Time limits of a response body.
+pub struct BodyLimits {
+    /// Longest gap between two upstream reads.
+    pub idle: Duration,
+    /// End of the whole request (non-streaming requests), if any.
+    pub deadline: Option<Instant>,
+    /// Fires when a shutdown's drain time is over: the body ends with an error.
+    pub drain: WaitForCancellationFutureOwned,
 }
 
 /// The response body wrapper: forwards frames as they arrive and meters the request.
@@ -148,64 +225,84 @@ pub struct MeteredBody<B> {
     inner: B,
     mode: Mode,
     meter: RequestMeter,
-    /// An SSE error event to send after a stream broke, then end.
+    /// Bytes to send before ending (an SSE error event after a broken stream).
     tail: Option<Bytes>,
     first_frame_seen: bool,
     ended: bool,
+    idle: Duration,
+    deadline: Option<Instant>,
+    timer: Pin<Box<Sleep>>,
+    drain: Pin<Box<WaitForCancellationFutureOwned>>,
 }
 
 impl<B> MeteredBody<B> {
-    /// Wraps a JSON (non-streaming, or error) body.
-    pub fn json(inner: B, meter: RequestMeter, success: bool) -> MeteredBody<B> {
+    fn new(inner: B, mode: Mode, meter: RequestMeter, limits: BodyLimits) -> MeteredBody<B> {
+        let first = next_timeout(limits.idle, limits.deadline);
         MeteredBody {
             inner,
-            mode: Mode::Json {
-                frames: Vec::new(),
-                success,
-            },
+            mode,
             meter,
             tail: None,
             first_frame_seen: false,
             ended: false,
+            idle: limits.idle,
+            deadline: limits.deadline,
+            timer: Box::pin(tokio::time::sleep_until(first)),
+            drain: Box::pin(limits.drain),
         }
     }
 
-    /// Wraps an SSE body; `strip_usage_chunk` drops the usage chunk the client did not ask for.
-    pub fn sse(inner: B, meter: RequestMeter, strip_usage_chunk: bool) -> MeteredBody<B> {
-        MeteredBody {
+    /// Wraps a JSON (non-streaming) body.
+    pub fn json(inner: B, meter: RequestMeter, limits: BodyLimits) -> MeteredBody<B> {
+        MeteredBody::new(
             inner,
-            mode: Mode::Sse(SseScanner::new(strip_usage_chunk)),
-            meter,
-            tail: None,
-            first_frame_seen: false,
-            ended: false,
-        }
-    }
-
-    fn usage(&self) -> Option<Usage> {
-        match &self.mode {
             Mode::Json {
-                frames,
-                success: true,
-            } => match frames.as_slice() {
-                [] => None,
-                [one] => find_in_json(one),
-                many => {
-                    let mut all = BytesMut::with_capacity(many.iter().map(Bytes::len).sum());
-                    for f in many {
-                        all.extend_from_slice(f);
-                    }
-                    find_in_json(&all)
-                }
+                frames: VecDeque::new(),
+                kept: 0,
             },
-            Mode::Json { success: false, .. } => None,
-            Mode::Sse(s) => s.usage(),
+            meter,
+            limits,
+        )
+    }
+
+    /// Wraps an SSE body; `strip_usage_chunk` removes the usage the client did not ask for.
+    pub fn sse(
+        inner: B,
+        meter: RequestMeter,
+        strip_usage_chunk: bool,
+        limits: BodyLimits,
+    ) -> MeteredBody<B> {
+        MeteredBody::new(
+            inner,
+            Mode::Sse(SseScanner::new(strip_usage_chunk)),
+            meter,
+            limits,
+        )
+    }
+
+    fn usage(&self) -> (Option<Usage>, u64) {
+        match &self.mode {
+            Mode::Json { frames, kept } => {
+                let usage = match frames.len() {
+                    0 => None,
+                    1 => frames.front().and_then(|f| find_in_json(f)),
+                    _ => {
+                        let mut all = BytesMut::with_capacity(*kept);
+                        for f in frames {
+                            all.extend_from_slice(f);
+                        }
+                        find_in_json(&all)
+                    }
+                };
+                (usage, 0)
+            }
+            Mode::Sse(s) => (s.usage(), s.text_bytes()),
         }
     }
 
     fn finish(&mut self, outcome: Outcome) {
-        let usage = self.usage();
-        self.meter.finish(usage, outcome);
+        let (usage, text) = self.usage();
+        self.meter.finish(usage, text, outcome);
     }
 
     /// The upstream body ended cleanly: flush, check the stream was complete, record.
@@ -228,16 +325,29 @@ impl<B> MeteredBody<B> {
         }
         self.finish(outcome);
     }
-}
 
-/// `rest` (an unterminated last event, possibly empty), closed, then the error event.
-fn with_error_event(rest: Bytes, message: &str) -> Bytes {
-    let mut out = BytesMut::from(rest.as_ref());
-    if !out.is_empty() && !out.ends_with(b"\n\n") {
-        out.extend_from_slice(b"\n\n");
+    /// Ends the body early. A stream gets an error event; a JSON body is aborted (the client sees
+    /// a broken body, not a plausible one).
+    fn fail(&mut self, outcome: Outcome, kind: &'static str, message: &str) -> Option<BoxError> {
+        self.ended = true;
+        if outcome == Outcome::UpstreamError {
+            self.meter.meter().upstream_error(kind);
+        }
+        tracing::debug!(
+            request_id = self.meter.request_id(),
+            kind,
+            "response body ended early"
+        );
+        self.finish(outcome);
+        match &mut self.mode {
+            Mode::Json { .. } => Some(message.to_owned().into()),
+            Mode::Sse(s) => {
+                let rest = s.finish();
+                self.tail = Some(with_error_event(rest, message));
+                None
+            }
+        }
     }
-    out.extend_from_slice(&stream_error_event(message));
-    out.freeze()
 }
 
 impl<B> Drop for MeteredBody<B> {
@@ -248,6 +358,11 @@ impl<B> Drop for MeteredBody<B> {
             self.finish(Outcome::ClientCancelled);
         }
     }
+}
+
+fn next_timeout(idle: Duration, deadline: Option<Instant>) -> Instant {
+    let t = Instant::now() + idle;
+    deadline.map_or(t, |d| d.min(t))
 }
 
 /// The SSE event sent when a stream breaks after it started: the SDKs raise on a `data:` payload
@@ -261,18 +376,28 @@ fn stream_error_event(message: &str) -> Bytes {
     ev.freeze()
 }
 
+/// `rest` (an unterminated last event, possibly empty), closed, then the error event.
+fn with_error_event(rest: Bytes, message: &str) -> Bytes {
+    let mut out = BytesMut::from(rest.as_ref());
+    if !out.is_empty() && !out.ends_with(b"\n\n") {
+        out.extend_from_slice(b"\n\n");
+    }
+    out.extend_from_slice(&stream_error_event(message));
+    out.freeze()
+}
+
 impl<B> Body for MeteredBody<B>
 where
     B: Body<Data = Bytes> + Unpin,
-    B::Error: std::fmt::Display,
+    B::Error: Into<BoxError>,
 {
     type Data = Bytes;
-    type Error = B::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         loop {
             if let Some(t) = this.tail.take() {
@@ -281,12 +406,47 @@ where
             if this.ended {
                 return Poll::Ready(None);
             }
-            match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+            if this.drain.as_mut().poll(cx).is_ready() {
+                match this.fail(
+                    Outcome::Shutdown,
+                    "shutdown",
+                    "tailor is shutting down and could not finish this response.",
+                ) {
+                    Some(e) => return Poll::Ready(Some(Err(e))),
+                    None => continue,
+                }
+            }
+            let polled = Pin::new(&mut this.inner).poll_frame(cx);
+            let frame = match polled {
+                Poll::Pending => {
+                    if this.timer.as_mut().poll(cx).is_ready() {
+                        let (kind, msg) = match this.deadline {
+                            Some(d) if Instant::now() >= d => (
+                                "timeout",
+                                "The request took longer than the upstream's total time limit.",
+                            ),
+                            _ => (
+                                "stall",
+                                "The upstream stopped sending for longer than its idle time limit.",
+                            ),
+                        };
+                        match this.fail(Outcome::UpstreamError, kind, msg) {
+                            Some(e) => return Poll::Ready(Some(Err(e))),
+                            None => continue,
+                        }
+                    }
+                    return Poll::Pending;
+                }
+                Poll::Ready(f) => f,
+            };
+            match frame {
                 Some(Ok(frame)) => {
                     let data = match frame.into_data() {
                         Ok(d) => d,
                         Err(trailers) => return Poll::Ready(Some(Ok(trailers))),
                     };
+                    let next = next_timeout(this.idle, this.deadline);
+                    this.timer.as_mut().reset(next);
                     if !this.first_frame_seen {
                         this.first_frame_seen = true;
                         if matches!(this.mode, Mode::Sse(_)) {
@@ -297,8 +457,14 @@ where
                         }
                     }
                     let out = match &mut this.mode {
-                        Mode::Json { frames, .. } => {
-                            frames.push(data.clone());
+                        Mode::Json { frames, kept } => {
+                            *kept += data.len();
+                            frames.push_back(data.clone());
+                            while frames.len() > 1
+                                && *kept - frames.front().map_or(0, Bytes::len) >= JSON_USAGE_WINDOW
+                            {
+                                *kept -= frames.pop_front().map_or(0, |f| f.len());
+                            }
                             data
                         }
                         Mode::Sse(s) => s.feed(data),
@@ -312,20 +478,14 @@ where
                     }
                 }
                 Some(Err(e)) => {
-                    this.meter.meter().upstream_error("stream");
+                    let e: BoxError = e.into();
                     tracing::debug!(error = %e, "upstream body failed");
-                    this.ended = true;
-                    this.finish(Outcome::UpstreamError);
-                    match &mut this.mode {
-                        // A JSON body cannot be mended: abort, so the client sees a broken body.
-                        Mode::Json { .. } => return Poll::Ready(Some(Err(e))),
-                        Mode::Sse(s) => {
-                            let rest = s.finish();
-                            this.tail = Some(with_error_event(
-                                rest,
-                                "The upstream stream broke before it was complete.",
-                            ));
-                        }
+                    if let Some(err) = this.fail(
+                        Outcome::UpstreamError,
+                        "stream",
+                        "The upstream stream broke before it was complete.",
+                    ) {
+                        return Poll::Ready(Some(Err(err)));
                     }
                 }
                 None => this.end_of_upstream(),

@@ -23,6 +23,9 @@ pub struct SseScanner {
     complete: bool,
     /// Complete events seen (forwarded or dropped).
     events: u64,
+    /// Bytes of generated text seen (content, text deltas, tool arguments): the basis of the
+    /// estimate when a stream ends before its usage arrives.
+    text_bytes: u64,
     /// Byte ranges of the current buffer forwarded differently: dropped (`None`) or replaced.
     edits: Option<Vec<Edit>>,
 }
@@ -75,6 +78,11 @@ impl SseScanner {
     /// Number of complete events seen.
     pub fn events(&self) -> u64 {
         self.events
+    }
+
+    /// Bytes of generated text seen so far.
+    pub fn text_bytes(&self) -> u64 {
+        self.text_bytes
     }
 
     /// Feeds one chunk; returns the bytes to forward now (possibly empty).
@@ -197,6 +205,7 @@ impl SseScanner {
             self.complete = true;
             return Action::Keep;
         }
+        self.text_bytes += generated_text_len(&data);
         if !has_usage_object(&data) {
             if self.strip_usage_chunk {
                 return without_null_usage(event).map_or(Action::Keep, Action::Replace);
@@ -230,6 +239,32 @@ fn without_null_usage(event: &[u8]) -> Option<Vec<u8>> {
         }
     }
     None
+}
+
+/// Length of the generated text in one chunk, without parsing it: the JSON string values of
+/// `content` (chat), `delta` (Responses text deltas), `arguments` (tool calls) and, for legacy
+/// completions, `text`. Escapes count as their escaped length: an estimate.
+fn generated_text_len(data: &[u8]) -> u64 {
+    let mut keys: [&[u8]; 4] = [b"\"content\":\"", b"\"delta\":\"", b"\"arguments\":\"", b""];
+    if memchr::memmem::find(data, b"\"text_completion\"").is_some() {
+        keys[3] = b"\"text\":\"";
+    }
+    let mut total = 0u64;
+    for key in keys.into_iter().filter(|k| !k.is_empty()) {
+        for start in memchr::memmem::find_iter(data, key) {
+            let body = &data[start + key.len()..];
+            let mut i = 0;
+            while let Some(q) = memchr::memchr2(b'"', b'\\', &body[i..]) {
+                if body[i + q] == b'\\' {
+                    i += q + 2;
+                } else {
+                    total += (i + q) as u64;
+                    break;
+                }
+            }
+        }
+    }
+    total
 }
 
 /// Cheap pre-check: does the payload contain a `"usage"` key with an object value?
@@ -293,6 +328,21 @@ mod tests {
             assert_eq!(String::from_utf8(out).unwrap(), expected, "split {n}");
             assert_eq!(s.usage().unwrap().input, 9);
         }
+    }
+
+    #[test]
+    fn counts_generated_text() {
+        let (_, s) = run(CHAT.as_bytes(), 7, false);
+        assert_eq!(s.text_bytes(), 2, "\"\" + \"Hi\"");
+        assert_eq!(generated_text_len(br#"{"delta":"a\"b","x":1}"#), 4);
+        assert_eq!(
+            generated_text_len(br#"{"object":"text_completion","choices":[{"text":"abc"}]}"#),
+            3
+        );
+        assert_eq!(
+            generated_text_len(br#"{"tool_calls":[{"function":{"arguments":"{\"q\":1}"}}]}"#),
+            9
+        );
     }
 
     #[test]
