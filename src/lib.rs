@@ -37,6 +37,7 @@ pub mod health;
 pub mod metrics;
 pub mod mock;
 pub mod proxy;
+pub mod reload;
 pub mod request;
 pub mod server;
 pub mod usage;

@@ -3,6 +3,7 @@
 use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -10,6 +11,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use tailor::config::{Auth, Config, PriceSource, Secret, Sticky, UpstreamKind};
 use tailor::metrics::Metrics;
 use tailor::request::{Endpoint, RequestView};
+use tailor::reload::Adjust;
 use tailor::{classify, mock, server};
 
 #[derive(Parser)]
@@ -144,13 +146,11 @@ fn main() -> Result<()> {
             headers,
             draw,
         } => route(&config, endpoint.into(), &headers, draw),
-        Cmd::Serve {
-            config,
-            listen,
-            admin_listen,
-        } => {
+        Cmd::Serve { config, listen, admin_listen } => {
+            let adjust: Adjust = Arc::new(move |c: &mut Config| override_listen(c, listen, admin_listen));
             let mut cfg = load(&config)?;
-            override_listen(&mut cfg, listen, admin_listen);
+            adjust(&mut cfg);
+            cfg.check_exposure().map_err(|e| anyhow::anyhow!("{e}"))?;
             let missing: Vec<String> = cfg
                 .upstreams
                 .iter()
@@ -160,40 +160,33 @@ fn main() -> Result<()> {
                 })
                 .collect();
             if missing.len() == cfg.upstreams.len() {
-                bail!(
-                    "no API key is set: {}. Set them, or try `tailor demo`.",
-                    missing.join(", ")
-                );
+                bail!("no API key is set: {}. Set them, or try `tailor demo`.", missing.join(", "));
             }
             for m in &missing {
                 tracing::warn!("API key variable {m} is not set: requests to it fail over to fallbacks or get an error");
             }
-            runtime()?.block_on(serve(cfg, None))
+            runtime()?.block_on(serve(cfg, config, adjust, None))
         }
-        Cmd::Demo {
-            config,
-            listen,
-            admin_listen,
-            mock_listen,
-        } => {
-            let mut cfg = load(&config)?;
-            override_listen(&mut cfg, listen, admin_listen);
-            runtime()?.block_on(async move {
-                let sim = mock::start(mock_listen, false)
-                    .await
-                    .context("starting the simulated OpenAI server")?;
-                for u in &mut cfg.upstreams {
+        Cmd::Demo { config, listen, admin_listen, mock_listen } => runtime()?.block_on(async move {
+            let sim = mock::start(mock_listen, false).await.context("starting the simulated OpenAI server")?;
+            let sim_addr = sim.addr;
+            let adjust: Adjust = Arc::new(move |c: &mut Config| {
+                override_listen(c, listen, admin_listen);
+                for u in &mut c.upstreams {
                     u.url = match u.kind {
-                        UpstreamKind::Openai => format!("http://{}/v1", sim.addr),
-                        UpstreamKind::Azure => format!("http://{}", sim.addr),
+                        UpstreamKind::Openai => format!("http://{sim_addr}/v1"),
+                        UpstreamKind::Azure => format!("http://{sim_addr}"),
                     };
                     if let Auth::Key { key, .. } = &mut u.auth {
                         key.get_or_insert_with(|| Secret::new("sk-demo".into()));
                     }
                 }
-                serve(cfg, Some(sim.addr)).await
-            })
-        }
+            });
+            let mut cfg = load(&config)?;
+            adjust(&mut cfg);
+            cfg.check_exposure().map_err(|e| anyhow::anyhow!("{e}"))?;
+            serve(cfg, config, adjust, Some(sim_addr)).await
+        }),
         Cmd::MockUpstream { listen } => runtime()?.block_on(async move {
             let sim = mock::start(listen, false).await?;
             println!("simulated OpenAI listening on http://{}/v1", sim.addr);
@@ -218,7 +211,7 @@ fn override_listen(cfg: &mut Config, listen: Option<SocketAddr>, admin: Option<S
     }
 }
 
-async fn serve(cfg: Config, demo_upstream: Option<SocketAddr>) -> Result<()> {
+async fn serve(cfg: Config, path: PathBuf, adjust: Adjust, demo_upstream: Option<SocketAddr>) -> Result<()> {
     let metrics = Metrics::new()?;
     let example_model = cfg
         .listed_models
@@ -230,6 +223,7 @@ async fn serve(cfg: Config, demo_upstream: Option<SocketAddr>) -> Result<()> {
         .await
         .context("binding listeners")?;
     let (api, admin) = (running.api_addr, running.admin_addr);
+    let watcher = tokio::spawn(tailor::reload::watch(path, running.shared.clone(), adjust));
     // one line on stdout that scripts can wait for
     println!("tailor listening on http://{api}/v1 (admin: http://{admin})");
     tracing::info!(%api, %admin, "tailor started");
@@ -252,7 +246,9 @@ Ctrl-C to stop."#
     }
     server::shutdown_signal().await;
     tracing::info!("shutting down: draining in-flight requests");
+    watcher.abort();
     running.shutdown().await;
+    tracing::info!("stopped");
     Ok(())
 }
 

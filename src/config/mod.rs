@@ -287,6 +287,23 @@ impl Config {
         build(raw, env)
     }
 
+    /// tailor refuses to hold upstream keys on a non-loopback address with no client keys, unless
+    /// `server.allow_unauthenticated: true` says so. Checked at load and after CLI overrides.
+    pub fn check_exposure(&self) -> Result<(), ConfigError> {
+        let holds_keys = self.upstreams.iter().any(|u| matches!(u.auth, Auth::Key { .. }));
+        if holds_keys && self.clients.is_empty() && !self.server.listen.ip().is_loopback() && !self.server.allow_unauthenticated {
+            return Err(invalid(
+                "clients",
+                format!(
+                    "required: server.listen {} is not a loopback address and upstreams carry API keys, so anyone who \
+                     reaches it could spend them. Add `clients:` keys, or set server.allow_unauthenticated: true",
+                    self.server.listen
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     pub fn model_index(&self, name: &str) -> Option<usize> {
         self.models.iter().position(|m| m.name == name)
     }
@@ -496,21 +513,6 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
         return Err(invalid("routes", "at least one route is required"));
     }
     let clients = build_clients(raw.clients, env)?;
-    let holds_keys = upstreams.iter().any(|u| matches!(u.auth, Auth::Key { .. }));
-    if holds_keys
-        && clients.is_empty()
-        && !server.listen.ip().is_loopback()
-        && !server.allow_unauthenticated
-    {
-        return Err(invalid(
-            "clients",
-            format!(
-                "required: server.listen {} is not a loopback address and upstreams carry API keys, so anyone who \
-                 reaches it could spend them. Add `clients:` keys, or set server.allow_unauthenticated: true",
-                server.listen
-            ),
-        ));
-    }
     let health = HealthPolicy {
         failures: match raw.health.failures {
             Some(0) => return Err(invalid("health.failures", "must be > 0")),
