@@ -14,6 +14,9 @@
 //! | `x-mock-chunk-delay-ms`  | pause between streamed chunks |
 //! | `x-mock-fail-after: N`   | streams: reset the connection after N content chunks |
 //! | `x-mock-truncate-after: N` | streams: end cleanly after N content chunks, without `[DONE]` |
+//! | `x-mock-stall-after: N`  | streams: stop sending after N content chunks, keep the connection open |
+//! | `x-mock-fail-first: N` + `x-mock-fail-key: K` | the first N requests with key K answer `x-mock-status` (default 500) |
+//! | `x-mock-status: 307`     | a redirect to another host (tailor must not follow it) |
 //!
 //! and by the upstream model id: an id containing `broken` answers 500, one containing `deleted`
 //! answers 404 `model_not_found` (a deleted fine-tune). A missing key answers 401, and the key
@@ -61,6 +64,10 @@ pub struct MockServer {
 struct MockState {
     /// The last requests received (bounded).
     received: Mutex<Vec<Received>>,
+    /// Requests seen per `x-mock-fail-key`.
+    fail_keys: Mutex<std::collections::HashMap<String, u64>>,
+    /// Streams whose reader went away before the end.
+    cancelled: AtomicU64,
     counter: AtomicU64,
     keep: usize,
 }
@@ -73,6 +80,11 @@ impl MockServer {
             .lock()
             .map(|v| v.clone())
             .unwrap_or_default()
+    }
+
+    /// Streams whose client (tailor) hung up before the stream ended.
+    pub fn cancelled_streams(&self) -> u64 {
+        self.state.cancelled.load(Ordering::Relaxed)
     }
 
     pub fn clear(&self) {
@@ -92,6 +104,8 @@ pub async fn start(addr: SocketAddr, record: bool) -> std::io::Result<MockServer
     let addr = listener.local_addr()?;
     let state = Arc::new(MockState {
         received: Mutex::new(Vec::new()),
+        fail_keys: Mutex::new(Default::default()),
+        cancelled: AtomicU64::new(0),
         counter: AtomicU64::new(0),
         keep: if record { 10_000 } else { 0 },
     });
@@ -298,11 +312,22 @@ async fn handle(
         .clone()
         .or_else(|| req["model"].as_str().map(str::to_owned))
         .unwrap_or_default();
-    if let Some(st) = header_num(h, "x-mock-status")
-        .and_then(|s| u16::try_from(s).ok())
-        .filter(|s| *s >= 400)
-    {
+    let status = header_num(h, "x-mock-status").and_then(|s| u16::try_from(s).ok());
+    if let (Some(n), Some(key)) = (header_num(h, "x-mock-fail-first"), h.get("x-mock-fail-key").and_then(|v| v.to_str().ok())) {
+        let seen = state.fail_keys.lock().map(|mut m| {
+            let c = m.entry(key.to_owned()).or_insert(0);
+            *c += 1;
+            *c
+        });
+        if seen.is_ok_and(|c| c <= n) {
+            return Ok(error(status.unwrap_or(500), &model, &rid));
+        }
+    } else if let Some(st) = status.filter(|s| *s >= 400) {
         return Ok(error(st, &model, &rid));
+    } else if let Some(st) = status.filter(|s| (300..400).contains(s)) {
+        let mut r = respond(StatusCode::from_u16(st).unwrap_or(StatusCode::TEMPORARY_REDIRECT), Bytes::new(), "application/json", &rid);
+        r.headers_mut().insert(http::header::LOCATION, HeaderValue::from_static("http://127.0.0.1:9/v1/chat/completions"));
+        return Ok(r);
     }
     if model.contains("broken") {
         return Ok(error(500, &model, &rid));
@@ -314,7 +339,7 @@ async fn handle(
     Ok(match endpoint.as_str() {
         "/chat/completions" | "/completions" | "/responses" => {
             if req["stream"].as_bool() == Some(true) {
-                sim.stream(&endpoint, &req, h, &rid)
+                sim.stream(&endpoint, &req, h, &rid, state.clone())
             } else {
                 respond(
                     StatusCode::OK,
@@ -638,12 +663,13 @@ impl Sim {
         (head, body)
     }
 
-    fn stream(&self, endpoint: &str, req: &Value, h: &HeaderMap, rid: &str) -> Response<MockBody> {
+    fn stream(&self, endpoint: &str, req: &Value, h: &HeaderMap, rid: &str, state: Arc<MockState>) -> Response<MockBody> {
         let include_usage = req["stream_options"]["include_usage"] == true;
         let (head, body) = self.events(endpoint, include_usage);
         let delay = header_num(h, "x-mock-chunk-delay-ms").map(Duration::from_millis);
         let fail_after = header_num(h, "x-mock-fail-after");
         let truncate_after = header_num(h, "x-mock-truncate-after");
+        let stall_after = header_num(h, "x-mock-stall-after");
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(async move {
             for e in head {
@@ -669,7 +695,14 @@ impl Sim {
                 if truncate_after == Some(i as u64) {
                     return;
                 }
+                if stall_after == Some(i as u64) {
+                    // silent, connection open, until the reader goes away
+                    tx.closed().await;
+                    state.cancelled.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
                 if tx.send(Ok(Bytes::from(e))).await.is_err() {
+                    state.cancelled.fetch_add(1, Ordering::Relaxed);
                     return;
                 }
             }
