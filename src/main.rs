@@ -10,8 +10,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use tailor::config::{Auth, Config, PriceSource, Secret, Sticky, UpstreamKind};
 use tailor::metrics::Metrics;
-use tailor::request::{Endpoint, RequestView};
 use tailor::reload::Adjust;
+use tailor::request::{Endpoint, RequestView};
 use tailor::{classify, mock, server};
 
 #[derive(Parser)]
@@ -146,8 +146,13 @@ fn main() -> Result<()> {
             headers,
             draw,
         } => route(&config, endpoint.into(), &headers, draw),
-        Cmd::Serve { config, listen, admin_listen } => {
-            let adjust: Adjust = Arc::new(move |c: &mut Config| override_listen(c, listen, admin_listen));
+        Cmd::Serve {
+            config,
+            listen,
+            admin_listen,
+        } => {
+            let adjust: Adjust =
+                Arc::new(move |c: &mut Config| override_listen(c, listen, admin_listen));
             let mut cfg = load(&config)?;
             adjust(&mut cfg);
             cfg.check_exposure().map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -160,15 +165,25 @@ fn main() -> Result<()> {
                 })
                 .collect();
             if missing.len() == cfg.upstreams.len() {
-                bail!("no API key is set: {}. Set them, or try `tailor demo`.", missing.join(", "));
+                bail!(
+                    "no API key is set: {}. Set them, or try `tailor demo`.",
+                    missing.join(", ")
+                );
             }
             for m in &missing {
                 tracing::warn!("API key variable {m} is not set: requests to it fail over to fallbacks or get an error");
             }
             runtime()?.block_on(serve(cfg, config, adjust, None))
         }
-        Cmd::Demo { config, listen, admin_listen, mock_listen } => runtime()?.block_on(async move {
-            let sim = mock::start(mock_listen, false).await.context("starting the simulated OpenAI server")?;
+        Cmd::Demo {
+            config,
+            listen,
+            admin_listen,
+            mock_listen,
+        } => runtime()?.block_on(async move {
+            let sim = mock::start(mock_listen, false)
+                .await
+                .context("starting the simulated OpenAI server")?;
             let sim_addr = sim.addr;
             let adjust: Adjust = Arc::new(move |c: &mut Config| {
                 override_listen(c, listen, admin_listen);
@@ -211,7 +226,12 @@ fn override_listen(cfg: &mut Config, listen: Option<SocketAddr>, admin: Option<S
     }
 }
 
-async fn serve(cfg: Config, path: PathBuf, adjust: Adjust, demo_upstream: Option<SocketAddr>) -> Result<()> {
+async fn serve(
+    cfg: Config,
+    path: PathBuf,
+    adjust: Adjust,
+    demo_upstream: Option<SocketAddr>,
+) -> Result<()> {
     let metrics = Metrics::new()?;
     let example_model = cfg
         .listed_models

@@ -313,7 +313,10 @@ async fn handle(
         .or_else(|| req["model"].as_str().map(str::to_owned))
         .unwrap_or_default();
     let status = header_num(h, "x-mock-status").and_then(|s| u16::try_from(s).ok());
-    if let (Some(n), Some(key)) = (header_num(h, "x-mock-fail-first"), h.get("x-mock-fail-key").and_then(|v| v.to_str().ok())) {
+    if let (Some(n), Some(key)) = (
+        header_num(h, "x-mock-fail-first"),
+        h.get("x-mock-fail-key").and_then(|v| v.to_str().ok()),
+    ) {
         let seen = state.fail_keys.lock().map(|mut m| {
             let c = m.entry(key.to_owned()).or_insert(0);
             *c += 1;
@@ -325,8 +328,16 @@ async fn handle(
     } else if let Some(st) = status.filter(|s| *s >= 400) {
         return Ok(error(st, &model, &rid));
     } else if let Some(st) = status.filter(|s| (300..400).contains(s)) {
-        let mut r = respond(StatusCode::from_u16(st).unwrap_or(StatusCode::TEMPORARY_REDIRECT), Bytes::new(), "application/json", &rid);
-        r.headers_mut().insert(http::header::LOCATION, HeaderValue::from_static("http://127.0.0.1:9/v1/chat/completions"));
+        let mut r = respond(
+            StatusCode::from_u16(st).unwrap_or(StatusCode::TEMPORARY_REDIRECT),
+            Bytes::new(),
+            "application/json",
+            &rid,
+        );
+        r.headers_mut().insert(
+            http::header::LOCATION,
+            HeaderValue::from_static("http://127.0.0.1:9/v1/chat/completions"),
+        );
         return Ok(r);
     }
     if model.contains("broken") {
@@ -663,7 +674,14 @@ impl Sim {
         (head, body)
     }
 
-    fn stream(&self, endpoint: &str, req: &Value, h: &HeaderMap, rid: &str, state: Arc<MockState>) -> Response<MockBody> {
+    fn stream(
+        &self,
+        endpoint: &str,
+        req: &Value,
+        h: &HeaderMap,
+        rid: &str,
+        state: Arc<MockState>,
+    ) -> Response<MockBody> {
         let include_usage = req["stream_options"]["include_usage"] == true;
         let (head, body) = self.events(endpoint, include_usage);
         let delay = header_num(h, "x-mock-chunk-delay-ms").map(Duration::from_millis);

@@ -21,19 +21,34 @@ pub type Adjust = Arc<dyn Fn(&mut Config) + Send + Sync>;
 pub const POLL_EVERY: Duration = Duration::from_secs(1);
 
 /// Loads, adjusts, validates and swaps; returns whether it took.
-pub fn reload_now(path: &PathBuf, shared: &Shared, adjust: &Adjust, env: &dyn Fn(&str) -> Option<String>) -> bool {
-    let result = Config::load(path, env).map_err(|e| e.to_string()).and_then(|mut cfg| {
-        adjust(&mut cfg);
-        shared.swap_config(cfg).map_err(|e| e.to_string())
-    });
+pub fn reload_now(
+    path: &PathBuf,
+    shared: &Shared,
+    adjust: &Adjust,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> bool {
+    let result = Config::load(path, env)
+        .map_err(|e| e.to_string())
+        .and_then(|mut cfg| {
+            adjust(&mut cfg);
+            shared.swap_config(cfg).map_err(|e| e.to_string())
+        });
     match result {
         Ok(()) => {
-            shared.metrics.config_reloads.with_label_values(&["ok"]).inc();
+            shared
+                .metrics
+                .config_reloads
+                .with_label_values(&["ok"])
+                .inc();
             tracing::info!(file = %path.display(), "config reloaded");
             true
         }
         Err(e) => {
-            shared.metrics.config_reloads.with_label_values(&["error"]).inc();
+            shared
+                .metrics
+                .config_reloads
+                .with_label_values(&["error"])
+                .inc();
             tracing::error!(file = %path.display(), error = %e, "config reload rejected; the previous config keeps serving");
             false
         }

@@ -3,158 +3,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers may fail loudly
 
+mod common;
+
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
+use common::{metric, parse_metrics, setup_named, sse_data, Env};
+use http::{Method, Request, StatusCode};
+use http_body_util::Full;
 use serde_json::Value;
 use tailor::config::Config;
-use tailor::metrics::Metrics;
-use tailor::mock::{self, MockServer};
-use tailor::server::{self, Running};
-
-struct Env {
-    mock: MockServer,
-    tailor: Running,
-    client: Client<HttpConnector, Full<Bytes>>,
-    config: Config,
-}
-
-struct Resp {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-impl Resp {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
-    }
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-    fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-    }
-}
-
-fn load_fixture(mock_url: &str) -> Config {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/proxy.yaml"
-    ))
-    .unwrap();
-    Config::from_yaml(&text.replace("MOCK_URL", mock_url), &|k| {
-        (k == "TAILOR_TEST_KEY").then(|| "sk-upstream-secret".to_owned())
-    })
-    .unwrap()
-}
 
 async fn setup() -> Env {
-    let mock = mock::start("127.0.0.1:0".parse().unwrap(), true)
-        .await
-        .unwrap();
-    let url = format!("http://{}", mock.addr);
-    let tailor = server::start(load_fixture(&url), Metrics::new().unwrap())
-        .await
-        .unwrap();
-    let client = Client::builder(TokioExecutor::new()).build_http();
-    Env {
-        mock,
-        tailor,
-        client,
-        config: load_fixture(&url),
-    }
-}
-
-impl Env {
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: impl Into<Bytes>,
-    ) -> Resp {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(format!("http://{}{path}", self.tailor.api_addr));
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let resp = self
-            .client
-            .request(req.body(Full::new(body.into())).unwrap())
-            .await
-            .unwrap();
-        let (parts, body) = resp.into_parts();
-        let body = body
-            .collect()
-            .await
-            .map(|c| c.to_bytes())
-            .unwrap_or_default();
-        Resp {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        }
-    }
-
-    async fn chat(&self, body: &str, headers: &[(&str, &str)]) -> Resp {
-        self.call(
-            Method::POST,
-            "/v1/chat/completions",
-            headers,
-            body.to_owned(),
-        )
-        .await
-    }
-
-    async fn metrics(&self) -> String {
-        let req = Request::get(format!("http://{}/metrics", self.tailor.admin_addr))
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        let resp = self.client.request(req).await.unwrap();
-        String::from_utf8(
-            resp.into_body()
-                .collect()
-                .await
-                .unwrap()
-                .to_bytes()
-                .to_vec(),
-        )
-        .unwrap()
-    }
-}
-
-/// Parses the exposition into `name{labels}` -> value (labels as Prometheus prints them, sorted).
-fn parse_metrics(text: &str) -> HashMap<String, f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter_map(|l| l.rsplit_once(' '))
-        .map(|(k, v)| (k.to_owned(), v.parse().unwrap()))
-        .collect()
-}
-
-fn metric(m: &HashMap<String, f64>, key: &str) -> f64 {
-    m.get(key).copied().unwrap_or(0.0)
-}
-
-/// The data payloads of an SSE body.
-fn sse_data(body: &str) -> Vec<String> {
-    body.split("\n\n")
-        .filter_map(|ev| {
-            ev.lines()
-                .find_map(|l| l.strip_prefix("data: "))
-                .map(str::to_owned)
-        })
-        .collect()
+    setup_named("proxy.yaml").await
 }
 
 #[tokio::test]

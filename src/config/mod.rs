@@ -290,8 +290,15 @@ impl Config {
     /// tailor refuses to hold upstream keys on a non-loopback address with no client keys, unless
     /// `server.allow_unauthenticated: true` says so. Checked at load and after CLI overrides.
     pub fn check_exposure(&self) -> Result<(), ConfigError> {
-        let holds_keys = self.upstreams.iter().any(|u| matches!(u.auth, Auth::Key { .. }));
-        if holds_keys && self.clients.is_empty() && !self.server.listen.ip().is_loopback() && !self.server.allow_unauthenticated {
+        let holds_keys = self
+            .upstreams
+            .iter()
+            .any(|u| matches!(u.auth, Auth::Key { .. }));
+        if holds_keys
+            && self.clients.is_empty()
+            && !self.server.listen.ip().is_loopback()
+            && !self.server.allow_unauthenticated
+        {
             return Err(invalid(
                 "clients",
                 format!(

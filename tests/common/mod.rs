@@ -1,0 +1,163 @@
+//! Shared by the integration tests: the simulator and tailor on 127.0.0.1:0, an HTTP client, and
+//! readers for `/metrics` and SSE bodies.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)] // test helpers may fail loudly
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+use tailor::config::Config;
+use tailor::metrics::Metrics;
+use tailor::mock::{self, MockServer};
+use tailor::server::{self, Running};
+
+/// The simulator's upstream key in the fixtures.
+pub const UPSTREAM_KEY: &str = "sk-upstream-secret";
+
+pub struct Env {
+    pub mock: MockServer,
+    pub tailor: Running,
+    pub client: Client<HttpConnector, Full<Bytes>>,
+    pub config: Config,
+}
+
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Resp {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+}
+
+/// Loads `tests/fixtures/{name}` with MOCK_URL replaced.
+pub fn load_fixture_named(name: &str, mock_url: &str) -> Config {
+    let text = std::fs::read_to_string(format!(
+        "{}/tests/fixtures/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    Config::from_yaml(&text.replace("MOCK_URL", mock_url), &|k| {
+        (k == "TAILOR_TEST_KEY").then(|| UPSTREAM_KEY.to_owned())
+    })
+    .unwrap()
+}
+
+/// The simulator plus tailor on the named fixture.
+pub async fn setup_named(name: &str) -> Env {
+    let mock = mock::start("127.0.0.1:0".parse().unwrap(), true)
+        .await
+        .unwrap();
+    let url = format!("http://{}", mock.addr);
+    let tailor = server::start(load_fixture_named(name, &url), Metrics::new().unwrap())
+        .await
+        .unwrap();
+    let client = Client::builder(TokioExecutor::new()).build_http();
+    Env {
+        mock,
+        tailor,
+        client,
+        config: load_fixture_named(name, &url),
+    }
+}
+
+impl Env {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Resp {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.tailor.api_addr));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = self
+            .client
+            .request(req.body(Full::new(body.into())).unwrap())
+            .await
+            .unwrap();
+        let (parts, body) = resp.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        Resp {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    }
+
+    pub async fn chat(&self, body: &str, headers: &[(&str, &str)]) -> Resp {
+        self.call(
+            Method::POST,
+            "/v1/chat/completions",
+            headers,
+            body.to_owned(),
+        )
+        .await
+    }
+
+    pub async fn metrics(&self) -> String {
+        let req = Request::get(format!("http://{}/metrics", self.tailor.admin_addr))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = self.client.request(req).await.unwrap();
+        String::from_utf8(
+            resp.into_body()
+                .collect()
+                .await
+                .unwrap()
+                .to_bytes()
+                .to_vec(),
+        )
+        .unwrap()
+    }
+}
+
+/// Parses the exposition into `name{labels}` -> value (labels as Prometheus prints them, sorted).
+pub fn parse_metrics(text: &str) -> HashMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.rsplit_once(' '))
+        .map(|(k, v)| (k.to_owned(), v.parse().unwrap()))
+        .collect()
+}
+
+pub fn metric(m: &HashMap<String, f64>, key: &str) -> f64 {
+    m.get(key).copied().unwrap_or(0.0)
+}
+
+/// The data payloads of an SSE body.
+pub fn sse_data(body: &str) -> Vec<String> {
+    body.split("\n\n")
+        .filter_map(|ev| {
+            ev.lines()
+                .find_map(|l| l.strip_prefix("data: "))
+                .map(str::to_owned)
+        })
+        .collect()
+}
