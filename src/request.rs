@@ -106,6 +106,45 @@ fn object_fields(json: &[u8]) -> Result<Vec<Field<'_>>, serde_json::Error> {
 #[derive(Deserialize)]
 struct KeyStr<'a>(#[serde(borrow)] Cow<'a, str>);
 
+/// Deepest nesting of arrays and objects tailor forwards (serde_json's own parse limit).
+pub const MAX_JSON_DEPTH: usize = 128;
+
+/// Rejects bodies nested deeper than [`MAX_JSON_DEPTH`]. Capturing raw values does not bound
+/// nesting, and an upstream (or a later parse) should never see a body that would exhaust its
+/// stack. String contents are skipped with memchr, so the cost is close to a memory scan.
+fn check_depth(body: &[u8]) -> Result<(), ProxyError> {
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < body.len() {
+        match body[i] {
+            b'"' => {
+                // skip the string: to the next unescaped quote
+                i += 1;
+                while let Some(p) = memchr::memchr2(b'"', b'\\', &body[i..]) {
+                    if body[i + p] == b'\\' {
+                        i += p + 2;
+                    } else {
+                        i += p;
+                        break;
+                    }
+                }
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_JSON_DEPTH {
+                    return Err(ProxyError::InvalidJson(format!(
+                        "JSON nesting deeper than {MAX_JSON_DEPTH} levels"
+                    )));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
 /// Byte range of `raw` inside `body` (raw values borrow from the body).
 fn span_in(body: &[u8], raw: &RawValue) -> Range<usize> {
     let start = raw.get().as_ptr() as usize - body.as_ptr() as usize;
@@ -163,6 +202,7 @@ fn is_null(v: &RawValue) -> bool {
 impl<'a> RequestView<'a> {
     /// Parses the body of a request to `endpoint`. Fails with the error OpenAI would give.
     pub fn parse(body: &'a [u8], endpoint: Endpoint) -> Result<RequestView<'a>, ProxyError> {
+        check_depth(body)?;
         let fields = object_fields(body).map_err(|e| ProxyError::InvalidJson(e.to_string()))?;
         let mut model = None;
         let mut stream = None;
@@ -529,6 +569,27 @@ mod tests {
         assert!(RequestView::parse(br#"{"model":"e","input":"x"}"#, Endpoint::Embeddings).is_ok());
         assert!(RequestView::parse(br#"{"model":"e"}"#, Endpoint::Embeddings).is_err());
         assert!(RequestView::parse(br#"{"model":"r"}"#, Endpoint::Responses).is_ok());
+    }
+
+    #[test]
+    fn nesting_depth_is_bounded_outside_strings_only() {
+        let deep = |n: usize| {
+            format!(
+                r#"{{"model":"m","messages":[],"x":{}{}}}"#,
+                "[".repeat(n),
+                "]".repeat(n)
+            )
+        };
+        assert!(RequestView::parse(deep(MAX_JSON_DEPTH - 2).as_bytes(), Endpoint::Chat).is_ok());
+        let e = RequestView::parse(deep(MAX_JSON_DEPTH).as_bytes(), Endpoint::Chat)
+            .err()
+            .unwrap();
+        assert_eq!(e.kind(), "invalid_json");
+        let brackets_in_text = format!(
+            r#"{{"model":"m","messages":[{{"role":"user","content":"{}\"[{{"}}]}}"#,
+            "[{".repeat(500)
+        );
+        assert!(RequestView::parse(brackets_in_text.as_bytes(), Endpoint::Chat).is_ok());
     }
 
     #[test]

@@ -18,6 +18,8 @@ use tailor::server::{self, Running};
 
 /// The simulator's upstream key in the fixtures.
 pub const UPSTREAM_KEY: &str = "sk-upstream-secret";
+/// team-b's client key in tests/fixtures/security.yaml (read from TAILOR_TEST_CLIENT_KEY).
+pub const CLIENT_B_KEY: &str = "tk-team-b-5e4d3c2b";
 
 pub struct Env {
     pub mock: MockServer,
@@ -55,8 +57,10 @@ pub fn load_fixture_named(name: &str, mock_url: &str) -> Config {
         env!("CARGO_MANIFEST_DIR")
     ))
     .unwrap();
-    Config::from_yaml(&text.replace("MOCK_URL", mock_url), &|k| {
-        (k == "TAILOR_TEST_KEY").then(|| UPSTREAM_KEY.to_owned())
+    Config::from_yaml(&text.replace("MOCK_URL", mock_url), &|k| match k {
+        "TAILOR_TEST_KEY" => Some(UPSTREAM_KEY.to_owned()),
+        "TAILOR_TEST_CLIENT_KEY" => Some(CLIENT_B_KEY.to_owned()),
+        _ => None,
     })
     .unwrap()
 }

@@ -1,0 +1,304 @@
+//! Who gets in: client keys, upstream destinations fixed by config, no redirects, limits, and
+//! bounded metric labels (tests/fixtures/security.yaml).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers may fail loudly
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::{metric, parse_metrics, setup_named, Env, CLIENT_B_KEY, UPSTREAM_KEY};
+use http::{Method, StatusCode};
+
+const KEY_A: &str = "Bearer tk-team-a-0f9e8d7c";
+
+async fn setup() -> Env {
+    setup_named("security.yaml").await
+}
+
+const BODY: &str = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#;
+
+#[tokio::test]
+async fn client_keys_are_required_and_name_the_client_in_metrics() {
+    let env = setup().await;
+    let b_key = format!("Bearer {CLIENT_B_KEY}");
+    for auth in [
+        None,
+        Some("Bearer nope"),
+        Some("tk-team-a-0f9e8d7c"),
+        Some("Bearer tk-team-a-0f9e8d7"),
+        Some("Basic eDp5"),
+    ] {
+        let headers: Vec<(&str, &str)> = auth.map(|a| ("authorization", a)).into_iter().collect();
+        let r = env.chat(BODY, &headers).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{auth:?}");
+        assert_eq!(r.json()["error"]["code"], "invalid_api_key");
+        assert_eq!(r.json()["error"]["type"], "invalid_request_error");
+        let models = env.call(Method::GET, "/v1/models", &headers, "").await;
+        assert_eq!(models.status, StatusCode::UNAUTHORIZED);
+    }
+    assert!(
+        env.mock.received().is_empty(),
+        "nothing reached the upstream"
+    );
+    assert_eq!(
+        env.chat(BODY, &[("authorization", KEY_A)]).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        env.chat(BODY, &[("authorization", &b_key)]).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        env.chat(BODY, &[("authorization", &b_key)]).await.status,
+        StatusCode::OK
+    );
+    let m = parse_metrics(&env.metrics().await);
+    let req = |c: &str| {
+        metric(&m, &format!("tailor_requests_total{{client=\"{c}\",code=\"200\",model=\"gpt-4o\",outcome=\"ok\",route=\"main\"}}"))
+    };
+    assert_eq!((req("team-a"), req("team-b")), (1.0, 2.0));
+    assert!(
+        metric(
+            &m,
+            "tailor_cost_usd_total{client=\"team-b\",model=\"gpt-4o\",route=\"main\"}"
+        ) > 0.0
+    );
+    assert!(metric(&m, "tailor_tokens_total{client=\"team-a\",model=\"gpt-4o\",route=\"main\",type=\"output\"}") > 0.0);
+    assert_eq!(
+        metric(
+            &m,
+            "tailor_rejected_requests_total{reason=\"unauthorized\"}"
+        ),
+        10.0
+    );
+}
+
+#[tokio::test]
+async fn nothing_in_a_request_changes_where_it_goes_or_which_key_it_carries() {
+    let env = setup().await;
+    let body = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],
+        "api_base":"http://127.0.0.1:9/v1","base_url":"http://127.0.0.1:9","api_key":"sk-attacker",
+        "extra_body":{"api_base":"http://127.0.0.1:9","azure_endpoint":"http://127.0.0.1:9"},
+        "metadata":{"api_base":"http://127.0.0.1:9"}}"#;
+    let r = env
+        .chat(
+            body,
+            &[
+                ("authorization", KEY_A),
+                ("host", "127.0.0.1:9"),
+                ("x-forwarded-host", "127.0.0.1:9"),
+                ("api-key", "sk-attacker"),
+                ("x-api-base", "http://127.0.0.1:9"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let got = env.mock.received();
+    assert_eq!(got.len(), 1, "the request reached the configured upstream");
+    assert_eq!(
+        got[0].headers["authorization"],
+        format!("Bearer {UPSTREAM_KEY}").as_str()
+    );
+    assert!(
+        !got[0].headers.contains_key("api-key"),
+        "the caller's api-key header is not forwarded"
+    );
+    assert!(
+        String::from_utf8_lossy(&got[0].body).contains("sk-attacker"),
+        "the body itself is forwarded as sent (OpenAI rejects or ignores such fields)"
+    );
+}
+
+#[tokio::test]
+async fn upstream_redirects_are_not_followed() {
+    let env = setup().await;
+    let r = env
+        .chat(BODY, &[("authorization", KEY_A), ("x-mock-status", "307")])
+        .await;
+    assert_eq!(r.status, StatusCode::TEMPORARY_REDIRECT);
+    assert_eq!(env.mock.received().len(), 1);
+}
+
+#[tokio::test]
+async fn limits_give_openai_errors() {
+    let env = setup().await;
+    // header count and size: 431
+    let many: Vec<(String, String)> = (0..41)
+        .map(|i| (format!("x-h{i}"), "v".to_owned()))
+        .collect();
+    let many: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let r = env.chat(BODY, &many).await;
+    assert_eq!(r.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    assert_eq!(r.json()["error"]["code"], "request_header_fields_too_large");
+    let big = "x".repeat(9000);
+    assert_eq!(
+        env.chat(BODY, &[("authorization", KEY_A), ("x-big", &big)])
+            .await
+            .status,
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+    );
+    // nesting: 400, no stack overflow
+    let deep = format!(
+        r#"{{"model":"gpt-4o","messages":[{{"role":"user","content":"x"}}],"x":{}{}}}"#,
+        "[".repeat(20_000),
+        "]".repeat(20_000)
+    );
+    let r = env.chat(&deep, &[("authorization", KEY_A)]).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("nesting deeper than"),
+        "{}",
+        r.text()
+    );
+    // body size: 413
+    let huge = format!(
+        r#"{{"model":"gpt-4o","messages":[{{"role":"user","content":"{}"}}]}}"#,
+        "x".repeat(70_000)
+    );
+    assert_eq!(
+        env.chat(&huge, &[("authorization", KEY_A)]).await.status,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+    assert_eq!(
+        env.chat(BODY, &[("authorization", KEY_A)]).await.status,
+        StatusCode::OK,
+        "still serving"
+    );
+}
+
+/// Reads until the server closes the connection; returns how long that took.
+fn closed_within(s: &mut TcpStream, limit: Duration) -> Option<Duration> {
+    let t = Instant::now();
+    s.set_read_timeout(Some(limit)).unwrap();
+    let mut buf = [0u8; 1024];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return Some(t.elapsed()),
+            Ok(_) => continue, // e.g. a 408 before the close
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Some(t.elapsed()),
+            Err(_) => return None,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slowloris_and_connection_limits() {
+    let env = setup().await;
+    let addr = env.tailor.api_addr;
+    let result = tokio::task::spawn_blocking(move || {
+        // headers trickling in: closed after header_read_timeout (1 s)
+        let mut slow = TcpStream::connect(addr).unwrap();
+        slow.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
+            .unwrap();
+        let slow_closed = closed_within(&mut slow, Duration::from_secs(4));
+        // max_connections: 16 open, the 17th is closed at once
+        let mut open: Vec<TcpStream> = (0..16).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        std::thread::sleep(Duration::from_millis(200));
+        let mut extra = TcpStream::connect(addr).unwrap();
+        let extra_closed = closed_within(&mut extra, Duration::from_millis(900));
+        open.clear();
+        (slow_closed, extra_closed)
+    })
+    .await
+    .unwrap();
+    let slow = result.0.expect("slowloris connection was not closed");
+    assert!(
+        slow >= Duration::from_millis(900) && slow < Duration::from_secs(3),
+        "{slow:?}"
+    );
+    assert!(
+        result.1.is_some(),
+        "the connection over the limit stayed open"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        env.chat(BODY, &[("authorization", KEY_A)]).await.status,
+        StatusCode::OK,
+        "serving again"
+    );
+}
+
+#[tokio::test]
+async fn ten_thousand_random_requests_add_no_series() {
+    let env = setup().await;
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut rnd = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        format!("{x:016x}")
+    };
+    let series = |text: &str| {
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| l.rsplit_once(' ').unwrap().0.to_owned())
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    let mut round = |n: usize| {
+        let reqs: Vec<(String, String, String, String)> =
+            (0..n).map(|_| (rnd(), rnd(), rnd(), rnd())).collect();
+        reqs
+    };
+    // one warm-up round creates every series these kinds of request can create
+    for (i, (model, user, hv, path)) in round(6).into_iter().enumerate() {
+        send_random(&env, i, &model, &user, &hv, &path).await;
+    }
+    let before = series(&env.metrics().await);
+    for (i, (model, user, hv, path)) in round(10_000).into_iter().enumerate() {
+        send_random(&env, i, &model, &user, &hv, &path).await;
+    }
+    let after = series(&env.metrics().await);
+    let added: Vec<_> = after.difference(&before).collect();
+    assert!(added.is_empty(), "new series: {added:?}");
+    let m = parse_metrics(&env.metrics().await);
+    assert!(metric(&m, "tailor_unrouted_requests_total") > 3000.0);
+}
+
+async fn send_random(env: &Env, i: usize, model: &str, user: &str, hv: &str, path: &str) {
+    let body = format!(
+        r#"{{"model":"{model}","user":"{user}","messages":[{{"role":"user","content":"x"}}]}}"#
+    );
+    let routed = format!(
+        r#"{{"model":"gpt-4o","user":"{user}","messages":[{{"role":"user","content":"x"}}]}}"#
+    );
+    let r = match i % 3 {
+        0 => {
+            env.chat(
+                &body,
+                &[
+                    ("authorization", KEY_A),
+                    ("x-team", hv),
+                    ("x-session-id", hv),
+                ],
+            )
+            .await
+        }
+        1 => {
+            env.chat(
+                &routed,
+                &[
+                    ("authorization", KEY_A),
+                    ("x-team", hv),
+                    ("x-mock-words", "1"),
+                ],
+            )
+            .await
+        }
+        _ => {
+            env.call(
+                Method::POST,
+                &format!("/v1/{path}"),
+                &[("authorization", KEY_A)],
+                "{}",
+            )
+            .await
+        }
+    };
+    assert!(matches!(r.status.as_u16(), 200 | 404), "{}", r.status);
+}
