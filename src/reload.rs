@@ -6,7 +6,7 @@
 //! Listen addresses, `server.max_concurrency` and the connection limits are bound at start-up and
 //! do not change on reload.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -22,7 +22,7 @@ pub const POLL_EVERY: Duration = Duration::from_secs(1);
 
 /// Loads, adjusts, validates and swaps; returns whether it took.
 pub fn reload_now(
-    path: &PathBuf,
+    path: &Path,
     shared: &Shared,
     adjust: &Adjust,
     env: &dyn Fn(&str) -> Option<String>,
@@ -55,7 +55,7 @@ pub fn reload_now(
     }
 }
 
-fn modified(path: &PathBuf) -> Option<SystemTime> {
+fn modified(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
