@@ -20,7 +20,9 @@ const WRONG: &str = "tk-canary-WRONG-0c9d8e7f";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn no_key_ever_appears_in_logs_metrics_errors_or_health() {
-    let mock = tailor::mock::start("127.0.0.1:0".parse().unwrap(), false).await.unwrap();
+    let mock = tailor::mock::start("127.0.0.1:0".parse().unwrap(), false)
+        .await
+        .unwrap();
     let dir = std::env::temp_dir().join(format!("tailor-canary-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = dir.join("routes.yaml");
@@ -42,7 +44,15 @@ routes: [{{ name: main, split: [{{ model: gpt-4o }}] }}]
     .unwrap();
     let log = dir.join("stderr.log");
     let mut child = Command::new(env!("CARGO_BIN_EXE_tailor"))
-        .args(["--log", "trace", "--log-format", "json", "serve", "--config", cfg.to_str().unwrap()])
+        .args([
+            "--log",
+            "trace",
+            "--log-format",
+            "json",
+            "serve",
+            "--config",
+            cfg.to_str().unwrap(),
+        ])
         .env("TAILOR_CANARY_UPSTREAM", UPSTREAM)
         .env("TAILOR_CANARY_CLIENT", CLIENT)
         .stdout(Stdio::piped())
@@ -50,10 +60,23 @@ routes: [{{ name: main, split: [{{ model: gpt-4o }}] }}]
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     // "tailor listening on http://ADDR/v1 (admin: http://ADDR)"
-    let api = line.split_whitespace().nth(3).unwrap().trim_end_matches("/v1").to_owned();
-    let admin = line.rsplit("admin: ").next().unwrap().trim().trim_end_matches(')').to_owned();
+    let api = line
+        .split_whitespace()
+        .nth(3)
+        .unwrap()
+        .trim_end_matches("/v1")
+        .to_owned();
+    let admin = line
+        .rsplit("admin: ")
+        .next()
+        .unwrap()
+        .trim()
+        .trim_end_matches(')')
+        .to_owned();
 
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let mut seen = String::new();
@@ -62,45 +85,106 @@ routes: [{{ name: main, split: [{{ model: gpt-4o }}] }}]
     let chat = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#;
     let stream = r#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
     let cases: Vec<(&str, &str, &str, Vec<(&str, &str)>)> = vec![
-        ("POST", "/v1/chat/completions", chat, vec![("authorization", &good)]),
-        ("POST", "/v1/chat/completions", stream, vec![("authorization", &good)]),
-        ("POST", "/v1/chat/completions", chat, vec![("authorization", &wrong)]),
+        (
+            "POST",
+            "/v1/chat/completions",
+            chat,
+            vec![("authorization", &good)],
+        ),
+        (
+            "POST",
+            "/v1/chat/completions",
+            stream,
+            vec![("authorization", &good)],
+        ),
+        (
+            "POST",
+            "/v1/chat/completions",
+            chat,
+            vec![("authorization", &wrong)],
+        ),
         ("POST", "/v1/chat/completions", chat, vec![]),
-        ("POST", "/v1/chat/completions", chat, vec![("authorization", &good), ("x-mock-status", "401")]),
-        ("POST", "/v1/chat/completions", chat, vec![("authorization", &good), ("x-mock-status", "500")]),
-        ("POST", "/v1/chat/completions", stream, vec![("authorization", &good), ("x-mock-fail-after", "2")]),
-        ("POST", "/v1/chat/completions", "{not json", vec![("authorization", &good)]),
+        (
+            "POST",
+            "/v1/chat/completions",
+            chat,
+            vec![("authorization", &good), ("x-mock-status", "401")],
+        ),
+        (
+            "POST",
+            "/v1/chat/completions",
+            chat,
+            vec![("authorization", &good), ("x-mock-status", "500")],
+        ),
+        (
+            "POST",
+            "/v1/chat/completions",
+            stream,
+            vec![("authorization", &good), ("x-mock-fail-after", "2")],
+        ),
+        (
+            "POST",
+            "/v1/chat/completions",
+            "{not json",
+            vec![("authorization", &good)],
+        ),
         ("GET", "/v1/models", "", vec![("authorization", &good)]),
         ("GET", "/metrics", "", vec![]),
         ("GET", "/healthz", "", vec![]),
         ("GET", "/readyz", "", vec![]),
     ];
     for (method, path, body, headers) in cases {
-        let base = if path.starts_with("/v1") { &api } else { &admin };
-        let mut req = Request::builder().method(method).uri(format!("{base}{path}"));
+        let base = if path.starts_with("/v1") {
+            &api
+        } else {
+            &admin
+        };
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("{base}{path}"));
         for (k, v) in headers {
             req = req.header(k, v);
         }
-        let resp = client.request(req.body(Full::new(Bytes::from(body.to_owned()))).unwrap()).await.unwrap();
+        let resp = client
+            .request(req.body(Full::new(Bytes::from(body.to_owned()))).unwrap())
+            .await
+            .unwrap();
         seen.push_str(&format!("{} {:?}\n", resp.status(), resp.headers()));
-        let bytes = resp.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
         seen.push_str(&String::from_utf8_lossy(&bytes));
     }
-    assert!(seen.contains("tailor_requests_total"), "the scrape was captured");
+    assert!(
+        seen.contains("tailor_requests_total"),
+        "the scrape was captured"
+    );
 
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let exit = child.wait().unwrap();
     assert!(exit.success(), "SIGTERM: drain and exit 0, got {exit:?}");
 
     let logs = std::fs::read_to_string(&log).unwrap();
-    assert!(logs.contains("\"target\":\"tailor::access\""), "trace logs were captured");
+    assert!(
+        logs.contains("\"target\":\"tailor::access\""),
+        "trace logs were captured"
+    );
     assert!(logs.lines().count() > 20);
     for secret in [UPSTREAM, CLIENT, WRONG] {
         assert!(!logs.contains(secret), "{secret} in the logs");
         assert!(!seen.contains(secret), "{secret} in a response");
         // nor a recognisable part of it
-        assert!(!logs.contains(&secret[10..22]) && !seen.contains(&secret[10..22]), "part of {secret} leaked");
+        assert!(
+            !logs.contains(&secret[10..22]) && !seen.contains(&secret[10..22]),
+            "part of {secret} leaked"
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

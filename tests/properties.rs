@@ -20,7 +20,9 @@ fn stream(texts: &[String], usage: (u32, u32, u32), crlf: bool) -> String {
     }
     let (p, c, o) = usage;
     let u = serde_json::json!({"choices":[],"usage":{"prompt_tokens":p + c,"completion_tokens":o,"prompt_tokens_details":{"cached_tokens":c}}});
-    s.push_str(&format!(": keep-alive comment{nl}{nl}data: {u}{nl}{nl}data: [DONE]{nl}{nl}"));
+    s.push_str(&format!(
+        ": keep-alive comment{nl}{nl}data: {u}{nl}{nl}data: [DONE]{nl}{nl}"
+    ));
     s
 }
 

@@ -528,14 +528,25 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
         cooldown: dur(raw.health.cooldown, 30),
     };
     if !clients.is_empty() {
-        if let Some(u) = upstreams.iter().find(|u| matches!(u.auth, Auth::Passthrough)) {
+        if let Some(u) = upstreams
+            .iter()
+            .find(|u| matches!(u.auth, Auth::Passthrough))
+        {
             return Err(invalid(
                 format!("upstreams.{}.auth", u.name),
                 "passthrough forwards the caller's Authorization, which with `clients:` is a tailor key: not both",
             ));
         }
     }
-    let cfg = Config { server, upstreams, models, routes, listed_models: listed, clients, health };
+    let cfg = Config {
+        server,
+        upstreams,
+        models,
+        routes,
+        listed_models: listed,
+        clients,
+        health,
+    };
     cfg.check_exposure()?;
     Ok(cfg)
 }
@@ -919,29 +930,78 @@ routes:
         let open = format!("{BASE}\nserver: {{ listen: \"0.0.0.0:8080\" }}\n");
         let e = Config::from_yaml(&open, &with_key).unwrap_err().to_string();
         assert!(e.starts_with("clients: required"), "{e}");
-        let allowed = open.replace("listen: \"0.0.0.0:8080\"", "listen: \"0.0.0.0:8080\", allow_unauthenticated: true");
+        let allowed = open.replace(
+            "listen: \"0.0.0.0:8080\"",
+            "listen: \"0.0.0.0:8080\", allow_unauthenticated: true",
+        );
         assert!(Config::from_yaml(&allowed, &with_key).is_ok());
-        let with_clients = format!("{open}clients: [{{ name: a, key_env: CK }}, {{ name: b, key_sha256: {} }}]\n", "ab".repeat(32));
+        let with_clients = format!(
+            "{open}clients: [{{ name: a, key_env: CK }}, {{ name: b, key_sha256: {} }}]\n",
+            "ab".repeat(32)
+        );
         let c = Config::from_yaml(&with_clients, &with_key).unwrap();
         assert_eq!(c.clients.len(), 2);
-        assert!(!format!("{:?}", c.clients).contains("ab"), "hashes stay out of Debug output");
+        assert!(
+            !format!("{:?}", c.clients).contains("ab"),
+            "hashes stay out of Debug output"
+        );
         let cases = [
-            (format!("{BASE}clients: [{{ name: a, key_env: UNSET }}]\n"), "clients[0].key_env"),
-            (format!("{BASE}clients: [{{ name: a, key_sha256: xyz }}]\n"), "clients[0].key_sha256"),
+            (
+                format!("{BASE}clients: [{{ name: a, key_env: UNSET }}]\n"),
+                "clients[0].key_env",
+            ),
+            (
+                format!("{BASE}clients: [{{ name: a, key_sha256: xyz }}]\n"),
+                "clients[0].key_sha256",
+            ),
             (format!("{BASE}clients: [{{ name: a }}]\n"), "clients[0]"),
-            (format!("{BASE}clients: [{{ name: a, key_env: CK }}, {{ name: a, key_env: K }}]\n"), "clients[1].name"),
-            (format!("{BASE}clients: [{{ name: a, key_env: CK }}]\n").replace("api_key_env: K", "auth: passthrough"), "upstreams.openai.auth"),
-            (BASE.replace("api_key_env: K", "api_key_env: K, timeouts: { idle: soon }"), "upstreams.openai.timeouts.idle"),
-            (BASE.replace("api_key_env: K", "api_key_env: K, retries: { maxx: 1 }"), "upstreams.openai.retries.maxx"),
-            (format!("{BASE}health: {{ failures: 0 }}\n"), "health.failures"),
+            (
+                format!("{BASE}clients: [{{ name: a, key_env: CK }}, {{ name: a, key_env: K }}]\n"),
+                "clients[1].name",
+            ),
+            (
+                format!("{BASE}clients: [{{ name: a, key_env: CK }}]\n")
+                    .replace("api_key_env: K", "auth: passthrough"),
+                "upstreams.openai.auth",
+            ),
+            (
+                BASE.replace("api_key_env: K", "api_key_env: K, timeouts: { idle: soon }"),
+                "upstreams.openai.timeouts.idle",
+            ),
+            (
+                BASE.replace("api_key_env: K", "api_key_env: K, retries: { maxx: 1 }"),
+                "upstreams.openai.retries.maxx",
+            ),
+            (
+                format!("{BASE}health: {{ failures: 0 }}\n"),
+                "health.failures",
+            ),
         ];
         for (yaml, path) in cases {
             let e = Config::from_yaml(&yaml, &with_key).unwrap_err().to_string();
-            assert!(e.starts_with(&format!("{path}:")), "expected {path}, got: {e}");
+            assert!(
+                e.starts_with(&format!("{path}:")),
+                "expected {path}, got: {e}"
+            );
         }
-        let t = Config::from_yaml(&BASE.replace("api_key_env: K", "api_key_env: K, timeouts: { idle: 250ms, total: 2m, headers: 1.5 }"), &with_key).unwrap();
+        let t = Config::from_yaml(
+            &BASE.replace(
+                "api_key_env: K",
+                "api_key_env: K, timeouts: { idle: 250ms, total: 2m, headers: 1.5 }",
+            ),
+            &with_key,
+        )
+        .unwrap();
         let t = t.upstreams[0].timeouts;
-        assert_eq!((t.idle.as_millis(), t.total.as_secs(), t.headers.as_millis(), t.connect.as_secs()), (250, 120, 1500, 10));
+        assert_eq!(
+            (
+                t.idle.as_millis(),
+                t.total.as_secs(),
+                t.headers.as_millis(),
+                t.connect.as_secs()
+            ),
+            (250, 120, 1500, 10)
+        );
     }
 
     #[test]

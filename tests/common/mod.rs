@@ -67,7 +67,12 @@ pub fn load_fixture_named(name: &str, mock_url: &str) -> Config {
 
 /// The simulator plus tailor on the named fixture.
 pub async fn setup_named(name: &str) -> Env {
-    let mock = mock::start("127.0.0.1:0".parse().unwrap(), true)
+    setup_with(name, true).await
+}
+
+/// As [`setup_named`]; `record`: the simulator keeps the requests it received.
+pub async fn setup_with(name: &str, record: bool) -> Env {
+    let mock = mock::start("127.0.0.1:0".parse().unwrap(), record)
         .await
         .unwrap();
     let url = format!("http://{}", mock.addr);
