@@ -144,7 +144,7 @@ proptest! {
         ];
         let base = "server:\n  listen: 127.0.0.1:8080\nupstreams:\n  openai:\n    url: http://127.0.0.1:1/v1\nmodels:\n  gpt-4o:\n    upstream: openai\n    id: gpt-4o-2024-08-06\nroutes:\n  - name: default\n    split: [{ model: gpt-4o }]\n";
         let (anchor, path) = places[place];
-        let indent = if anchor.starts_with("  -") { "    " } else if anchor.starts_with("  ") { "    " } else { "  " };
+        let indent = if anchor.starts_with("  ") { "    " } else { "  " };
         let yaml = base.replacen(anchor, &format!("{anchor}{indent}{key}: 1\n"), 1);
         let e = Config::from_yaml(&yaml, &|_| None).unwrap_err().to_string();
         let expected = format!("{path}.{key}:");
