@@ -18,6 +18,9 @@ const UPSTREAM: &str = "sk-canary-UPSTREAM-7f3a9c2d";
 const CLIENT: &str = "tk-canary-CLIENT-51b2e8aa";
 const WRONG: &str = "tk-canary-WRONG-0c9d8e7f";
 
+/// (method, path, body, headers)
+type Case<'a> = (&'a str, &'a str, &'a str, Vec<(&'a str, &'a str)>);
+
 #[tokio::test(flavor = "multi_thread")]
 async fn no_key_ever_appears_in_logs_metrics_errors_or_health() {
     let mock = tailor::mock::start("127.0.0.1:0".parse().unwrap(), false)
@@ -84,7 +87,7 @@ routes: [{{ name: main, split: [{{ model: gpt-4o }}] }}]
     let wrong = format!("Bearer {WRONG}");
     let chat = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#;
     let stream = r#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
-    let cases: Vec<(&str, &str, &str, Vec<(&str, &str)>)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "POST",
             "/v1/chat/completions",
