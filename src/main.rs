@@ -14,6 +14,14 @@ use tailor::reload::Adjust;
 use tailor::request::{Endpoint, RequestView};
 use tailor::{classify, mock, server};
 
+/// `println!` that ignores a closed stdout (`tailor check | head` must not panic).
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
 #[derive(Parser)]
 #[command(
     name = "tailor",
@@ -204,7 +212,7 @@ fn main() -> Result<()> {
         }),
         Cmd::MockUpstream { listen } => runtime()?.block_on(async move {
             let sim = mock::start(listen, false).await?;
-            println!("simulated OpenAI listening on http://{}/v1", sim.addr);
+            out!("simulated OpenAI listening on http://{}/v1", sim.addr);
             server::shutdown_signal().await;
             Ok(())
         }),
@@ -245,10 +253,10 @@ async fn serve(
     let (api, admin) = (running.api_addr, running.admin_addr);
     let watcher = tokio::spawn(tailor::reload::watch(path, running.shared.clone(), adjust));
     // one line on stdout that scripts can wait for
-    println!("tailor listening on http://{api}/v1 (admin: http://{admin})");
+    out!("tailor listening on http://{api}/v1 (admin: http://{admin})");
     tracing::info!(%api, %admin, "tailor started");
     if let Some(sim) = demo_upstream {
-        println!(
+        out!(
             r#"
 Demo: every upstream points at the simulated OpenAI on http://{sim}/v1 (no API key needed).
 
@@ -281,12 +289,12 @@ fn usd(micro_per_m: u64) -> String {
 
 fn check(path: &Path) -> Result<()> {
     let cfg = load(path)?;
-    println!("{}: OK", path.display());
-    println!(
+    out!("{}: OK", path.display());
+    out!(
         "\nserver: listen {}  admin {}  max_body_bytes {}",
         cfg.server.listen, cfg.server.admin_listen, cfg.server.max_body_bytes
     );
-    println!("\nupstreams:");
+    out!("\nupstreams:");
     for u in &cfg.upstreams {
         let auth = match &u.auth {
             Auth::Key { env, key: Some(_) } => format!("key from ${env} (set)"),
@@ -303,15 +311,15 @@ fn check(path: &Path) -> Result<()> {
                 u.api_version.as_deref().unwrap_or("")
             ),
         };
-        println!("  {:<14} {:<36} {kind}; {auth}", u.name, u.url);
+        out!("  {:<14} {:<36} {kind}; {auth}", u.name, u.url);
     }
-    println!("\nmodels (USD per 1M tokens: input / cached input / output):");
+    out!("\nmodels (USD per 1M tokens: input / cached input / output):");
     for m in &cfg.models {
         let src = match &m.price_source {
             PriceSource::Config => "price from config".to_owned(),
             PriceSource::Table { key, as_of } => format!("built-in `{key}` as of {as_of}"),
         };
-        println!(
+        out!(
             "  {:<14} {:<44} on {:<12} {} / {} / {}  ({src})",
             m.name,
             m.id,
@@ -321,7 +329,7 @@ fn check(path: &Path) -> Result<()> {
             usd(m.price.output)
         );
     }
-    println!("\nroutes (first match wins):");
+    out!("\nroutes (first match wins):");
     for (i, r) in cfg.routes.iter().enumerate() {
         let arms: Vec<String> = r
             .arms
@@ -344,13 +352,13 @@ fn check(path: &Path) -> Result<()> {
             Sticky::User => "user".to_owned(),
             Sticky::Header(h) => format!("header:{h}"),
         };
-        println!(
+        out!(
             "  {i}. {:<14} -> {}  sticky: {sticky}  fallback: [{}]",
             r.name,
             arms.join(", "),
             fb.join(", ")
         );
-        println!("     match: {}", describe_match(&r.matcher));
+        out!("     match: {}", describe_match(&r.matcher));
     }
     Ok(())
 }
@@ -417,12 +425,12 @@ fn route(path: &Path, endpoint: Endpoint, headers: &[String], draw: u64) -> Resu
     for (i, v) in ex.verdicts.iter().enumerate() {
         let r = &cfg.routes[i];
         match v {
-            Ok(()) => println!(
+            Ok(()) => out!(
                 "route {:<14} matches ({})",
                 r.name,
                 describe_match(&r.matcher)
             ),
-            Err(c) => println!("route {:<14} skipped: {}", r.name, c.describe(&r.matcher)),
+            Err(c) => out!("route {:<14} skipped: {}", r.name, c.describe(&r.matcher)),
         }
     }
     match ex.decision {
@@ -434,7 +442,7 @@ fn route(path: &Path, endpoint: Endpoint, headers: &[String], draw: u64) -> Resu
                 .iter()
                 .map(|i| cfg.models[*i].name.as_str())
                 .collect();
-            println!(
+            out!(
                 "\ndecision: route={} model={} (upstream id {}) by {}; fallback: [{}]",
                 r.name,
                 m.name,
