@@ -292,7 +292,9 @@ fn check(path: &Path) -> Result<()> {
     out!("{}: OK", path.display());
     out!(
         "\nserver: listen {}  admin {}  max_body_bytes {}",
-        cfg.server.listen, cfg.server.admin_listen, cfg.server.max_body_bytes
+        cfg.server.listen,
+        cfg.server.admin_listen,
+        cfg.server.max_body_bytes
     );
     out!("\nupstreams:");
     for u in &cfg.upstreams {

@@ -615,7 +615,10 @@ impl Attempt<'_> {
                 tries += 1;
             };
             match tried {
-                Tried::Success(resp) => return self.stream_back(resp, meter, mi, deadline),
+                Tried::Success(resp) => {
+                    self.live.health[mi].success();
+                    return self.stream_back(resp, meter, mi, deadline);
+                }
                 Tried::Answer(p, body) => {
                     let moves_on = forward::should_fall_back(p.status, &body);
                     let reason = answer_reason(p.status);

@@ -115,6 +115,12 @@ impl RequestMeter {
         &self.request_id
     }
 
+    /// A stream that had started broke: that counts against the model's health (failures
+    /// before the first byte are counted by the forwarder, try by try).
+    fn stream_failed(&self) {
+        self.health.failure();
+    }
+
     /// When the request arrived.
     pub fn started(&self) -> Instant {
         self.started
@@ -159,13 +165,6 @@ impl RequestMeter {
         let cost = self.price.cost_pico(&u);
         if usage.is_some() {
             m.record_usage(&u, cost);
-        }
-        match outcome {
-            Outcome::UpstreamError => {
-                self.health.failure();
-            }
-            Outcome::Ok if status.is_success() => self.health.success(),
-            _ => {}
         }
         m.record_request(status, outcome.as_str());
         let elapsed = self.started.elapsed();
@@ -314,6 +313,7 @@ impl<B> MeteredBody<B> {
             if !s.complete() {
                 // closed without its end marker: a truncated stream must not look complete
                 self.meter.meter().upstream_error("stream");
+                self.meter.stream_failed();
                 outcome = Outcome::UpstreamError;
                 self.tail = Some(with_error_event(
                     rest,
@@ -332,6 +332,7 @@ impl<B> MeteredBody<B> {
         self.ended = true;
         if outcome == Outcome::UpstreamError {
             self.meter.meter().upstream_error(kind);
+            self.meter.stream_failed();
         }
         tracing::debug!(
             request_id = self.meter.request_id(),

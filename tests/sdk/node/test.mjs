@@ -9,11 +9,17 @@ const client = new OpenAI({ baseURL: BASE, apiKey: 'sk-client-key', maxRetries: 
 const messages = [{ role: 'user', content: 'Hello from the Node SDK' }];
 const tools = [{ type: 'function', function: { name: 'lookup_order', parameters: { type: 'object', properties: { query: { type: 'string' } } } } }];
 
+// Sum of the series of `name` whose labels include `labels`.
 async function counter(name, labels) {
   const text = await (await fetch(`${ADMIN}/metrics`)).text();
-  const want = Object.keys(labels).sort().map((k) => `${k}="${labels[k]}"`).join(',');
-  const line = text.split('\n').find((l) => l.startsWith(`${name}{${want}} `));
-  return line ? Number(line.split(' ').pop()) : 0;
+  let total = 0;
+  for (const line of text.split('\n')) {
+    if (line.startsWith('#') || !line.startsWith(name + '{')) continue;
+    const [series, value] = [line.slice(0, line.lastIndexOf(' ')), line.slice(line.lastIndexOf(' ') + 1)];
+    const have = Object.fromEntries(series.slice(name.length + 1, -1).split(',').map((kv) => kv.split('=')));
+    if (Object.entries(labels).every(([k, v]) => have[k] === `"${v}"`)) total += Number(value);
+  }
+  return total;
 }
 
 test('chat, non-streaming, with tailor headers', async () => {

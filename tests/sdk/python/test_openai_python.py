@@ -37,12 +37,19 @@ def metrics():
 
 
 def counter(text, name, **labels):
-    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    key = f"{name}{{{want}}}" if want else name
+    """Sum of the series of `name` whose labels include `labels`."""
+    total = 0.0
     for line in text.splitlines():
-        if line.startswith(key + " "):
-            return float(line.split()[-1])
-    return 0.0
+        if line.startswith("#") or not line.startswith(name):
+            continue
+        series, value = line.rsplit(" ", 1)
+        metric, _, rest = series.partition("{")
+        if metric != name:
+            continue
+        have = dict(kv.split("=", 1) for kv in rest.rstrip("}").split(",") if kv)
+        if all(have.get(k) == f'"{v}"' for k, v in labels.items()):
+            total += float(value)
+    return total
 
 
 def test_chat_non_streaming(client):
