@@ -5,8 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers may fail loudly
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+mod common;
 
 use bytes::Bytes;
 use http::Request;
@@ -46,8 +45,12 @@ routes: [{{ name: main, split: [{{ model: gpt-4o }}] }}]
     )
     .unwrap();
     let log = dir.join("stderr.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tailor"))
-        .args([
+    let common::Proc {
+        mut child,
+        api,
+        admin,
+    } = common::spawn_tailor(
+        &[
             "--log",
             "trace",
             "--log-format",
@@ -55,31 +58,13 @@ routes: [{{ name: main, split: [{{ model: gpt-4o }}] }}]
             "serve",
             "--config",
             cfg.to_str().unwrap(),
-        ])
-        .env("TAILOR_CANARY_UPSTREAM", UPSTREAM)
-        .env("TAILOR_CANARY_CLIENT", CLIENT)
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    // "tailor listening on http://ADDR/v1 (admin: http://ADDR)"
-    let api = line
-        .split_whitespace()
-        .nth(3)
-        .unwrap()
-        .trim_end_matches("/v1")
-        .to_owned();
-    let admin = line
-        .rsplit("admin: ")
-        .next()
-        .unwrap()
-        .trim()
-        .trim_end_matches(')')
-        .to_owned();
+        ],
+        &[
+            ("TAILOR_CANARY_UPSTREAM", UPSTREAM),
+            ("TAILOR_CANARY_CLIENT", CLIENT),
+        ],
+        &log,
+    );
 
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let mut seen = String::new();
@@ -166,11 +151,7 @@ routes: [{{ name: main, split: [{{ model: gpt-4o }}] }}]
         "the scrape was captured"
     );
 
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    common::signal(&child, "TERM");
     let exit = child.wait().unwrap();
     assert!(exit.success(), "SIGTERM: drain and exit 0, got {exit:?}");
 

@@ -1,4 +1,4 @@
-//! Soak: concurrent clients for a bounded time (TAILOR_SOAK_SECS, default 20) on loopback, some
+//! Soak: concurrent clients for a bounded time (TAILOR_SOAK_SECS, default 90) on loopback, some
 //! hanging up mid-stream, while the upstream misbehaves and the config is reloaded (valid and
 //! invalid) every 300 ms. Every request must end in a complete response or an OpenAI-shaped
 //! error; `/metrics` must count exactly the requests the clients made; nothing may panic; memory
@@ -73,7 +73,7 @@ async fn soak() {
     let secs: u64 = std::env::var("TAILOR_SOAK_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(20);
+        .unwrap_or(90);
     // the simulator records nothing, so memory is tailor's (and the test clients')
     let env = Arc::new(setup_with("faults.yaml", false).await);
     let base = std::fs::read_to_string(concat!(

@@ -170,3 +170,57 @@ pub fn sse_data(body: &str) -> Vec<String> {
         })
         .collect()
 }
+
+/// A `tailor` process started from the built binary.
+pub struct Proc {
+    pub child: std::process::Child,
+    /// `http://ADDR` of the API (without `/v1`) and of the admin port.
+    pub api: String,
+    pub admin: String,
+}
+
+/// Starts the binary with `args` and `envs`, stderr to `stderr`, and waits for its
+/// "tailor listening on http://ADDR/v1 (admin: http://ADDR)" line.
+pub fn spawn_tailor(args: &[&str], envs: &[(&str, &str)], stderr: &std::path::Path) -> Proc {
+    use std::io::BufRead;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tailor"));
+    cmd.args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(stderr).unwrap());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(
+        line.starts_with("tailor listening on "),
+        "unexpected first line {line:?}; stderr: {}",
+        std::fs::read_to_string(stderr).unwrap_or_default()
+    );
+    let api = line
+        .split_whitespace()
+        .nth(3)
+        .unwrap()
+        .trim_end_matches("/v1")
+        .to_owned();
+    let admin = line
+        .rsplit("admin: ")
+        .next()
+        .unwrap()
+        .trim()
+        .trim_end_matches(')')
+        .to_owned();
+    Proc { child, api, admin }
+}
+
+/// Sends a signal by name (`TERM`, `HUP`) with the system's `kill`.
+pub fn signal(child: &std::process::Child, name: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
