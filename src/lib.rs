@@ -6,13 +6,15 @@
 //!    ▼
 //!  server ── accept, TCP_NODELAY, HTTP/1.1 + h2c, graceful shutdown
 //!    ▼
-//!  proxy ─── read body (≤ max_body_bytes) ──▶ request::RequestView (borrowed, validated)
+//!  proxy ─── limits, client key, concurrency slots
+//!    │        read body (≤ max_body_bytes) ──▶ request::RequestView (borrowed, validated)
 //!    │                                          │
-//!    │        classify (pure: config × request × draw ─▶ route, model, fallbacks)
+//!    │        classify (pure: config × request × draw × health ─▶ route, model, fallbacks)
 //!    ▼
-//!  forward ── rewrite `model` (+ include_usage), auth for OpenAI / Azure, fallback before 1st byte
+//!  forward ── rewrite `model` (+ include_usage), auth for OpenAI / Azure, timeouts,
+//!    │        retries with backoff, fallback: all before the first byte
 //!    ▼
-//!  usage ─── MeteredBody: SSE / JSON usage ─▶ price ─▶ metrics (+ one access log line)
+//!  usage ─── MeteredBody: SSE / JSON usage, idle/total limits ─▶ price ─▶ metrics (+ access line)
 //!
 //!  admin ─── /metrics /healthz /readyz on its own port
 //! ```
@@ -25,6 +27,8 @@
 //! - [`classify`]: route selection, pure and table-tested.
 //! - [`forward`]: upstream client, URL/auth/header rules, fallback policy.
 //! - [`usage`]: usage from JSON and SSE, exact pricing, the metering body.
+//! - [`health`]: passive health (consecutive failures → cool-down), per model name.
+//! - [`reload`]: SIGHUP and file-change reload, whole-config swap.
 //! - [`metrics`]: every metric, registered once. [`error`]: the request-path error enum.
 //! - [`mock`]: the simulated OpenAI server used by the demo, tests and benchmarks.
 
