@@ -551,3 +551,45 @@ async fn reload_swaps_whole_configs_and_rejects_bad_ones() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn over_the_server_limit_is_an_immediate_429_on_every_route() {
+    let env = common::setup_edited("faults.yaml", true, &|t| {
+        t.replace(
+            "drain_timeout: 1s",
+            "drain_timeout: 1s\n  max_concurrency: 2",
+        )
+    })
+    .await;
+    let slow = [("x-mock-words", "40"), ("x-mock-chunk-delay-ms", "20")];
+    let a = open_stream(&env, &chat("plain", true), &slow).await;
+    let b = open_stream(&env, &chat("fb", true), &slow).await;
+    for model in ["plain", "fb", "ft"] {
+        let r = env.chat(&chat(model, false), &[]).await;
+        assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{model}");
+        assert!(r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("server limit"));
+    }
+    let health = env
+        .client
+        .request(
+            Request::get(format!("http://{}/healthz", env.tailor.admin_addr))
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    let _ = (a.into_body().collect().await, b.into_body().collect().await);
+    assert_eq!(
+        env.chat(&chat("plain", false), &[]).await.status,
+        StatusCode::OK
+    );
+    let m = parse_metrics(&env.metrics().await);
+    assert_eq!(
+        metric(&m, "tailor_rejected_requests_total{reason=\"overloaded\"}"),
+        3.0
+    );
+}

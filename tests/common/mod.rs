@@ -50,41 +50,58 @@ impl Resp {
     }
 }
 
-/// Loads `tests/fixtures/{name}` with MOCK_URL replaced.
-pub fn load_fixture_named(name: &str, mock_url: &str) -> Config {
+/// The environment the fixtures' `api_key_env` / `key_env` read.
+fn test_env(k: &str) -> Option<String> {
+    match k {
+        "TAILOR_TEST_KEY" => Some(UPSTREAM_KEY.to_owned()),
+        "TAILOR_TEST_CLIENT_KEY" => Some(CLIENT_B_KEY.to_owned()),
+        _ => None,
+    }
+}
+
+/// Loads `tests/fixtures/{name}`, edited by `edit`, with MOCK_URL replaced.
+pub fn load_fixture_edited(name: &str, mock_url: &str, edit: &dyn Fn(String) -> String) -> Config {
     let text = std::fs::read_to_string(format!(
         "{}/tests/fixtures/{name}",
         env!("CARGO_MANIFEST_DIR")
     ))
     .unwrap();
-    Config::from_yaml(&text.replace("MOCK_URL", mock_url), &|k| match k {
-        "TAILOR_TEST_KEY" => Some(UPSTREAM_KEY.to_owned()),
-        "TAILOR_TEST_CLIENT_KEY" => Some(CLIENT_B_KEY.to_owned()),
-        _ => None,
-    })
-    .unwrap()
+    Config::from_yaml(&edit(text).replace("MOCK_URL", mock_url), &test_env).unwrap()
+}
+
+/// Loads `tests/fixtures/{name}` with MOCK_URL replaced.
+pub fn load_fixture_named(name: &str, mock_url: &str) -> Config {
+    load_fixture_edited(name, mock_url, &|t| t)
 }
 
 /// The simulator plus tailor on the named fixture.
 pub async fn setup_named(name: &str) -> Env {
-    setup_with(name, true).await
+    setup_edited(name, true, &|t| t).await
 }
 
 /// As [`setup_named`]; `record`: the simulator keeps the requests it received.
 pub async fn setup_with(name: &str, record: bool) -> Env {
+    setup_edited(name, record, &|t| t).await
+}
+
+/// As [`setup_with`], with `edit` applied to the fixture's text first.
+pub async fn setup_edited(name: &str, record: bool, edit: &dyn Fn(String) -> String) -> Env {
     let mock = mock::start("127.0.0.1:0".parse().unwrap(), record)
         .await
         .unwrap();
     let url = format!("http://{}", mock.addr);
-    let tailor = server::start(load_fixture_named(name, &url), Metrics::new().unwrap())
-        .await
-        .unwrap();
+    let tailor = server::start(
+        load_fixture_edited(name, &url, edit),
+        Metrics::new().unwrap(),
+    )
+    .await
+    .unwrap();
     let client = Client::builder(TokioExecutor::new()).build_http();
     Env {
         mock,
         tailor,
         client,
-        config: load_fixture_named(name, &url),
+        config: load_fixture_edited(name, &url, edit),
     }
 }
 
