@@ -14,7 +14,7 @@ use dashmap::DashMap;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, MetricFamily, MetricType};
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -42,6 +42,9 @@ pub struct Metrics {
     pub rejected: IntCounterVec,
     pub model_healthy: IntGaugeVec,
     pub config_reloads: IntCounterVec,
+    pub arm_weight: GaugeVec,
+    pub model_info: IntGaugeVec,
+    pub route_budget: GaugeVec,
 }
 
 impl Metrics {
@@ -162,6 +165,30 @@ impl Metrics {
                     &["result"],
                 )?,
             )?,
+            arm_weight: reg(
+                &registry,
+                GaugeVec::new(
+                    Opts::new(
+                        "tailor_route_arm_weight",
+                        "Configured traffic share of each arm of a route's split (0..1), from the live config",
+                    ),
+                    &["route", "model"],
+                )?,
+            )?,
+            model_info: reg(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new("tailor_model_info", "1 per configured model; kind = fine_tune | base"),
+                    &["model", "kind"],
+                )?,
+            )?,
+            route_budget: reg(
+                &registry,
+                GaugeVec::new(
+                    Opts::new("tailor_route_budget_usd_per_hour", "A route's spend alert threshold (routes.yaml budget_usd_per_hour)"),
+                    &["route"],
+                )?,
+            )?,
             registry,
         };
         let build = IntGaugeVec::new(
@@ -190,6 +217,29 @@ impl Metrics {
             ttft: self.ttft.with_label_values(&rm),
             in_flight: self.in_flight.with_label_values(&[route]),
             metrics: self.clone(),
+        }
+    }
+
+    /// Publishes what the dashboards and alerts need from the config: arm shares, model kinds,
+    /// route budgets (replacing those of an older config).
+    pub fn publish_config(&self, config: &crate::config::Config) {
+        self.model_info.reset();
+        for m in &config.models {
+            let kind = if m.is_fine_tune() { "fine_tune" } else { "base" };
+            self.model_info.with_label_values(&[&m.name, kind]).set(1);
+        }
+        self.route_budget.reset();
+        for r in &config.routes {
+            if let Some(b) = r.budget_usd_per_hour {
+                self.route_budget.with_label_values(&[&r.name]).set(b);
+            }
+        }
+        self.arm_weight.reset();
+        for r in &config.routes {
+            for a in &r.arms {
+                let share = f64::from(a.weight) / r.total_weight as f64;
+                self.arm_weight.with_label_values(&[&r.name, &config.models[a.model].name]).set(share);
+            }
         }
     }
 

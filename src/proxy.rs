@@ -115,6 +115,7 @@ impl LiveState {
             .iter()
             .map(|r| r.max_concurrency.map(|n| Arc::new(Semaphore::new(n))))
             .collect();
+        metrics.publish_config(&config);
         let loaded_at = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());

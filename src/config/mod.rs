@@ -172,6 +172,13 @@ pub enum PriceSource {
     },
 }
 
+impl Model {
+    /// Whether this is a fine-tuned model (`ft:` id, or an Azure deployment of an `ft:` base).
+    pub fn is_fine_tune(&self) -> bool {
+        self.id.starts_with("ft:") || self.base_model.as_deref().is_some_and(|b| b.starts_with("ft:"))
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Model {
     /// The config name: what routes and metrics use.
@@ -179,6 +186,8 @@ pub struct Model {
     pub upstream: usize,
     /// What is sent upstream (for Azure: the deployment name).
     pub id: String,
+    /// Azure: the OpenAI model the deployment runs.
+    pub base_model: Option<String>,
     pub price: Price,
     pub price_source: PriceSource,
 }
@@ -207,6 +216,8 @@ pub struct Route {
     pub fallback: Vec<usize>,
     /// Requests of this route in flight at most; more get 429 at once.
     pub max_concurrency: Option<usize>,
+    /// Spend alert threshold, USD per hour.
+    pub budget_usd_per_hour: Option<f64>,
 }
 
 /// The conditions of a route; every one given must hold. `None`/empty = not checked.
@@ -483,6 +494,7 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
             name,
             upstream,
             id: m.id,
+            base_model: m.base_model,
             price,
             price_source,
         });
@@ -724,6 +736,12 @@ fn build_route(
         max_concurrency: match r.max_concurrency {
             Some(0) => return Err(invalid(format!("{path}.max_concurrency"), "must be > 0")),
             m => m,
+        },
+        budget_usd_per_hour: match r.budget_usd_per_hour {
+            Some(b) if !b.is_finite() || b <= 0.0 => {
+                return Err(invalid(format!("{path}.budget_usd_per_hour"), "must be a number > 0"))
+            }
+            b => b,
         },
     })
 }

@@ -143,6 +143,8 @@ pub struct RawRoute {
     #[serde(default)]
     pub fallback: Vec<String>,
     pub max_concurrency: Option<usize>,
+    /// Spend alert threshold for this route, USD per hour (exported for the shipped alert rule).
+    pub budget_usd_per_hour: Option<f64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
