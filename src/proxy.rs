@@ -520,22 +520,13 @@ impl Attempt<'_> {
         &self.live.config
     }
 
-    /// Candidate models: the chosen one, then the fallbacks; unhealthy ones are skipped while a
-    /// healthy one remains after them.
+    /// Candidate models: the chosen one, then the fallbacks; models in a cool-down go last (tried
+    /// only when every healthy one failed: a slim chance beats a certain error).
     fn candidates(&self) -> Vec<usize> {
-        let mut all: Vec<usize> = std::iter::once(self.decision.model)
-            .chain(
-                self.decision
-                    .fallbacks
-                    .iter()
-                    .copied()
-                    .filter(|m| *m != self.decision.model),
-            )
-            .collect();
-        if all.iter().any(|m| self.live.health[*m].is_healthy()) {
-            all.retain(|m| self.live.health[*m].is_healthy());
-        }
-        all
+        let all = std::iter::once(self.decision.model).chain(self.decision.fallbacks.iter().copied().filter(|m| *m != self.decision.model));
+        let (mut healthy, unhealthy): (Vec<usize>, Vec<usize>) = all.partition(|m| self.live.health[*m].is_healthy());
+        healthy.extend(unhealthy);
+        healthy
     }
 
     async fn run(&self, mut meter: RequestMeter) -> Response<RespBody> {

@@ -13,6 +13,14 @@ cargo build --release --locked
 echo "== cargo test --release"
 cargo test --release --locked
 
+echo "== installing Prometheus (Debian's package, brings promtool) if missing"
+if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+prometheus --version 2>&1 | head -1
+
 echo "== installing the pinned SDKs"
 venv=$root/target/sdk-venv
 if [ ! -x "$venv/bin/python" ]; then
@@ -61,6 +69,9 @@ echo "-- Python openai $("$venv/bin/python" -c 'import openai; print(openai.__ve
 "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/sdk/python
 echo "-- Node openai $(node -p 'require("./tests/sdk/node/node_modules/openai/package.json").version')"
 (cd tests/sdk/node && node --test test.mjs)
+
+echo "-- monitoring: real Prometheus, the shipped dashboard and rules"
+"$venv/bin/python" -m pytest -q -p no:cacheprovider tests/monitoring
 
 # the access log must carry no key: neither tailor's upstream key nor the clients'
 if grep -q -e "$upstream_key" -e "sk-client-key" "$tmp/tailor.log"; then
