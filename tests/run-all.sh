@@ -70,8 +70,8 @@ echo "-- Python openai $("$venv/bin/python" -c 'import openai; print(openai.__ve
 echo "-- Node openai $(node -p 'require("./tests/sdk/node/node_modules/openai/package.json").version')"
 (cd tests/sdk/node && node --test test.mjs)
 
-echo "-- monitoring: real Prometheus, the shipped dashboard and rules"
-"$venv/bin/python" -m pytest -q -p no:cacheprovider tests/monitoring
+echo "-- monitoring: real Prometheus, the shipped dashboard and rules; deploy manifests"
+"$venv/bin/python" -m pytest -q -p no:cacheprovider tests/monitoring tests/deploy
 
 # the access log must carry no key: neither tailor's upstream key nor the clients'
 if grep -q -e "$upstream_key" -e "sk-client-key" "$tmp/tailor.log"; then
