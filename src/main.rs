@@ -60,6 +60,10 @@ enum Cmd {
         /// Override server.admin_listen.
         #[arg(long)]
         admin_listen: Option<SocketAddr>,
+        /// Allow a non-loopback listen address with upstream keys and no `clients:` (sets
+        /// server.allow_unauthenticated), e.g. in a container whose port is published on loopback.
+        #[arg(long)]
+        allow_unauthenticated: bool,
     },
     /// Run tailor with the shipped routes.yaml against the built-in simulated OpenAI: no API key.
     Demo {
@@ -69,6 +73,10 @@ enum Cmd {
         listen: Option<SocketAddr>,
         #[arg(long)]
         admin_listen: Option<SocketAddr>,
+        /// Allow a non-loopback listen address with upstream keys and no `clients:` (sets
+        /// server.allow_unauthenticated), e.g. in a container whose port is published on loopback.
+        #[arg(long)]
+        allow_unauthenticated: bool,
         /// Where the simulator listens.
         #[arg(long, default_value = "127.0.0.1:0")]
         mock_listen: SocketAddr,
@@ -158,9 +166,12 @@ fn main() -> Result<()> {
             config,
             listen,
             admin_listen,
+            allow_unauthenticated,
         } => {
-            let adjust: Adjust =
-                Arc::new(move |c: &mut Config| override_listen(c, listen, admin_listen));
+            let adjust: Adjust = Arc::new(move |c: &mut Config| {
+                override_listen(c, listen, admin_listen);
+                c.server.allow_unauthenticated |= allow_unauthenticated;
+            });
             let mut cfg = load(&config)?;
             adjust(&mut cfg);
             cfg.check_exposure().map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -187,6 +198,7 @@ fn main() -> Result<()> {
             config,
             listen,
             admin_listen,
+            allow_unauthenticated,
             mock_listen,
         } => runtime()?.block_on(async move {
             let sim = mock::start(mock_listen, false)
@@ -195,6 +207,7 @@ fn main() -> Result<()> {
             let sim_addr = sim.addr;
             let adjust: Adjust = Arc::new(move |c: &mut Config| {
                 override_listen(c, listen, admin_listen);
+                c.server.allow_unauthenticated |= allow_unauthenticated;
                 for u in &mut c.upstreams {
                     u.url = match u.kind {
                         UpstreamKind::Openai => format!("http://{sim_addr}/v1"),

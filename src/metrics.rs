@@ -225,7 +225,11 @@ impl Metrics {
     pub fn publish_config(&self, config: &crate::config::Config) {
         self.model_info.reset();
         for m in &config.models {
-            let kind = if m.is_fine_tune() { "fine_tune" } else { "base" };
+            let kind = if m.is_fine_tune() {
+                "fine_tune"
+            } else {
+                "base"
+            };
             self.model_info.with_label_values(&[&m.name, kind]).set(1);
         }
         self.route_budget.reset();
@@ -238,7 +242,9 @@ impl Metrics {
         for r in &config.routes {
             for a in &r.arms {
                 let share = f64::from(a.weight) / r.total_weight as f64;
-                self.arm_weight.with_label_values(&[&r.name, &config.models[a.model].name]).set(share);
+                self.arm_weight
+                    .with_label_values(&[&r.name, &config.models[a.model].name])
+                    .set(share);
             }
         }
     }

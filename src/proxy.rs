@@ -523,8 +523,15 @@ impl Attempt<'_> {
     /// Candidate models: the chosen one, then the fallbacks; models in a cool-down go last (tried
     /// only when every healthy one failed: a slim chance beats a certain error).
     fn candidates(&self) -> Vec<usize> {
-        let all = std::iter::once(self.decision.model).chain(self.decision.fallbacks.iter().copied().filter(|m| *m != self.decision.model));
-        let (mut healthy, unhealthy): (Vec<usize>, Vec<usize>) = all.partition(|m| self.live.health[*m].is_healthy());
+        let all = std::iter::once(self.decision.model).chain(
+            self.decision
+                .fallbacks
+                .iter()
+                .copied()
+                .filter(|m| *m != self.decision.model),
+        );
+        let (mut healthy, unhealthy): (Vec<usize>, Vec<usize>) =
+            all.partition(|m| self.live.health[*m].is_healthy());
         healthy.extend(unhealthy);
         healthy
     }

@@ -175,7 +175,11 @@ pub enum PriceSource {
 impl Model {
     /// Whether this is a fine-tuned model (`ft:` id, or an Azure deployment of an `ft:` base).
     pub fn is_fine_tune(&self) -> bool {
-        self.id.starts_with("ft:") || self.base_model.as_deref().is_some_and(|b| b.starts_with("ft:"))
+        self.id.starts_with("ft:")
+            || self
+                .base_model
+                .as_deref()
+                .is_some_and(|b| b.starts_with("ft:"))
     }
 }
 
@@ -739,7 +743,10 @@ fn build_route(
         },
         budget_usd_per_hour: match r.budget_usd_per_hour {
             Some(b) if !b.is_finite() || b <= 0.0 => {
-                return Err(invalid(format!("{path}.budget_usd_per_hour"), "must be a number > 0"))
+                return Err(invalid(
+                    format!("{path}.budget_usd_per_hour"),
+                    "must be a number > 0",
+                ))
             }
             b => b,
         },

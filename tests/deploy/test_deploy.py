@@ -107,5 +107,8 @@ def test_compose_wires_tailor_prometheus_and_grafana():
     assert prom["scrape_configs"][0]["static_configs"][0]["targets"] == ["tailor:9090"]
     ds = yaml.safe_load((ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text())
     assert ds["datasources"][0]["url"] == "http://prometheus:9090"
-    grace = int(compose["services"]["tailor"]["stop_grace_period"].rstrip("s"))
+    tailor = compose["services"]["tailor"]
+    if "--allow-unauthenticated" in tailor["command"]:
+        assert all(p.startswith("127.0.0.1:") for p in tailor["ports"]), "without client keys, publish on loopback only"
+    grace = int(tailor["stop_grace_period"].rstrip("s"))
     assert grace > 30, "longer than the default drain_timeout"
