@@ -565,7 +565,8 @@ impl Attempt<'_> {
                     upstream: upstream.name.clone(),
                     env: env.clone(),
                 };
-                tracing::warn!(request_id = meter.request_id(), error = %err, "cannot authenticate upstream");
+                // warned once at start-up; per request only at debug (the access line has the status)
+                tracing::debug!(request_id = meter.request_id(), error = %err, "cannot authenticate upstream");
                 meter.meter().upstream_error("no_key");
                 meter.responded(err.status(), None);
                 last = Some(self.tag(
@@ -715,7 +716,8 @@ impl Attempt<'_> {
         {
             Err(_) => {
                 meter.meter().upstream_error("timeout");
-                tracing::warn!(request_id = meter.request_id(), upstream = %upstream.name, model = %model.name, "upstream timed out before headers");
+                // per try at debug: the access line and tailor_upstream_errors_total carry the outcome
+                tracing::debug!(request_id = meter.request_id(), upstream = %upstream.name, model = %model.name, "upstream timed out before headers");
                 return Tried::Failed("timeout");
             }
             Ok(Err(e)) => {
@@ -725,7 +727,7 @@ impl Attempt<'_> {
                     "transport"
                 };
                 meter.meter().upstream_error(kind);
-                tracing::warn!(request_id = meter.request_id(), upstream = %upstream.name, model = %model.name, error = %e, "upstream request failed");
+                tracing::debug!(request_id = meter.request_id(), upstream = %upstream.name, model = %model.name, error = %e, "upstream request failed");
                 return Tried::Failed(kind);
             }
             Ok(Ok(r)) => r,
