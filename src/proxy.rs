@@ -463,6 +463,7 @@ async fn proxy<B: ReqBody>(
         endpoint,
         parts: &parts,
         client,
+        inject_usage: view.needs_usage_injection(),
     };
     attempt.run(meter).await
 }
@@ -476,6 +477,8 @@ struct Attempt<'a> {
     endpoint: Endpoint,
     parts: &'a http::request::Parts,
     client: usize,
+    /// `stream_options.include_usage` is added upstream (and the usage removed for the client).
+    inject_usage: bool,
 }
 
 /// What one try of one model gave.
@@ -687,9 +690,7 @@ impl Attempt<'_> {
     ) -> Tried {
         let cfg = self.cfg();
         let upstream = &cfg.upstreams[model.upstream];
-        let body = self
-            .view
-            .rewrite(&model.id, self.view.needs_usage_injection());
+        let body = self.view.rewrite(&model.id, self.inject_usage);
         let req = match forward::upstream_request(
             upstream,
             model,
@@ -774,7 +775,7 @@ impl Attempt<'_> {
         let request_id = meter.request_id().to_owned();
         let (rparts, rbody) = resp.into_parts();
         let body = if is_sse {
-            MeteredBody::sse(rbody, meter, self.view.needs_usage_injection(), limits)
+            MeteredBody::sse(rbody, meter, self.inject_usage, limits)
         } else {
             MeteredBody::json(rbody, meter, limits)
         };

@@ -389,16 +389,7 @@ async fn over_the_route_limit_is_an_immediate_429_and_health_still_answers() {
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(r.header("retry-after"), "1");
     assert_eq!(r.json()["error"]["code"], "concurrency_limit_exceeded");
-    let health = env
-        .client
-        .request(
-            Request::get(format!("http://{}/healthz", env.tailor.admin_addr))
-                .body(Full::new(Bytes::new()))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(health.status(), StatusCode::OK);
+    assert_eq!(env.admin("/healthz").await.0, StatusCode::OK);
     // the slots come back when the streams end
     let _ = (a.into_body().collect().await, b.into_body().collect().await);
     assert_eq!(
@@ -572,16 +563,7 @@ async fn over_the_server_limit_is_an_immediate_429_on_every_route() {
             .unwrap()
             .contains("server limit"));
     }
-    let health = env
-        .client
-        .request(
-            Request::get(format!("http://{}/healthz", env.tailor.admin_addr))
-                .body(Full::new(Bytes::new()))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(health.status(), StatusCode::OK);
+    assert_eq!(env.admin("/healthz").await.0, StatusCode::OK);
     let _ = (a.into_body().collect().await, b.into_body().collect().await);
     assert_eq!(
         env.chat(&chat("plain", false), &[]).await.status,

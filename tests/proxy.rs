@@ -7,10 +7,8 @@ mod common;
 
 use std::collections::HashMap;
 
-use bytes::Bytes;
 use common::{metric, parse_metrics, setup_named, sse_data, Env};
-use http::{Method, Request, StatusCode};
-use http_body_util::Full;
+use http::{Method, StatusCode};
 use serde_json::Value;
 use tailor::config::Config;
 
@@ -661,15 +659,6 @@ async fn models_list_and_health() {
         env.call(Method::GET, "/metrics", &[], "").await.status,
         StatusCode::NOT_FOUND
     );
-    let health = env
-        .client
-        .request(
-            Request::get(format!("http://{}/healthz", env.tailor.admin_addr))
-                .body(Full::new(Bytes::new()))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(health.status(), StatusCode::OK);
+    assert_eq!(env.admin("/healthz").await.0, StatusCode::OK);
     assert!(env.metrics().await.contains("tailor_build_info{version="));
 }

@@ -147,20 +147,19 @@ impl Env {
         .await
     }
 
-    pub async fn metrics(&self) -> String {
-        let req = Request::get(format!("http://{}/metrics", self.tailor.admin_addr))
+    /// GET on the admin port: status and body.
+    pub async fn admin(&self, path: &str) -> (StatusCode, String) {
+        let req = Request::get(format!("http://{}{path}", self.tailor.admin_addr))
             .body(Full::new(Bytes::new()))
             .unwrap();
         let resp = self.client.request(req).await.unwrap();
-        String::from_utf8(
-            resp.into_body()
-                .collect()
-                .await
-                .unwrap()
-                .to_bytes()
-                .to_vec(),
-        )
-        .unwrap()
+        let status = resp.status();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.admin("/metrics").await.1
     }
 }
 
