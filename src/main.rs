@@ -192,7 +192,7 @@ fn main() -> Result<()> {
             for m in &missing {
                 tracing::warn!("API key variable {m} is not set: requests to it fail over to fallbacks or get an error");
             }
-            runtime()?.block_on(serve(cfg, config, adjust, None))
+            runtime(Some(1))?.block_on(serve(cfg, config, adjust, None))
         }
         Cmd::Demo {
             config,
@@ -200,7 +200,7 @@ fn main() -> Result<()> {
             admin_listen,
             allow_unauthenticated,
             mock_listen,
-        } => runtime()?.block_on(async move {
+        } => runtime(Some(1))?.block_on(async move {
             let sim = mock::start(mock_listen, false)
                 .await
                 .context("starting the simulated OpenAI server")?;
@@ -223,7 +223,7 @@ fn main() -> Result<()> {
             cfg.check_exposure().map_err(|e| anyhow::anyhow!("{e}"))?;
             serve(cfg, config, adjust, Some(sim_addr)).await
         }),
-        Cmd::MockUpstream { listen } => runtime()?.block_on(async move {
+        Cmd::MockUpstream { listen } => runtime(None)?.block_on(async move {
             let sim = mock::start(listen, false).await?;
             out!("simulated OpenAI listening on http://{}/v1", sim.addr);
             server::shutdown_signal().await;
@@ -232,10 +232,15 @@ fn main() -> Result<()> {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?)
+/// The main runtime. `threads`: its worker threads (default: one per CPU). `serve` and `demo`
+/// need only one: API connections are served by `server.workers` threads of their own, and the
+/// main runtime runs the accept loop, the admin port and config reloads.
+fn runtime(threads: Option<usize>) -> Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = threads {
+        b.worker_threads(n);
+    }
+    Ok(b.enable_all().build()?)
 }
 
 fn override_listen(cfg: &mut Config, listen: Option<SocketAddr>, admin: Option<SocketAddr>) {

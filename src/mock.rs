@@ -11,7 +11,7 @@
 //! | `x-mock-status: N`       | answer with status N and OpenAI's error body for it |
 //! | `x-mock-delay-ms: N`     | wait N ms before the response headers |
 //! | `x-mock-words: N`        | the reply has N words (= completion tokens); default 12 |
-//! | `x-mock-chunk-delay-ms`  | pause between streamed chunks |
+//! | `x-mock-chunk-delay-ms`  | pause between streamed chunks (none before the first) |
 //! | `x-mock-fail-after: N`   | streams: reset the connection after N content chunks |
 //! | `x-mock-truncate-after: N` | streams: end cleanly after N content chunks, without `[DONE]` |
 //! | `x-mock-stall-after: N`  | streams: stop sending after N content chunks, keep the connection open |
@@ -696,7 +696,9 @@ impl Sim {
                 }
             }
             for (i, e) in body.into_iter().enumerate() {
-                if let Some(d) = delay {
+                // pacing is between chunks: the first token comes at once, as time to first token
+                // is what a proxy adds to
+                if let (Some(d), true) = (delay, i > 0) {
                     tokio::time::sleep(d).await;
                 }
                 if fail_after == Some(i as u64) {

@@ -28,7 +28,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Either, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use crate::classify::{self, Decision};
 use crate::config::{Auth, Config, Model};
 use crate::error::ProxyError;
-use crate::forward::{self, HttpClient};
+use crate::forward::{self, Pools};
 use crate::health::{HealthRegistry, ModelHealth};
 use crate::metrics::{Metrics, RouteModelMeter};
 use crate::request::{Endpoint, RequestView};
@@ -59,8 +59,8 @@ pub struct LiveState {
     meters: Vec<Vec<(usize, Vec<RouteModelMeter>)>>,
     /// Per model index.
     health: Vec<Arc<ModelHealth>>,
-    /// Per upstream index: a pooled client with that upstream's connect timeout.
-    clients: Vec<HttpClient>,
+    /// Per API worker thread and upstream index: a pooled client.
+    clients: Pools,
     /// Per route: its concurrency limit.
     route_slots: Vec<Option<Arc<Semaphore>>>,
     /// Unix time the config was loaded (`created` in `/v1/models`).
@@ -105,11 +105,7 @@ impl LiveState {
             .iter()
             .map(|m| health.get(&m.name, config.health))
             .collect();
-        let clients = config
-            .upstreams
-            .iter()
-            .map(|u| forward::client(u.timeouts.connect))
-            .collect::<Result<_, _>>()?;
+        let clients = Pools::build(&config.upstreams, config.server.workers)?;
         let route_slots = config
             .routes
             .iter()
@@ -383,16 +379,59 @@ async fn read_body<B: ReqBody>(
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let mut body = std::pin::pin!(req);
     if declared.is_some_and(|n| n > limit as u64) {
+        discard_rest(body).await;
         return Err(ProxyError::BodyTooLarge { limit });
     }
-    match Limited::new(req, limit).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<LengthLimitError>() => Err(ProxyError::BodyTooLarge { limit }),
-        Err(e) => Err(ProxyError::InvalidJson(format!(
-            "could not read the request body: {e}"
-        ))),
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut total = 0usize;
+    loop {
+        // (a `while let` would keep the frame's error type alive across the await below)
+        let data = match body.frame().await {
+            None => break,
+            Some(Ok(frame)) => frame.into_data(),
+            Some(Err(e)) => {
+                return Err(ProxyError::InvalidJson(format!(
+                    "could not read the request body: {}",
+                    e.into()
+                )))
+            }
+        };
+        if let Ok(data) = data {
+            total += data.len();
+            if total > limit {
+                discard_rest(body).await;
+                return Err(ProxyError::BodyTooLarge { limit });
+            }
+            chunks.push(data);
+        }
     }
+    Ok(match chunks.len() {
+        1 => chunks.swap_remove(0), // the usual case: one frame, no copy
+        _ => Bytes::from(chunks.concat()),
+    })
+}
+
+/// Reads and drops the rest of a rejected body (up to 64 MiB, for up to 2 s) so the client gets
+/// to read the 413 instead of a connection reset: closing a socket with unread bytes sends RST.
+async fn discard_rest<B: ReqBody>(mut body: std::pin::Pin<&mut B>) {
+    let drain = async {
+        let mut left = 64usize << 20;
+        loop {
+            let data = match body.frame().await {
+                Some(Ok(frame)) => frame.into_data(),
+                _ => break,
+            };
+            if let Ok(d) = data {
+                left = left.saturating_sub(d.len());
+                if left == 0 {
+                    break;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
 }
 
 fn try_slot(slots: &Arc<Semaphore>, scope: &str) -> Result<OwnedSemaphorePermit, ProxyError> {
@@ -711,7 +750,7 @@ impl Attempt<'_> {
         }
         let resp = match tokio::time::timeout_at(
             until,
-            self.live.clients[model.upstream].request(req),
+            self.live.clients.get(model.upstream).request(req),
         )
         .await
         {

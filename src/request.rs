@@ -407,63 +407,142 @@ impl<'a> RequestView<'a> {
     }
 }
 
-/// Appends the texts of a messages array / prompt / input to the right group.
+/// Appends the texts of a messages array / prompt / input to the right group, reading it once:
+/// string values are borrowed from the body unless they hold escapes, and nothing else is kept.
+/// The body was already validated, so a shape we do not know is skipped, never an error.
 fn collect_prompt(v: &RawValue, t: &mut PromptText) {
-    #[derive(Deserialize)]
-    struct Msg<'a> {
-        #[serde(borrow, default)]
-        role: Option<KeyStr<'a>>,
-        #[serde(borrow, default)]
-        content: Option<&'a RawValue>,
-    }
-    let s = v.get();
-    if s.starts_with('"') {
-        collect_content(v, &mut t.user);
-        return;
-    }
-    let Ok(items) = serde_json::from_str::<Vec<&RawValue>>(s) else {
-        return;
-    };
-    for item in items {
-        match serde_json::from_str::<Msg<'_>>(item.get()) {
-            Ok(Msg {
-                role: Some(role),
-                content: Some(c),
-            }) => {
-                let dst = match role.0.as_ref() {
-                    "system" | "developer" => &mut t.system,
-                    "user" => &mut t.user,
-                    _ => continue,
-                };
-                collect_content(c, dst);
-            }
-            // completions `prompt` / embeddings `input` arrays of strings
-            _ if item.get().starts_with('"') => collect_content(item, &mut t.user),
-            _ => {}
+    let mut de = serde_json::Deserializer::from_str(v.get());
+    let _ = de::DeserializeSeed::deserialize(PromptSeed(t), &mut de);
+}
+
+/// Appends a content value (a string, or an array of parts whose `text` fields are taken).
+fn collect_content(v: &RawValue, dst: &mut String) {
+    let mut de = serde_json::Deserializer::from_str(v.get());
+    if let Ok(t) = Texts::deserialize(&mut de) {
+        for s in t.texts {
+            push_line(dst, &s);
         }
     }
 }
 
-/// Appends a content value: a string, or an array of parts whose `text` fields are taken.
-fn collect_content(v: &RawValue, dst: &mut String) {
-    #[derive(Deserialize)]
-    struct Part<'a> {
-        #[serde(borrow, default)]
-        text: Option<KeyStr<'a>>,
-    }
-    let s = v.get();
-    if s.starts_with('"') {
-        if let Ok(k) = serde_json::from_str::<KeyStr<'_>>(s) {
-            push_line(dst, &k.0);
+/// Visitor methods that accept and drop any value the visitor does not care about.
+macro_rules! skip_other_values {
+    ($value:expr) => {
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok($value)
         }
-    } else if s.starts_with('[') {
-        if let Ok(parts) = serde_json::from_str::<Vec<&RawValue>>(s) {
-            for p in parts {
-                if let Ok(Part { text: Some(k) }) = serde_json::from_str::<Part<'_>>(p.get()) {
-                    push_line(dst, &k.0);
-                }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+    };
+}
+
+/// The whole prompt: a string, or an array of messages (or of strings).
+struct PromptSeed<'t>(&'t mut PromptText);
+
+impl<'de> de::DeserializeSeed<'de> for PromptSeed<'_> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for PromptSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a prompt")
+    }
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<(), E> {
+        push_line(&mut self.0.user, s);
+        Ok(())
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(item) = seq.next_element::<Texts<'de>>()? {
+            // a plain string (completions prompt, embeddings input) has no role: user text
+            let dst = match item.role.as_deref() {
+                Some("system" | "developer") => &mut self.0.system,
+                Some("user") | None => &mut self.0.user,
+                Some(_) => continue,
+            };
+            for s in item.texts {
+                push_line(dst, &s);
             }
         }
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while map
+            .next_entry::<de::IgnoredAny, de::IgnoredAny>()?
+            .is_some()
+        {}
+        Ok(())
+    }
+    skip_other_values!(());
+}
+
+/// The texts of a JSON value, read in one pass: a string is itself; an array, its elements' texts;
+/// an object (a message or a content part), its `content` and `text` texts, and its `role`. Strings
+/// are borrowed from the body unless they hold escapes; everything else is skipped.
+#[derive(Default)]
+struct Texts<'a> {
+    role: Option<Cow<'a, str>>,
+    texts: Vec<Cow<'a, str>>,
+}
+
+impl<'de> Deserialize<'de> for Texts<'de> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Texts<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("prompt text")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Texts<'de>, E> {
+                Ok(Texts {
+                    role: None,
+                    texts: vec![Cow::Borrowed(s)],
+                })
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Texts<'de>, E> {
+                Ok(Texts {
+                    role: None,
+                    texts: vec![Cow::Owned(s.to_owned())],
+                })
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Texts<'de>, A::Error> {
+                let mut out = Texts::default();
+                while let Some(part) = seq.next_element::<Texts<'de>>()? {
+                    out.texts.extend(part.texts);
+                }
+                Ok(out)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Texts<'de>, A::Error> {
+                let mut out = Texts::default();
+                while let Some(key) = map.next_key::<KeyStr<'de>>()? {
+                    match key.0.as_ref() {
+                        "role" => out.role = Some(map.next_value::<KeyStr<'de>>()?.0),
+                        "content" | "text" => {
+                            out.texts.extend(map.next_value::<Texts<'de>>()?.texts)
+                        }
+                        _ => {
+                            map.next_value::<de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(out)
+            }
+            skip_other_values!(Texts::default());
+        }
+        d.deserialize_any(V)
     }
 }
 
@@ -635,5 +714,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.text().user, "a\nb");
+        // escaped strings are unescaped; role may follow content; non-text parts are skipped
+        let e = chat(
+            r#"{"model":"m","messages":[{"content":"say \"hi\"\u00e9","role":"system"},
+            {"role":"user","content":[{"type":"image_url","image_url":{"url":"u","text":7}},{"text":"a\/b"}]},
+            {"role":"tool","content":"no"},{"role":"user","content":null},{"role":"user"}]}"#,
+        );
+        assert_eq!(e.text().system, "say \"hi\"\u{e9}");
+        assert_eq!(e.text().user, "a/b");
     }
 }

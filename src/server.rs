@@ -1,4 +1,10 @@
 //! Listeners: the API port and the admin port, the accept loops, and graceful shutdown.
+//!
+//! API connections are served by `server.workers` threads, each with its own single-threaded
+//! runtime and upstream pools (nginx's worker model): the accept loop hands a connection to the
+//! next worker, and from then on a request, its upstream connection and its timers never leave
+//! that thread. tokio's work-stealing scheduler woke an idle thread for nearly every event, which
+//! cost more CPU per request than the proxying itself at low concurrency (benches/RESULTS.md).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -11,9 +17,9 @@ use hyper::body::{Body, Incoming};
 use hyper::service::Service;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -56,6 +62,8 @@ pub struct ServeLimits {
     pub drain_timeout: Duration,
     /// Cancelled when the drain time is over (bodies then end with an error).
     pub drain_over: Option<CancellationToken>,
+    /// Threads that serve the connections (0: the accept loop's own runtime).
+    pub workers: usize,
 }
 
 /// Binds both listeners and starts serving.
@@ -68,6 +76,7 @@ pub async fn start(config: Config, metrics: Arc<Metrics>) -> std::io::Result<Run
         header_read_timeout: Some(config.server.header_read_timeout),
         drain_timeout: config.server.drain_timeout,
         drain_over: None,
+        workers: config.server.workers,
     };
     let shared = Shared::new(config, metrics).map_err(std::io::Error::other)?;
     let limits = ServeLimits {
@@ -109,22 +118,10 @@ pub async fn start(config: Config, metrics: Arc<Metrics>) -> std::io::Result<Run
     })
 }
 
-/// The accept loop of one listener. Each connection is served by `make()`'s service over HTTP/1.1
-/// (or HTTP/2 with prior knowledge), with TCP_NODELAY so streamed events leave at once.
-pub async fn serve<F, S, B>(
-    listener: TcpListener,
-    mut stop: watch::Receiver<bool>,
-    make: F,
-    limits: ServeLimits,
-) where
-    F: Fn() -> S,
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Send + 'static,
-    S::Future: Send + 'static,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let graceful = GracefulShutdown::new();
+/// An accepted connection on its way to a worker thread.
+type Handoff = (std::net::TcpStream, Option<OwnedSemaphorePermit>, Watcher);
+
+fn http_builder(limits: &ServeLimits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -133,7 +130,104 @@ pub async fn serve<F, S, B>(
     if let Some(t) = limits.header_read_timeout {
         builder.http1().header_read_timeout(t);
     }
+    builder
+}
+
+/// Serves one connection on the current runtime until it ends (or the drain is over).
+fn spawn_connection<S, B>(
+    builder: &auto::Builder<TokioExecutor>,
+    stream: TcpStream,
+    service: S,
+    permit: Option<OwnedSemaphorePermit>,
+    watcher: Watcher,
+) where
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Send + 'static,
+    S::Future: Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let conn = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .into_owned();
+    let conn = watcher.watch(conn);
+    tokio::spawn(async move {
+        let _permit = permit;
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
+    });
+}
+
+/// Starts worker thread `i`: a single-threaded runtime serving the connections it is handed
+/// until the accept loop drops its sender.
+fn spawn_worker<F, S, B>(
+    i: usize,
+    make: F,
+    builder: auto::Builder<TokioExecutor>,
+) -> std::io::Result<(mpsc::UnboundedSender<Handoff>, std::thread::JoinHandle<()>)>
+where
+    F: Fn() -> S + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Send + 'static,
+    S::Future: Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (tx, mut rx) = mpsc::unbounded_channel::<Handoff>();
+    let thread = std::thread::Builder::new()
+        .name(format!("tailor-api-{i}"))
+        .spawn(move || {
+            crate::forward::set_worker(i);
+            rt.block_on(async move {
+                while let Some((stream, permit, watcher)) = rx.recv().await {
+                    match TcpStream::from_std(stream) {
+                        Ok(s) => spawn_connection(&builder, s, make(), permit, watcher),
+                        Err(e) => tracing::warn!(error = %e, "worker could not take a connection"),
+                    }
+                }
+            });
+        })?;
+    Ok((tx, thread))
+}
+
+/// The accept loop of one listener. Each connection is served by `make()`'s service over HTTP/1.1
+/// (or HTTP/2 with prior knowledge), with TCP_NODELAY so streamed events leave at once, on
+/// `limits.workers` threads of its own (round robin), or on this runtime when that is 0.
+pub async fn serve<F, S, B>(
+    listener: TcpListener,
+    mut stop: watch::Receiver<bool>,
+    make: F,
+    limits: ServeLimits,
+) where
+    F: Fn() -> S + Clone + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Send + 'static,
+    S::Future: Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let graceful = GracefulShutdown::new();
+    let builder = http_builder(&limits);
+    let mut workers = Vec::with_capacity(limits.workers);
+    let mut threads = Vec::with_capacity(limits.workers);
+    for i in 0..limits.workers {
+        match spawn_worker(i, make.clone(), builder.clone()) {
+            Ok((tx, t)) => {
+                workers.push(tx);
+                threads.push(t);
+            }
+            // no thread could be started: serve here instead
+            Err(e) => {
+                tracing::warn!(error = %e, worker = i, "could not start an API worker thread")
+            }
+        }
+    }
     let slots = limits.max_connections.map(|n| Arc::new(Semaphore::new(n)));
+    let mut next = 0usize;
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -157,14 +251,17 @@ pub async fn serve<F, S, B>(
                     None => None,
                 };
                 let _ = stream.set_nodelay(true);
-                let conn = builder.serve_connection(TokioIo::new(stream), make()).into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "connection ended with an error");
+                if workers.is_empty() {
+                    spawn_connection(&builder, stream, make(), permit, graceful.watcher());
+                    continue;
+                }
+                next = (next + 1) % workers.len();
+                match stream.into_std() {
+                    Ok(s) => {
+                        let _ = workers[next].send((s, permit, graceful.watcher()));
                     }
-                });
+                    Err(e) => tracing::warn!(error = %e, "could not hand a connection to a worker"),
+                }
             }
             _ = stop.changed() => break,
         }
@@ -183,6 +280,14 @@ pub async fn serve<F, S, B>(
         // let the error events go out, then give up on whatever is left
         let _ = tokio::time::timeout(Duration::from_secs(2), drained).await;
     }
+    // closing the channels ends the workers; whatever they still hold is dropped with them
+    drop(workers);
+    let _ = tokio::task::spawn_blocking(move || {
+        for t in threads {
+            let _ = t.join();
+        }
+    })
+    .await;
 }
 
 /// Resolves when SIGTERM or Ctrl-C arrives.

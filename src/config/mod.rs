@@ -90,6 +90,9 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
     /// Open API connections at most; more are closed at once.
     pub max_connections: usize,
+    /// Threads serving the API, each with its own listener (SO_REUSEPORT), event loop and
+    /// upstream connection pools, like nginx's worker processes. Default: one per CPU.
+    pub workers: usize,
     /// API requests in flight at most (all routes); more get 429 at once.
     pub max_concurrency: usize,
     /// A client must send its request headers within this time (slowloris).
@@ -371,6 +374,11 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
         },
         drain_timeout: dur(raw.server.drain_timeout, 30),
         max_connections: positive("server.max_connections", raw.server.max_connections, 10_000)?,
+        workers: positive(
+            "server.workers",
+            raw.server.workers,
+            std::thread::available_parallelism().map_or(1, |n| n.get()),
+        )?,
         max_concurrency: positive("server.max_concurrency", raw.server.max_concurrency, 2_048)?,
         header_read_timeout: dur(raw.server.header_read_timeout, 10),
         max_header_count: positive("server.max_header_count", raw.server.max_header_count, 100)?,
@@ -938,6 +946,10 @@ routes:
             (
                 BASE.replace("api_key_env: K", "api_key_env: K, kind: azure"),
                 "upstreams.openai.api_version",
+            ),
+            (
+                format!("server: {{ workers: 0 }}\n{BASE}"),
+                "server.workers",
             ),
         ];
         for (yaml, path) in cases {

@@ -49,6 +49,7 @@ pub struct RawServer {
     pub max_body_bytes: Option<u64>,
     pub drain_timeout: Option<Dur>,
     pub max_connections: Option<usize>,
+    pub workers: Option<usize>,
     pub max_concurrency: Option<usize>,
     pub header_read_timeout: Option<Dur>,
     pub max_header_count: Option<usize>,

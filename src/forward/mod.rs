@@ -2,6 +2,7 @@
 //! upstream (OpenAI-style or Azure), which headers cross the proxy in each direction, and which
 //! upstream failures move a request to its fallback model.
 
+use std::cell::Cell;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -38,6 +39,42 @@ pub fn client(connect_timeout: Duration) -> Result<HttpClient, rustls::Error> {
     Ok(Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
         .build(https))
+}
+
+thread_local! {
+    /// Which API worker thread this is (0 outside them: admin, tests, the simulator).
+    static WORKER: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Marks the calling thread as API worker `i`: its requests use the `i`th pool set.
+pub fn set_worker(i: usize) {
+    WORKER.with(|w| w.set(i));
+}
+
+/// The upstream clients, one per upstream for each API worker thread. A pooled connection is
+/// driven by a task on the thread that opened it; each worker having its own pools keeps a
+/// request and its upstream connection on one thread (no cross-thread wake-ups per request).
+pub struct Pools(Vec<Vec<HttpClient>>);
+
+impl Pools {
+    /// Clients for `workers` threads, each with every upstream's connect timeout.
+    pub fn build(upstreams: &[Upstream], workers: usize) -> Result<Pools, rustls::Error> {
+        (0..workers.max(1))
+            .map(|_| {
+                upstreams
+                    .iter()
+                    .map(|u| client(u.timeouts.connect))
+                    .collect()
+            })
+            .collect::<Result<_, _>>()
+            .map(Pools)
+    }
+
+    /// The calling worker's client for upstream `i`.
+    pub fn get(&self, upstream: usize) -> &HttpClient {
+        let set = &self.0[WORKER.with(Cell::get) % self.0.len()];
+        &set[upstream]
+    }
 }
 
 /// Hop-by-hop headers (RFC 9110 7.6.1) are never forwarded, in either direction.
