@@ -75,7 +75,7 @@ fn bench_rewrite(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::from_parameter(size), &body, |b, body| {
             b.iter(|| {
                 let view = RequestView::parse(black_box(body), Endpoint::Chat).unwrap();
-                black_box(view.rewrite("ft:gpt-4o-2024-08-06:acme:x:1", false))
+                black_box(view.rewrite("ft:gpt-4o-2024-08-06:acme:x:1", false, None))
             })
         });
     }

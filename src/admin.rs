@@ -1,5 +1,6 @@
-//! The admin listener: `/metrics`, `/healthz`, `/readyz`. Never on the API port, so metrics are
-//! not exposed to API clients and a saturated API cannot starve the health checks.
+//! The admin listener: `/metrics`, `/healthz`, `/readyz`, `/economics` (JSON) and `/` (the status
+//! page). Never on the API port, so metrics and spend are not exposed to API clients and a
+//! saturated API cannot starve the health checks.
 
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
@@ -20,10 +21,31 @@ pub async fn handle<B>(
         match (req.method(), req.uri().path()) {
             (&Method::GET, "/metrics") => {
                 shared.refresh_health_gauges();
+                crate::economics::publish(&shared.metrics, &shared.economics());
                 (
                     StatusCode::OK,
                     "text/plain; version=0.0.4; charset=utf-8",
                     Bytes::from(shared.metrics.encode()),
+                )
+            }
+            (&Method::GET, "/economics") => (
+                StatusCode::OK,
+                "application/json",
+                Bytes::from(serde_json::to_vec_pretty(&shared.economics()).unwrap_or_default()),
+            ),
+            (&Method::GET, "/") => {
+                let live = shared.live.load();
+                let health: Vec<(String, bool)> = live
+                    .config
+                    .models
+                    .iter()
+                    .enumerate()
+                    .map(|(i, m)| (m.name.clone(), live.model_healthy(i)))
+                    .collect();
+                (
+                    StatusCode::OK,
+                    "text/html; charset=utf-8",
+                    Bytes::from(crate::economics::render_html(&shared.economics(), &health)),
                 )
             }
             (&Method::GET, "/healthz") => {
@@ -43,7 +65,7 @@ pub async fn handle<B>(
             _ => (
                 StatusCode::NOT_FOUND,
                 "text/plain",
-                Bytes::from_static(b"not found: try /metrics, /healthz, /readyz\n"),
+                Bytes::from_static(b"not found: try /, /economics, /metrics, /healthz, /readyz\n"),
             ),
         };
     let mut resp = Response::new(Full::new(body));

@@ -29,12 +29,15 @@
 //! - [`usage`]: usage from JSON and SSE, exact pricing, the metering body.
 //! - [`health`]: passive health (consecutive failures → cool-down), per model name.
 //! - [`reload`]: SIGHUP and file-change reload, whole-config swap.
+//! - [`shadow`]: sampled copies of a route's requests to another model, compared pair by pair.
+//! - [`economics`]: per-arm cost per request and the fine-tune break-even (`/economics`, `GET /`).
 //! - [`metrics`]: every metric, registered once. [`error`]: the request-path error enum.
 //! - [`mock`]: the simulated OpenAI server used by the demo, tests and benchmarks.
 
 pub mod admin;
 pub mod classify;
 pub mod config;
+pub mod economics;
 pub mod error;
 pub mod forward;
 pub mod health;
@@ -44,4 +47,5 @@ pub mod proxy;
 pub mod reload;
 pub mod request;
 pub mod server;
+pub mod shadow;
 pub mod usage;

@@ -80,6 +80,10 @@ enum Cmd {
         /// Where the simulator listens.
         #[arg(long, default_value = "127.0.0.1:0")]
         mock_listen: SocketAddr,
+        /// Also send a realistic traffic mix to tailor (requests per second; `--traffic` = 20):
+        /// support questions on the A/B route, summaries with a shadow, the rest to the default.
+        #[arg(long, num_args = 0..=1, default_missing_value = "20", value_name = "PER_SECOND")]
+        traffic: Option<f64>,
     },
     /// Validate a config; print its routes, models and prices.
     Check {
@@ -200,6 +204,7 @@ fn main() -> Result<()> {
             admin_listen,
             allow_unauthenticated,
             mock_listen,
+            traffic,
         } => runtime(Some(1))?.block_on(async move {
             let sim = mock::start(mock_listen, false)
                 .await
@@ -221,7 +226,7 @@ fn main() -> Result<()> {
             let mut cfg = load(&config)?;
             adjust(&mut cfg);
             cfg.check_exposure().map_err(|e| anyhow::anyhow!("{e}"))?;
-            serve(cfg, config, adjust, Some(sim_addr)).await
+            serve(cfg, config, adjust, Some((sim_addr, traffic))).await
         }),
         Cmd::MockUpstream { listen } => runtime(None)?.block_on(async move {
             let sim = mock::start(listen, false).await?;
@@ -256,7 +261,7 @@ async fn serve(
     cfg: Config,
     path: PathBuf,
     adjust: Adjust,
-    demo_upstream: Option<SocketAddr>,
+    demo: Option<(SocketAddr, Option<f64>)>,
 ) -> Result<()> {
     let metrics = Metrics::new()?;
     let example_model = cfg
@@ -273,7 +278,7 @@ async fn serve(
     // one line on stdout that scripts can wait for
     out!("tailor listening on http://{api}/v1 (admin: http://{admin})");
     tracing::info!(%api, %admin, "tailor started");
-    if let Some(sim) = demo_upstream {
+    if let Some((sim, traffic)) = demo {
         out!(
             r#"
 Demo: every upstream points at the simulated OpenAI on http://{sim}/v1 (no API key needed).
@@ -287,8 +292,13 @@ print(c.chat.completions.create(model="{example_model}", messages=[{{"role":"use
 
   curl -s http://{admin}/metrics | grep ^tailor_
 
+Status page (routes, spend, cost per request per arm, the fine-tune verdict): http://{admin}/
 Ctrl-C to stop."#
         );
+        if let Some(rate) = traffic.filter(|r| *r > 0.0) {
+            out!("Sending demo traffic: {rate} requests/s (support A/B, summaries with a shadow, default).");
+            tokio::spawn(mock::demo_traffic(api, rate));
+        }
     }
     server::shutdown_signal().await;
     tracing::info!("shutting down: draining in-flight requests");
@@ -339,6 +349,10 @@ fn check(path: &Path) -> Result<()> {
             PriceSource::Config => "price from config".to_owned(),
             PriceSource::Table { key, as_of } => format!("built-in `{key}` as of {as_of}"),
         };
+        let src = match m.training_cost_usd() {
+            Some(t) => format!("{src}; training cost ${t:.2}"),
+            None => src,
+        };
         out!(
             "  {:<14} {:<44} on {:<12} {} / {} / {}  ({src})",
             m.name,
@@ -378,52 +392,20 @@ fn check(path: &Path) -> Result<()> {
             arms.join(", "),
             fb.join(", ")
         );
-        out!("     match: {}", describe_match(&r.matcher));
+        out!("     match: {}", r.matcher.describe());
+        for p in &r.prompts {
+            out!(
+                "     {} gets a system prompt of {} bytes ({})",
+                cfg.models[p.model].name,
+                p.text.len(),
+                if p.replace { "replacing the client's" } else { "prepended" }
+            );
+        }
+        if let Some(s) = &r.shadow {
+            out!("     shadow: {}% copied to {}", s.percent, cfg.models[s.model].name);
+        }
     }
     Ok(())
-}
-
-fn describe_match(m: &tailor::config::Matcher) -> String {
-    let mut parts = Vec::new();
-    if let Some(e) = &m.endpoints {
-        parts.push(format!(
-            "endpoint in {:?}",
-            e.iter().map(|e| e.as_str()).collect::<Vec<_>>()
-        ));
-    }
-    if let Some(ms) = &m.models {
-        parts.push(format!("model in {ms:?}"));
-    }
-    for (k, v) in &m.headers {
-        parts.push(format!("header {k} = {v:?}"));
-    }
-    if let Some(t) = m.tools {
-        parts.push(format!("tools = {t}"));
-    }
-    for (k, v) in &m.metadata {
-        parts.push(format!("metadata.{k} = {v:?}"));
-    }
-    if let Some(r) = &m.user {
-        parts.push(format!("user =~ /{r}/"));
-    }
-    if let Some((lo, hi)) = m.prompt_tokens {
-        parts.push(if hi == u64::MAX {
-            format!("prompt_tokens >= {lo}")
-        } else {
-            format!("prompt_tokens in {lo}..={hi}")
-        });
-    }
-    if let Some(r) = &m.system {
-        parts.push(format!("system =~ /{r}/"));
-    }
-    if let Some(r) = &m.content {
-        parts.push(format!("content =~ /{r}/"));
-    }
-    if parts.is_empty() {
-        "everything".into()
-    } else {
-        parts.join(" and ")
-    }
 }
 
 fn route(path: &Path, endpoint: Endpoint, headers: &[String], draw: u64) -> Result<()> {
@@ -448,7 +430,7 @@ fn route(path: &Path, endpoint: Endpoint, headers: &[String], draw: u64) -> Resu
             Ok(()) => out!(
                 "route {:<14} matches ({})",
                 r.name,
-                describe_match(&r.matcher)
+                r.matcher.describe()
             ),
             Err(c) => out!("route {:<14} skipped: {}", r.name, c.describe(&r.matcher)),
         }

@@ -45,6 +45,27 @@ pub struct Metrics {
     pub arm_weight: GaugeVec,
     pub model_info: IntGaugeVec,
     pub route_budget: GaugeVec,
+    /// Per (route, model, traffic) counters behind `/economics` and the status page.
+    pub ledger: crate::economics::Ledger,
+    pub shadow_requests: IntCounterVec,
+    pub shadow_tokens: IntCounterVec,
+    pub shadow_dropped: IntCounterVec,
+    pub shadow_comparisons: IntCounterVec,
+    /// Sums of shadow − primary per pair (latency s, output tokens, cost USD): mean = sum / pairs.
+    pub shadow_delta: GaugeVec,
+    /// Set at scrape from the ledger: shadow spend, and the fine-tune verdicts.
+    pub shadow_cost: GaugeVec,
+    pub finetune: FinetuneGauges,
+}
+
+/// The break-even verdict of each route that compares a fine-tune with its base model.
+pub struct FinetuneGauges {
+    pub savings_per_1k: GaugeVec,
+    pub savings: GaugeVec,
+    pub net: GaugeVec,
+    pub breakeven_requests: GaugeVec,
+    pub breakeven_days: GaugeVec,
+    pub training_cost: GaugeVec,
 }
 
 impl Metrics {
@@ -57,6 +78,8 @@ impl Metrics {
         let counter = |name: &str, help: &str, labels: &[&str]| {
             IntCounterVec::new(Opts::new(name, help), labels)
         };
+        let gauge =
+            |name: &str, help: &str, labels: &[&str]| GaugeVec::new(Opts::new(name, help), labels);
         let m = Metrics {
             requests: reg(
                 &registry,
@@ -189,6 +212,105 @@ impl Metrics {
                     &["route"],
                 )?,
             )?,
+            ledger: crate::economics::Ledger::default(),
+            shadow_requests: reg(
+                &registry,
+                counter(
+                    "tailor_shadow_requests_total",
+                    "Shadow requests (copies no client waits for), by route, model and how they ended",
+                    &["route", "model", "outcome"],
+                )?,
+            )?,
+            shadow_tokens: reg(
+                &registry,
+                counter(
+                    "tailor_shadow_tokens_total",
+                    "Tokens of shadow requests by type (input, cached_input, output): not in tailor_tokens_total",
+                    &["route", "model", "type"],
+                )?,
+            )?,
+            shadow_dropped: reg(
+                &registry,
+                counter(
+                    "tailor_shadow_dropped_total",
+                    "Shadow copies not sent because server.shadow_max_concurrency were in flight",
+                    &["route"],
+                )?,
+            )?,
+            shadow_comparisons: reg(
+                &registry,
+                counter(
+                    "tailor_shadow_comparisons_total",
+                    "Primary/shadow pairs by result: agree, differ, shadow_error, primary_error",
+                    &["route", "model", "result"],
+                )?,
+            )?,
+            shadow_delta: reg(
+                &registry,
+                gauge(
+                    "tailor_shadow_delta_sum",
+                    "Sum over pairs of shadow minus primary: latency_seconds, output_tokens, cost_usd",
+                    &["route", "model", "measure"],
+                )?,
+            )?,
+            shadow_cost: reg(
+                &registry,
+                gauge(
+                    "tailor_shadow_cost_usd",
+                    "Spend on shadow requests since start, USD (not in tailor_cost_usd_total)",
+                    &["route", "model"],
+                )?,
+            )?,
+            finetune: FinetuneGauges {
+                savings_per_1k: reg(
+                    &registry,
+                    gauge(
+                        "tailor_finetune_savings_usd_per_1k_requests",
+                        "Base model cost per 1,000 requests minus the fine-tune's (negative: a loss)",
+                        &["route", "model"],
+                    )?,
+                )?,
+                savings: reg(
+                    &registry,
+                    gauge(
+                        "tailor_finetune_savings_usd_total",
+                        "What the fine-tune's requests since start saved against the base model",
+                        &["route", "model"],
+                    )?,
+                )?,
+                net: reg(
+                    &registry,
+                    gauge(
+                        "tailor_finetune_net_usd",
+                        "Savings since start minus the training cost",
+                        &["route", "model"],
+                    )?,
+                )?,
+                breakeven_requests: reg(
+                    &registry,
+                    gauge(
+                        "tailor_finetune_breakeven_requests",
+                        "Fine-tune requests that recover the training cost (absent while it saves nothing)",
+                        &["route", "model"],
+                    )?,
+                )?,
+                breakeven_days: reg(
+                    &registry,
+                    gauge(
+                        "tailor_finetune_breakeven_days",
+                        "Days until the training cost is recovered at the route's current request rate",
+                        &["route", "model"],
+                    )?,
+                )?,
+                training_cost: reg(
+                    &registry,
+                    gauge(
+                        "tailor_model_training_cost_usd",
+                        "A fine-tune's declared one-off training cost",
+                        &["model"],
+                    )?,
+                )?,
+            },
             registry,
         };
         let build = IntGaugeVec::new(
@@ -216,6 +338,11 @@ impl Metrics {
             duration: self.duration.with_label_values(&rm),
             ttft: self.ttft.with_label_values(&rm),
             in_flight: self.in_flight.with_label_values(&[route]),
+            stats: self.ledger.arm(
+                &route.into(),
+                &model.into(),
+                crate::economics::Traffic::Primary,
+            ),
             metrics: self.clone(),
         }
     }
@@ -236,6 +363,12 @@ impl Metrics {
         for r in &config.routes {
             if let Some(b) = r.budget_usd_per_hour {
                 self.route_budget.with_label_values(&[&r.name]).set(b);
+            }
+        }
+        self.finetune.training_cost.reset();
+        for m in &config.models {
+            if let Some(c) = m.training_cost_usd() {
+                self.finetune.training_cost.with_label_values(&[&m.name]).set(c);
             }
         }
         self.arm_weight.reset();
@@ -272,6 +405,8 @@ pub struct RouteModelMeter {
     pub duration: Histogram,
     pub ttft: Histogram,
     pub in_flight: IntGauge,
+    /// This arm's economics counters.
+    pub stats: Arc<crate::economics::ArmStats>,
     metrics: Arc<Metrics>,
 }
 

@@ -126,6 +126,59 @@ pub async fn start(addr: SocketAddr, record: bool) -> std::io::Result<MockServer
     Ok(MockServer { addr, state, stop })
 }
 
+/// The demo's traffic: `per_second` requests to tailor at `api`, a mix a support team might
+/// send: questions on the `support` A/B route (sticky users, varied answer lengths), summaries on
+/// the route with a shadow, and a few to the default route. Runs until the process ends.
+pub async fn demo_traffic(api: SocketAddr, per_second: f64) {
+    const QUESTIONS: [&str; 6] = [
+        "Where is my order 4821? It was supposed to arrive on Monday.",
+        "My blender stopped working after 8 months, what can I do?",
+        "Can I return a jacket I bought three weeks ago? It does not fit.",
+        "How long does standard delivery take to Lyon?",
+        "I was charged twice for order 7710, please help.",
+        "Do you ship to Canada, and how much does it cost?",
+    ];
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / per_second.max(0.1)));
+    let mut rng: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        // xorshift: a fixed, reproducible mix
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    loop {
+        tick.tick().await;
+        let r = next();
+        let q = QUESTIONS[(r % QUESTIONS.len() as u64) as usize];
+        let words = 40 + (r >> 8) % 120;
+        let (model, team, content) = match (r >> 20) % 10 {
+            0..=6 => ("gpt-4o", Some("support"), q.to_owned()),
+            7 | 8 => ("gpt-4o-summary", None, format!("Summarize this support conversation in two sentences: {q} / {}", QUESTIONS[((r >> 24) % 6) as usize])),
+            _ => ("gpt-4o", None, format!("Translate to French: {q}")),
+        };
+        let body = json!({"model": model, "user": format!("cust-{}", (r >> 32) % 500),
+            "messages": [{"role": "user", "content": content}]});
+        let mut req = Request::post(format!("http://{api}/v1/chat/completions"))
+            .header(CONTENT_TYPE, "application/json")
+            .header("x-mock-words", words.to_string());
+        if let Some(t) = team {
+            req = req.header("x-team", t);
+        }
+        let Ok(req) = req.body(Full::new(Bytes::from(body.to_string()))) else {
+            continue;
+        };
+        let c = client.clone();
+        tokio::spawn(async move {
+            if let Ok(resp) = c.request(req).await {
+                let _ = resp.into_body().collect().await;
+            }
+        });
+    }
+}
+
 type MockBody = Either<Full<Bytes>, ChannelBody>;
 
 /// A body fed by a task: how the simulator paces and breaks streams.

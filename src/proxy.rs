@@ -35,12 +35,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::classify::{self, Decision};
-use crate::config::{Auth, Config, Model};
+use crate::config::{Auth, Config};
 use crate::error::ProxyError;
 use crate::forward::{self, Pools};
 use crate::health::{HealthRegistry, ModelHealth};
 use crate::metrics::{Metrics, RouteModelMeter};
-use crate::request::{Endpoint, RequestView};
+use crate::request::{Endpoint, RequestView, SystemPrompt};
 use crate::usage::meter::{BodyLimits, MeteredBody, Outcome, RequestMeter};
 
 /// The body of every response tailor sends.
@@ -60,7 +60,7 @@ pub struct LiveState {
     /// Per model index.
     health: Vec<Arc<ModelHealth>>,
     /// Per API worker thread and upstream index: a pooled client.
-    clients: Pools,
+    pub(crate) clients: Pools,
     /// Per route: its concurrency limit.
     route_slots: Vec<Option<Arc<Semaphore>>>,
     /// Unix time the config was loaded (`created` in `/v1/models`).
@@ -125,6 +125,11 @@ impl LiveState {
         })
     }
 
+    /// Whether model `i` is in rotation.
+    pub fn model_healthy(&self, i: usize) -> bool {
+        self.health.get(i).is_some_and(|h| h.is_healthy())
+    }
+
     fn meter(&self, route: usize, model: usize, client: usize) -> Option<RouteModelMeter> {
         let (_, per_client) = self.meters.get(route)?.iter().find(|(m, _)| *m == model)?;
         per_client.get(client).cloned()
@@ -172,12 +177,15 @@ pub struct Shared {
     pub ready: AtomicBool,
     /// Cancelled when a shutdown's drain time is over: open bodies end with an error.
     pub drain_over: CancellationToken,
+    /// `server.shadow_max_concurrency` slots (fixed at start-up).
+    pub(crate) shadow_slots: Arc<Semaphore>,
 }
 
 impl Shared {
     pub fn new(config: Config, metrics: Arc<Metrics>) -> Result<Arc<Shared>, rustls::Error> {
         let health = HealthRegistry::default();
         let server_slots = Arc::new(Semaphore::new(config.server.max_concurrency));
+        let shadow_slots = Arc::new(Semaphore::new(config.server.shadow_max_concurrency));
         let live = LiveState::build(config, &metrics, &health)?;
         // RandomState is seeded from the OS: a cheap random seed without another dependency
         let seed = {
@@ -195,6 +203,7 @@ impl Shared {
             counter: AtomicU64::new(0),
             ready: AtomicBool::new(true),
             drain_over: CancellationToken::new(),
+            shadow_slots,
         }))
     }
 
@@ -204,6 +213,12 @@ impl Shared {
         let live = LiveState::build(config, &self.metrics, &self.health)?;
         self.live.store(Arc::new(live));
         Ok(())
+    }
+
+    /// The economics of the live config over everything counted since start.
+    pub fn economics(&self) -> crate::economics::Report {
+        let live = self.live.load();
+        crate::economics::report(&live.config, &self.metrics.ledger.snapshot())
     }
 
     /// Sets `tailor_model_healthy` for the current models (called before each scrape).
@@ -218,7 +233,7 @@ impl Shared {
     }
 
     /// A fresh pseudo-random number (splitmix64 over a seeded counter).
-    fn next_random(&self) -> u64 {
+    pub(crate) fn next_random(&self) -> u64 {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         classify::stable_hash(&[&self
             .seed
@@ -444,7 +459,7 @@ fn try_slot(slots: &Arc<Semaphore>, scope: &str) -> Result<OwnedSemaphorePermit,
 }
 
 async fn proxy<B: ReqBody>(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     live: Arc<LiveState>,
     endpoint: Endpoint,
     client: usize,
@@ -484,7 +499,7 @@ async fn proxy<B: ReqBody>(
     let Some(first_meter) = live.meter(decision.route, decision.model, client) else {
         return rejected(ProxyError::Internal("no meter for the routed model".into()));
     };
-    let meter = RequestMeter::start(
+    let mut meter = RequestMeter::start(
         first_meter,
         live.config.models[decision.model].price,
         live.health[decision.model].clone(),
@@ -494,6 +509,17 @@ async fn proxy<B: ReqBody>(
         view.estimated_prompt_tokens(),
         permits,
     );
+    if let Some(pair) = crate::shadow::launch(
+        shared,
+        &live,
+        route,
+        &view,
+        endpoint,
+        &parts,
+        meter.request_id(),
+    ) {
+        meter.pair_with(pair);
+    }
     let attempt = Attempt {
         shared,
         live: &live,
@@ -622,7 +648,7 @@ impl Attempt<'_> {
             let policy = upstream.retry;
             let mut tries = 0;
             let tried = loop {
-                let tried = self.try_once(model, deadline, &mut meter).await;
+                let tried = self.try_once(mi, deadline, &mut meter).await;
                 // failed: counts against the model's health; retry: worth another try of it
                 let (failed, retry) = match &tried {
                     Tried::Success(_) => (false, false),
@@ -723,13 +749,18 @@ impl Attempt<'_> {
     /// Sends the request to `model` once, within the header timeout (and the deadline).
     async fn try_once(
         &self,
-        model: &Model,
+        mi: usize,
         deadline: Option<Instant>,
         meter: &mut RequestMeter,
     ) -> Tried {
         let cfg = self.cfg();
+        let model = &cfg.models[mi];
         let upstream = &cfg.upstreams[model.upstream];
-        let body = self.view.rewrite(&model.id, self.inject_usage);
+        let prompt = cfg.routes[self.decision.route].prompt_for(mi).map(|p| SystemPrompt {
+            text: &p.text,
+            replace: p.replace,
+        });
+        let body = self.view.rewrite(&model.id, self.inject_usage, prompt);
         let req = match forward::upstream_request(
             upstream,
             model,

@@ -59,10 +59,19 @@ fn modified(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
+/// Modification times of the config file and of the files it reads (arm prompts).
+fn stamps(path: &Path, shared: &Shared) -> Vec<Option<SystemTime>> {
+    let live = shared.live.load();
+    std::iter::once(path)
+        .chain(live.config.files.iter().map(PathBuf::as_path))
+        .map(modified)
+        .collect()
+}
+
 /// Watches `path` (SIGHUP, or a changed modification time) until the task is dropped.
 pub async fn watch(path: PathBuf, shared: Arc<Shared>, adjust: Adjust) {
     let env = |k: &str| std::env::var(k).ok();
-    let mut last = modified(&path);
+    let mut last = stamps(&path, &shared);
     #[cfg(unix)]
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     loop {
@@ -80,14 +89,14 @@ pub async fn watch(path: PathBuf, shared: Arc<Shared>, adjust: Adjust) {
         tokio::select! {
             _ = signalled => {
                 tracing::info!("SIGHUP: reloading config");
-                last = modified(&path);
                 reload_now(&path, &shared, &adjust, &env);
+                last = stamps(&path, &shared);
             }
             _ = tokio::time::sleep(POLL_EVERY) => {
-                let now = modified(&path);
-                if now.is_some() && now != last {
-                    last = now;
+                let now = stamps(&path, &shared);
+                if now[0].is_some() && now != last {
                     reload_now(&path, &shared, &adjust, &env);
+                    last = stamps(&path, &shared);
                 }
             }
         }

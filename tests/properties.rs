@@ -115,7 +115,7 @@ proptest! {
         let text = format!("{{{pad}{}{pad}}}", pairs.join(&format!(",{pad}")));
         let view = RequestView::parse(text.as_bytes(), Endpoint::Chat).unwrap();
         prop_assert_eq!(view.model.as_ref(), model.as_str());
-        let out = view.rewrite(&target, view.needs_usage_injection());
+        let out = view.rewrite(&target, view.needs_usage_injection(), None);
         let mut got: serde_json::Value = serde_json::from_slice(&out).unwrap();
         let mut want = serde_json::Value::Object(obj);
         want["model"] = target.clone().into();

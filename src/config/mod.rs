@@ -7,7 +7,8 @@ pub mod raw;
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::HeaderName;
@@ -79,6 +80,8 @@ pub struct Config {
     /// tailor's own API keys; empty = no client authentication.
     pub clients: Vec<Client>,
     pub health: HealthPolicy,
+    /// Files the config reads besides itself (arm prompts): a change to one reloads it too.
+    pub files: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -93,6 +96,8 @@ pub struct ServerConfig {
     /// Threads serving the API, each with its own listener (SO_REUSEPORT), event loop and
     /// upstream connection pools, like nginx's worker processes. Default: one per CPU.
     pub workers: usize,
+    /// Shadow requests in flight at most (all routes); more are dropped and counted.
+    pub shadow_max_concurrency: usize,
     /// API requests in flight at most (all routes); more get 429 at once.
     pub max_concurrency: usize,
     /// A client must send its request headers within this time (slowloris).
@@ -176,6 +181,11 @@ pub enum PriceSource {
 }
 
 impl Model {
+    /// The fine-tune's one-off training cost, if declared.
+    pub fn training_cost_usd(&self) -> Option<f64> {
+        self.training_cost
+    }
+
     /// Whether this is a fine-tuned model (`ft:` id, or an Azure deployment of an `ft:` base).
     pub fn is_fine_tune(&self) -> bool {
         self.id.starts_with("ft:")
@@ -197,6 +207,8 @@ pub struct Model {
     pub base_model: Option<String>,
     pub price: Price,
     pub price_source: PriceSource,
+    /// One-off training cost, USD, declared or from `training_tokens` at the table's rate.
+    pub training_cost: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -212,6 +224,23 @@ pub struct Arm {
     pub weight: u32,
 }
 
+/// A system prompt an arm adds for its model (read from a file with the config).
+#[derive(Debug)]
+pub struct ArmPrompt {
+    pub model: usize,
+    pub text: Arc<str>,
+    /// Instead of the client's system and developer messages (else before them).
+    pub replace: bool,
+}
+
+/// A sampled copy of a route's requests to another model, answered to no one.
+#[derive(Debug)]
+pub struct Shadow {
+    pub model: usize,
+    /// Percent of the route's requests, 0 < p <= 100.
+    pub percent: f64,
+}
+
 #[derive(Debug)]
 pub struct Route {
     pub name: String,
@@ -225,6 +254,16 @@ pub struct Route {
     pub max_concurrency: Option<usize>,
     /// Spend alert threshold, USD per hour.
     pub budget_usd_per_hour: Option<f64>,
+    /// Per-arm system prompts.
+    pub prompts: Vec<ArmPrompt>,
+    pub shadow: Option<Shadow>,
+}
+
+impl Route {
+    /// The system prompt the route adds when it sends a request to `model`.
+    pub fn prompt_for(&self, model: usize) -> Option<&ArmPrompt> {
+        self.prompts.iter().find(|p| p.model == model)
+    }
 }
 
 /// The conditions of a route; every one given must hold. `None`/empty = not checked.
@@ -255,6 +294,51 @@ impl Matcher {
             && self.tools.is_none()
             && self.endpoints.is_none()
     }
+
+    /// The conditions in words, as `tailor check` and the status page print them.
+    pub fn describe(&self) -> String {
+        let m = self;
+        let mut parts = Vec::new();
+        if let Some(e) = &m.endpoints {
+            parts.push(format!(
+                "endpoint in {:?}",
+                e.iter().map(|e| e.as_str()).collect::<Vec<_>>()
+            ));
+        }
+        if let Some(ms) = &m.models {
+            parts.push(format!("model in {ms:?}"));
+        }
+        for (k, v) in &m.headers {
+            parts.push(format!("header {k} = {v:?}"));
+        }
+        if let Some(t) = m.tools {
+            parts.push(format!("tools = {t}"));
+        }
+        for (k, v) in &m.metadata {
+            parts.push(format!("metadata.{k} = {v:?}"));
+        }
+        if let Some(r) = &m.user {
+            parts.push(format!("user =~ /{r}/"));
+        }
+        if let Some((lo, hi)) = m.prompt_tokens {
+            parts.push(if hi == u64::MAX {
+                format!("prompt_tokens >= {lo}")
+            } else {
+                format!("prompt_tokens in {lo}..={hi}")
+            });
+        }
+        if let Some(r) = &m.system {
+            parts.push(format!("system =~ /{r}/"));
+        }
+        if let Some(r) = &m.content {
+            parts.push(format!("content =~ /{r}/"));
+        }
+        if parts.is_empty() {
+            "everything".into()
+        } else {
+            parts.join(" and ")
+        }
+    }
 }
 
 impl Config {
@@ -265,13 +349,23 @@ impl Config {
             file: path.display().to_string(),
             source,
         })?;
-        Config::from_yaml(&text, env)
+        Config::from_yaml_in(&text, env, path.parent().unwrap_or(Path::new(".")))
     }
 
-    /// Parses and validates YAML text.
+    /// Parses and validates YAML text; files it names (arm prompts) are relative to the current
+    /// directory.
     pub fn from_yaml(
         text: &str,
         env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        Config::from_yaml_in(text, env, Path::new("."))
+    }
+
+    /// Parses and validates YAML text; files it names are relative to `base`.
+    pub fn from_yaml_in(
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+        base: &Path,
     ) -> Result<Config, ConfigError> {
         let de = serde_yaml_ng::Deserializer::from_str(text);
         let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
@@ -302,7 +396,7 @@ impl Config {
                 message,
             )
         })?;
-        build(raw, env)
+        build(raw, env, base)
     }
 
     /// tailor refuses to hold upstream keys on a non-loopback address with no client keys, unless
@@ -357,7 +451,11 @@ fn check_name(path: &str, name: &str) -> Result<(), ConfigError> {
     }
 }
 
-fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+fn build(
+    raw: RawConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+    base: &Path,
+) -> Result<Config, ConfigError> {
     let server = ServerConfig {
         listen: parse_addr("server.listen", raw.server.listen, "127.0.0.1:8080")?,
         admin_listen: parse_addr(
@@ -378,6 +476,11 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
             "server.workers",
             raw.server.workers,
             std::thread::available_parallelism().map_or(1, |n| n.get()),
+        )?,
+        shadow_max_concurrency: positive(
+            "server.shadow_max_concurrency",
+            raw.server.shadow_max_concurrency,
+            16,
         )?,
         max_concurrency: positive("server.max_concurrency", raw.server.max_concurrency, 2_048)?,
         header_read_timeout: dur(raw.server.header_read_timeout, 10),
@@ -501,6 +604,32 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
                 )
             }
         };
+        let training_cost = match (m.training_cost_usd, m.training_tokens) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    format!("{path}.training_tokens"),
+                    "give `training_cost_usd` or `training_tokens`, not both",
+                ))
+            }
+            (Some(c), None) if c.is_finite() && c >= 0.0 => Some(c),
+            (Some(_), None) => {
+                return Err(invalid(
+                    format!("{path}.training_cost_usd"),
+                    "must be a number >= 0",
+                ))
+            }
+            (None, Some(t)) => match price.training {
+                // the table holds picodollars per token
+                Some(per_token) => Some(t as f64 * per_token as f64 / price::PICO_PER_USD),
+                None => {
+                    return Err(invalid(
+                        format!("{path}.training_tokens"),
+                        "the price table has no training rate for this model: give `training_cost_usd`",
+                    ))
+                }
+            },
+            (None, None) => None,
+        };
         model_index.insert(name.clone(), models.len());
         models.push(Model {
             name,
@@ -509,10 +638,12 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
             base_model: m.base_model,
             price,
             price_source,
+            training_cost,
         });
     }
 
     let mut routes: Vec<Route> = Vec::new();
+    let mut files = Vec::new();
     let mut listed = Vec::new();
     let mut seen_names = BTreeSet::new();
     for (i, r) in raw.routes.into_iter().enumerate() {
@@ -526,7 +657,7 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
                 ),
             ));
         }
-        let route = build_route(&path, r, &model_index)?;
+        let route = build_route(&path, r, &model_index, base, &mut files)?;
         if !seen_names.insert(route.name.clone()) {
             return Err(invalid(
                 format!("{path}.name"),
@@ -570,6 +701,7 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
         listed_models: listed,
         clients,
         health,
+        files,
     };
     cfg.check_exposure()?;
     Ok(cfg)
@@ -672,6 +804,8 @@ fn build_route(
     path: &str,
     r: RawRoute,
     model_index: &HashMap<String, usize>,
+    base: &Path,
+    files: &mut Vec<PathBuf>,
 ) -> Result<Route, ConfigError> {
     check_name(&format!("{path}.name"), &r.name)?;
     let find = |p: String, name: &str| {
@@ -691,6 +825,7 @@ fn build_route(
         ));
     }
     let mut arms: Vec<Arm> = Vec::new();
+    let mut prompts = Vec::new();
     for (j, a) in r.split.iter().enumerate() {
         let model = find(format!("{path}.split[{j}].model"), &a.model)?;
         if arms.iter().any(|x| x.model == model) {
@@ -703,6 +838,46 @@ fn build_route(
             model,
             weight: a.weight.unwrap_or(1),
         });
+        let replace = match a.system_prompt_mode.as_deref() {
+            None | Some("prepend") => false,
+            Some("replace") => true,
+            Some(m) => {
+                return Err(invalid(
+                    format!("{path}.split[{j}].system_prompt_mode"),
+                    format!("`{m}`: expected prepend or replace"),
+                ))
+            }
+        };
+        match &a.system_prompt {
+            Some(file) => {
+                let p = base.join(file);
+                let text = std::fs::read_to_string(&p).map_err(|e| {
+                    invalid(
+                        format!("{path}.split[{j}].system_prompt"),
+                        format!("cannot read {}: {e}", p.display()),
+                    )
+                })?;
+                if text.trim().is_empty() {
+                    return Err(invalid(
+                        format!("{path}.split[{j}].system_prompt"),
+                        format!("{} is empty", p.display()),
+                    ));
+                }
+                prompts.push(ArmPrompt {
+                    model,
+                    text: text.trim_end().into(),
+                    replace,
+                });
+                files.push(p);
+            }
+            None if a.system_prompt_mode.is_some() => {
+                return Err(invalid(
+                    format!("{path}.split[{j}].system_prompt_mode"),
+                    "needs `system_prompt`",
+                ))
+            }
+            None => {}
+        }
     }
     let total_weight: u64 = arms.iter().map(|a| u64::from(a.weight)).sum();
     if total_weight == 0 {
@@ -738,6 +913,22 @@ fn build_route(
         .map(|(j, name)| find(format!("{path}.fallback[{j}]"), name))
         .collect::<Result<Vec<_>, _>>()?;
     let matcher = build_matcher(&format!("{path}.match"), r.matcher.unwrap_or_default())?;
+    let shadow = match r.shadow {
+        None => None,
+        Some(s) => {
+            let model = find(format!("{path}.shadow.model"), &s.model)?;
+            if !(s.percent > 0.0 && s.percent <= 100.0) {
+                return Err(invalid(
+                    format!("{path}.shadow.percent"),
+                    "must be > 0 and <= 100",
+                ));
+            }
+            Some(Shadow {
+                model,
+                percent: s.percent,
+            })
+        }
+    };
     Ok(Route {
         name: r.name,
         matcher,
@@ -758,6 +949,8 @@ fn build_route(
             }
             b => b,
         },
+        prompts,
+        shadow,
     })
 }
 

@@ -50,6 +50,7 @@ pub struct RawServer {
     pub drain_timeout: Option<Dur>,
     pub max_connections: Option<usize>,
     pub workers: Option<usize>,
+    pub shadow_max_concurrency: Option<usize>,
     pub max_concurrency: Option<usize>,
     pub header_read_timeout: Option<Dur>,
     pub max_header_count: Option<usize>,
@@ -122,6 +123,10 @@ pub struct RawModel {
     /// For Azure deployments (whose `id` is a deployment name): the OpenAI model id to price by.
     pub base_model: Option<String>,
     pub price: Option<RawPrice>,
+    /// One-off cost of the fine-tune, USD (for the break-even).
+    pub training_cost_usd: Option<f64>,
+    /// Or: training tokens, priced at the built-in fine-tuning training rate.
+    pub training_tokens: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -146,6 +151,15 @@ pub struct RawRoute {
     pub max_concurrency: Option<usize>,
     /// Spend alert threshold for this route, USD per hour (exported for the shipped alert rule).
     pub budget_usd_per_hour: Option<f64>,
+    /// A sampled copy of the route's requests to another model.
+    pub shadow: Option<RawShadow>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawShadow {
+    pub model: String,
+    pub percent: f64,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -176,6 +190,11 @@ pub struct RawRange {
 pub struct RawArm {
     pub model: String,
     pub weight: Option<u32>,
+    /// A file whose text becomes this arm's system message.
+    pub system_prompt: Option<String>,
+    /// `prepend` (default): before the client's messages; `replace`: instead of the client's
+    /// system and developer messages.
+    pub system_prompt_mode: Option<String>,
 }
 
 /// Accepts `x` or `[x, y]`.

@@ -68,6 +68,9 @@ pub struct RequestMeter {
     /// Concurrency slots, released when the request is recorded.
     permits: Vec<OwnedSemaphorePermit>,
     done: bool,
+    /// With a shadow copy in flight: where the primary's result goes, and the body so far.
+    pair: Option<(crate::shadow::PairTx, Vec<Bytes>, usize)>,
+    pair_id_logged: Option<String>,
 }
 
 impl RequestMeter {
@@ -96,6 +99,28 @@ impl RequestMeter {
             prompt_estimate,
             permits,
             done: false,
+            pair: None,
+            pair_id_logged: None,
+        }
+    }
+
+    /// A shadow copy of this request is in flight: at the end, what the client got goes to it.
+    pub fn pair_with(&mut self, tx: crate::shadow::PairTx) {
+        self.pair = Some((tx, Vec::new(), 0));
+    }
+
+    /// The pair id, when this request has a shadow.
+    pub fn pair_id(&self) -> &str {
+        self.pair.as_ref().map_or("", |(p, _, _)| p.id())
+    }
+
+    /// Keeps (refcounted, not copied) what the client is sent, for the shadow comparison.
+    fn capture(&mut self, out: &Bytes) {
+        if let Some((_, frames, kept)) = &mut self.pair {
+            if *kept + out.len() <= crate::shadow::MAX_ANSWER_BYTES {
+                *kept += out.len();
+                frames.push(out.clone());
+            }
         }
     }
 
@@ -168,6 +193,19 @@ impl RequestMeter {
         }
         m.record_request(status, outcome.as_str());
         let elapsed = self.started.elapsed();
+        // a client hanging up is no failure of the model
+        let failed = !status.is_success() && outcome != Outcome::ClientCancelled;
+        m.stats.record(!failed, &u, cost, elapsed);
+        if let Some((tx, body, _)) = self.pair.take() {
+            self.pair_id_logged = Some(tx.id().to_owned());
+            tx.send(crate::shadow::PrimaryResult {
+                ok: outcome == Outcome::Ok && status.is_success(),
+                latency: elapsed,
+                output_tokens: u.output,
+                cost_pico: cost,
+                body,
+            });
+        }
         m.duration.observe(elapsed.as_secs_f64());
         m.in_flight.dec();
         tracing::info!(
@@ -187,6 +225,7 @@ impl RequestMeter {
             reasoning_tokens = u.reasoning,
             cost_usd = cost as f64 / PICO_PER_USD,
             duration_ms = elapsed.as_secs_f64() * 1e3,
+            shadow_pair = self.pair_id_logged.as_deref().unwrap_or(""),
         );
     }
 }
@@ -470,6 +509,7 @@ where
                         }
                         Mode::Sse(s) => s.feed(data),
                     };
+                    this.meter.capture(&out);
                     // A body with a known length may never be polled to `None`: end it here.
                     if this.inner.is_end_stream() {
                         this.end_of_upstream();
