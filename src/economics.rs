@@ -251,7 +251,14 @@ fn is_fine_tune(m: &Model) -> bool {
     m.is_fine_tune() || m.training_cost_usd().is_some()
 }
 
-fn arm_report(cfg: &Config, r: &Route, model: usize, c: Counts, share: f64, route_n: u64) -> ArmReport {
+fn arm_report(
+    cfg: &Config,
+    r: &Route,
+    model: usize,
+    c: Counts,
+    share: f64,
+    route_n: u64,
+) -> ArmReport {
     let m = &cfg.models[model];
     ArmReport {
         model: m.name.clone(),
@@ -358,7 +365,16 @@ fn verdict(
     let remaining = breakeven.map(|b| b.saturating_sub(served));
     let per_day = route_n as f64 / elapsed.as_secs_f64().max(1.0) * 86_400.0;
     let days = remaining.map(|n| n as f64 / per_day);
-    let summary = summary(&ft.model, &base.model, saving, training, savings_to_date, breakeven, remaining, days);
+    let summary = summary(
+        &ft.model,
+        &base.model,
+        saving,
+        training,
+        savings_to_date,
+        breakeven,
+        remaining,
+        days,
+    );
     Some(Verdict {
         fine_tune: ft.model.clone(),
         base: base.model.clone(),
@@ -414,10 +430,17 @@ fn summary(
             } else {
                 format!("about {d:.0} days")
             };
-            let _ = write!(s, "; training cost recovered after {} requests, {when} at the current rate", thousands(b));
+            let _ = write!(
+                s,
+                "; training cost recovered after {} requests, {when} at the current rate",
+                thousands(b)
+            );
         }
         _ => {
-            let _ = write!(s, " (saved ${to_date:.2} so far; no training cost declared)");
+            let _ = write!(
+                s,
+                " (saved ${to_date:.2} so far; no training cost declared)"
+            );
         }
     }
     s
@@ -426,7 +449,13 @@ fn summary(
 /// Sets the fine-tune and shadow-spend gauges from a report (replacing older values).
 pub fn publish(metrics: &crate::metrics::Metrics, r: &Report) {
     let f = &metrics.finetune;
-    for g in [&f.savings_per_1k, &f.savings, &f.net, &f.breakeven_requests, &f.breakeven_days] {
+    for g in [
+        &f.savings_per_1k,
+        &f.savings,
+        &f.net,
+        &f.breakeven_requests,
+        &f.breakeven_seconds,
+    ] {
         g.reset();
     }
     metrics.shadow_cost.reset();
@@ -439,7 +468,9 @@ pub fn publish(metrics: &crate::metrics::Metrics, r: &Report) {
         }
         let Some(v) = &route.finetune else { continue };
         let l = [route.route.as_str(), v.fine_tune.as_str()];
-        f.savings_per_1k.with_label_values(&l).set(v.savings_per_1k_requests_usd);
+        f.savings_per_1k
+            .with_label_values(&l)
+            .set(v.savings_per_1k_requests_usd);
         f.savings.with_label_values(&l).set(v.savings_to_date_usd);
         if let Some(n) = v.net_usd {
             f.net.with_label_values(&l).set(n);
@@ -448,7 +479,7 @@ pub fn publish(metrics: &crate::metrics::Metrics, r: &Report) {
             f.breakeven_requests.with_label_values(&l).set(b as f64);
         }
         if let Some(d) = v.days_to_breakeven {
-            f.breakeven_days.with_label_values(&l).set(d);
+            f.breakeven_seconds.with_label_values(&l).set(d * 86_400.0);
         }
     }
 }
@@ -510,7 +541,11 @@ td:first-child,th:first-child{{text-align:left}}.rules{{color:#555}}.verdict{{pa
             route.spend_usd
         );
         if let Some(v) = &route.finetune {
-            let class = if v.savings_per_1k_requests_usd > 0.0 { "verdict" } else { "verdict loss" };
+            let class = if v.savings_per_1k_requests_usd > 0.0 {
+                "verdict"
+            } else {
+                "verdict loss"
+            };
             let _ = write!(h, r#"<p class="{class}">{}</p>"#, esc(&v.summary));
         }
         h.push_str("<table><tr><th>model</th><th>configured share</th><th>observed share</th><th>requests</th><th>error rate</th><th>mean input tokens</th><th>mean cached</th><th>mean output</th><th>cost / request</th><th>spend</th><th>p95 latency</th></tr>");

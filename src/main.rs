@@ -398,11 +398,19 @@ fn check(path: &Path) -> Result<()> {
                 "     {} gets a system prompt of {} bytes ({})",
                 cfg.models[p.model].name,
                 p.text.len(),
-                if p.replace { "replacing the client's" } else { "prepended" }
+                if p.replace {
+                    "replacing the client's"
+                } else {
+                    "prepended"
+                }
             );
         }
         if let Some(s) = &r.shadow {
-            out!("     shadow: {}% copied to {}", s.percent, cfg.models[s.model].name);
+            out!(
+                "     shadow: {}% copied to {}",
+                s.percent,
+                cfg.models[s.model].name
+            );
         }
     }
     Ok(())
@@ -427,11 +435,7 @@ fn route(path: &Path, endpoint: Endpoint, headers: &[String], draw: u64) -> Resu
     for (i, v) in ex.verdicts.iter().enumerate() {
         let r = &cfg.routes[i];
         match v {
-            Ok(()) => out!(
-                "route {:<14} matches ({})",
-                r.name,
-                r.matcher.describe()
-            ),
+            Ok(()) => out!("route {:<14} matches ({})", r.name, r.matcher.describe()),
             Err(c) => out!("route {:<14} skipped: {}", r.name, c.describe(&r.matcher)),
         }
     }

@@ -64,7 +64,7 @@ pub struct FinetuneGauges {
     pub savings: GaugeVec,
     pub net: GaugeVec,
     pub breakeven_requests: GaugeVec,
-    pub breakeven_days: GaugeVec,
+    pub breakeven_seconds: GaugeVec,
     pub training_cost: GaugeVec,
 }
 
@@ -273,7 +273,7 @@ impl Metrics {
                 savings: reg(
                     &registry,
                     gauge(
-                        "tailor_finetune_savings_usd_total",
+                        "tailor_finetune_savings_usd",
                         "What the fine-tune's requests since start saved against the base model",
                         &["route", "model"],
                     )?,
@@ -294,11 +294,11 @@ impl Metrics {
                         &["route", "model"],
                     )?,
                 )?,
-                breakeven_days: reg(
+                breakeven_seconds: reg(
                     &registry,
                     gauge(
-                        "tailor_finetune_breakeven_days",
-                        "Days until the training cost is recovered at the route's current request rate",
+                        "tailor_finetune_breakeven_seconds",
+                        "Time until the training cost is recovered at the route's current request rate",
                         &["route", "model"],
                     )?,
                 )?,
@@ -368,7 +368,10 @@ impl Metrics {
         self.finetune.training_cost.reset();
         for m in &config.models {
             if let Some(c) = m.training_cost_usd() {
-                self.finetune.training_cost.with_label_values(&[&m.name]).set(c);
+                self.finetune
+                    .training_cost
+                    .with_label_values(&[&m.name])
+                    .set(c);
             }
         }
         self.arm_weight.reset();

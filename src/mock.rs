@@ -19,7 +19,8 @@
 //! | `x-mock-status: 307`     | a redirect to another host (tailor must not follow it) |
 //!
 //! and by the upstream model id: an id containing `broken` answers 500, one containing `deleted`
-//! answers 404 `model_not_found` (a deleted fine-tune). A missing key answers 401, and the key
+//! answers 404 `model_not_found` (a deleted fine-tune), one containing `slow` answers after
+//! [`SLOW_MODEL_DELAY`]. A missing key answers 401, and the key
 //! `sk-invalid` answers 401 `invalid_api_key`.
 //!
 //! Token counts are deterministic: prompt tokens = ceil(bytes of the prompt field / 4); with 1024
@@ -156,7 +157,14 @@ pub async fn demo_traffic(api: SocketAddr, per_second: f64) {
         let words = 40 + (r >> 8) % 120;
         let (model, team, content) = match (r >> 20) % 10 {
             0..=6 => ("gpt-4o", Some("support"), q.to_owned()),
-            7 | 8 => ("gpt-4o-summary", None, format!("Summarize this support conversation in two sentences: {q} / {}", QUESTIONS[((r >> 24) % 6) as usize])),
+            7 | 8 => (
+                "gpt-4o-summary",
+                None,
+                format!(
+                    "Summarize this support conversation in two sentences: {q} / {}",
+                    QUESTIONS[((r >> 24) % 6) as usize]
+                ),
+            ),
             _ => ("gpt-4o", None, format!("Translate to French: {q}")),
         };
         let body = json!({"model": model, "user": format!("cust-{}", (r >> 32) % 500),
@@ -178,6 +186,9 @@ pub async fn demo_traffic(api: SocketAddr, per_second: f64) {
         });
     }
 }
+
+/// How long a model whose id contains `slow` takes before it answers.
+pub const SLOW_MODEL_DELAY: Duration = Duration::from_millis(1500);
 
 type MockBody = Either<Full<Bytes>, ChannelBody>;
 
@@ -398,6 +409,9 @@ async fn handle(
     }
     if model.contains("deleted") {
         return Ok(error(404, &model, &rid));
+    }
+    if model.contains("slow") {
+        tokio::time::sleep(SLOW_MODEL_DELAY).await;
     }
     let sim = Sim::new(&req, &endpoint, &model, h);
     Ok(match endpoint.as_str() {

@@ -756,10 +756,12 @@ impl Attempt<'_> {
         let cfg = self.cfg();
         let model = &cfg.models[mi];
         let upstream = &cfg.upstreams[model.upstream];
-        let prompt = cfg.routes[self.decision.route].prompt_for(mi).map(|p| SystemPrompt {
-            text: &p.text,
-            replace: p.replace,
-        });
+        let prompt = cfg.routes[self.decision.route]
+            .prompt_for(mi)
+            .map(|p| SystemPrompt {
+                text: &p.text,
+                replace: p.replace,
+            });
         let body = self.view.rewrite(&model.id, self.inject_usage, prompt);
         let req = match forward::upstream_request(
             upstream,

@@ -432,7 +432,10 @@ impl<'a> RequestView<'a> {
                 Some(i) => Some((span_in(body, i), text.into_bytes())),
                 None => {
                     let close = body.iter().rposition(|b| *b == b'}')?;
-                    Some((close..close, format!(r#","instructions":{text}"#).into_bytes()))
+                    Some((
+                        close..close,
+                        format!(r#","instructions":{text}"#).into_bytes(),
+                    ))
                 }
             },
             Endpoint::Completions | Endpoint::Embeddings => None,

@@ -231,7 +231,11 @@ impl Pair {
                 let dl = s.latency.as_secs_f64() - p.latency.as_secs_f64();
                 let dt = s.usage.output as f64 - p.output_tokens as f64;
                 let dc = (s.cost_pico as f64 - p.cost_pico as f64) / PICO_PER_USD;
-                for (measure, v) in [("latency_seconds", dl), ("output_tokens", dt), ("cost_usd", dc)] {
+                for (measure, v) in [
+                    ("latency_seconds", dl),
+                    ("output_tokens", dt),
+                    ("cost_usd", dc),
+                ] {
                     m.shadow_delta
                         .with_label_values(&[&self.route, &self.model, measure])
                         .add(v);

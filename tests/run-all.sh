@@ -21,6 +21,14 @@ if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
 fi
 prometheus --version 2>&1 | head -1
 
+echo "== installing Chromium (Debian's package) if missing, for the status page test"
+if ! command -v chromium >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi
+chromium --version 2>/dev/null | head -1
+
 echo "== installing the pinned SDKs"
 venv=$root/target/sdk-venv
 if [ ! -x "$venv/bin/python" ]; then
@@ -72,6 +80,9 @@ echo "-- Node openai $(node -p 'require("./tests/sdk/node/node_modules/openai/pa
 
 echo "-- monitoring: real Prometheus, the shipped dashboard and rules; deploy manifests"
 "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/monitoring tests/deploy
+
+echo "-- status page: tailor demo --traffic, rendered by headless Chromium (screenshot: target/status-page.png)"
+"$venv/bin/python" -m pytest -q -p no:cacheprovider tests/status
 
 # the access log must carry no key: neither tailor's upstream key nor the clients'
 if grep -q -e "$upstream_key" -e "sk-client-key" "$tmp/tailor.log"; then

@@ -621,12 +621,10 @@ fn build(
             (None, Some(t)) => match price.training {
                 // the table holds picodollars per token
                 Some(per_token) => Some(t as f64 * per_token as f64 / price::PICO_PER_USD),
-                None => {
-                    return Err(invalid(
-                        format!("{path}.training_tokens"),
-                        "the price table has no training rate for this model: give `training_cost_usd`",
-                    ))
-                }
+                None => return Err(invalid(
+                    format!("{path}.training_tokens"),
+                    "the price table has no training rate for this model: give `training_cost_usd`",
+                )),
             },
             (None, None) => None,
         };
@@ -1062,6 +1060,50 @@ routes:
         );
         assert_eq!(c.server.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
         assert!(c.routes[1].matcher.is_catch_all());
+        assert_eq!(ft.training_cost_usd(), None);
+    }
+
+    #[test]
+    fn training_cost_declared_or_priced_from_training_tokens() {
+        let env = |k: &str| (k == "K").then(|| "sk-x".to_owned());
+        let with = |model_extra: &str| {
+            BASE.replace(
+                r#"id: "ft:gpt-4o-2024-08-06:acme:support:A1" }"#,
+                &format!(r#"id: "ft:gpt-4o-2024-08-06:acme:support:A1", {model_extra} }}"#),
+            )
+        };
+        let c = Config::from_yaml(&with("training_cost_usd: 412.5"), &env).unwrap();
+        assert_eq!(
+            c.models[c.model_index("ft").unwrap()].training_cost_usd(),
+            Some(412.5)
+        );
+        // 2M training tokens at the table's $25 per 1M
+        let c = Config::from_yaml(&with("training_tokens: 2000000"), &env).unwrap();
+        assert_eq!(
+            c.models[c.model_index("ft").unwrap()].training_cost_usd(),
+            Some(50.0)
+        );
+        for (extra, path) in [
+            ("training_cost_usd: -1", "models.ft.training_cost_usd"),
+            (
+                "training_cost_usd: 1, training_tokens: 5",
+                "models.ft.training_tokens",
+            ),
+        ] {
+            let e = err(&with(extra));
+            assert!(e.starts_with(&format!("{path}:")), "{extra}: {e}");
+        }
+        // gpt-4o has no training rate in the table
+        let e = err(&BASE.replace(
+            "id: gpt-4o-2024-08-06 }",
+            "id: gpt-4o-2024-08-06, training_tokens: 5 }",
+        ));
+        assert!(e.starts_with("models.gpt-4o.training_tokens:"), "{e}");
+        let e = err(&BASE.replace(
+            "sticky: user",
+            "sticky: user\n    shadow: { model: ft, percent: 0 }",
+        ));
+        assert!(e.starts_with("routes[0].shadow.percent:"), "{e}");
     }
 
     #[test]

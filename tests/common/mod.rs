@@ -66,7 +66,9 @@ pub fn load_fixture_edited(name: &str, mock_url: &str, edit: &dyn Fn(String) -> 
         env!("CARGO_MANIFEST_DIR")
     ))
     .unwrap();
-    Config::from_yaml(&edit(text).replace("MOCK_URL", mock_url), &test_env).unwrap()
+    // files a fixture names (arm prompts) are relative to it, as with `Config::load`
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    Config::from_yaml_in(&edit(text).replace("MOCK_URL", mock_url), &test_env, &dir).unwrap()
 }
 
 /// Loads `tests/fixtures/{name}` with MOCK_URL replaced.

@@ -64,7 +64,8 @@ def stack():
         mock = subprocess.Popen([str(BIN), "mock-upstream", "--listen", "127.0.0.1:0"], stdout=subprocess.PIPE, text=True)
         procs.append(mock)
         mock_url = wait_line(mock, "simulated OpenAI listening on").split()[-1].removesuffix("/v1")
-        cfg_text = (ROOT / "tests/fixtures/monitoring.yaml").read_text().replace("MOCK_URL", mock_url)
+        cfg_text = ((ROOT / "tests/fixtures/monitoring.yaml").read_text().replace("MOCK_URL", mock_url)
+                    .replace("FIXTURES_DIR", str(ROOT / "tests/fixtures")))
         (tmp / "routes.yaml").write_text(cfg_text)
         tailor = subprocess.Popen([str(BIN), "--no-access-log", "serve", "--config", str(tmp / "routes.yaml")],
                                   stdout=subprocess.PIPE, text=True, env={**os.environ, "TAILOR_TEST_KEY": "sk-mon"})
