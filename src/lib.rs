@@ -4,19 +4,22 @@
 //!  client (OpenAI SDK, base_url = tailor)
 //!    │  POST /v1/chat/completions | /v1/completions | /v1/embeddings | /v1/responses
 //!    ▼
-//!  server ── accept, TCP_NODELAY, HTTP/1.1 + h2c, graceful shutdown
+//!  server ── accept, TCP_NODELAY, HTTP/1.1 + h2c, graceful shutdown; hand-off to a worker
+//!    │        thread (own event loop and upstream pools)
 //!    ▼
 //!  proxy ─── limits, client key, concurrency slots
 //!    │        read body (≤ max_body_bytes) ──▶ request::RequestView (borrowed, validated)
 //!    │                                          │
 //!    │        classify (pure: config × request × draw × health ─▶ route, model, fallbacks)
+//!    │        shadow ── sampled copy to the route's shadow model (own task, bounded, compared)
 //!    ▼
-//!  forward ── rewrite `model` (+ include_usage), auth for OpenAI / Azure, timeouts,
+//!  forward ── rewrite `model` (+ include_usage, + the arm's system prompt), auth for OpenAI / Azure, timeouts,
 //!    │        retries with backoff, fallback: all before the first byte
 //!    ▼
 //!  usage ─── MeteredBody: SSE / JSON usage, idle/total limits ─▶ price ─▶ metrics (+ access line)
+//!                                                                 └──▶ economics ledger per arm
 //!
-//!  admin ─── /metrics /healthz /readyz on its own port
+//!  admin ─── /metrics /healthz /readyz /economics and the status page (/) on its own port
 //! ```
 //!
 //! # Layout
