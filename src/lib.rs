@@ -32,14 +32,18 @@
 //! - [`usage`]: usage from JSON and SSE, exact pricing, the metering body.
 //! - [`health`]: passive health (consecutive failures → cool-down), per model name.
 //! - [`reload`]: SIGHUP and file-change reload, whole-config swap.
+//! - [`capture`]: successful answers written as a fine-tuning dataset (queue, writer thread).
+//! - [`dataset`]: `tailor dataset check`, the upload's validation and price of a dataset file.
 //! - [`shadow`]: sampled copies of a route's requests to another model, compared pair by pair.
 //! - [`economics`]: per-arm cost per request and the fine-tune break-even (`/economics`, `GET /`).
 //! - [`metrics`]: every metric, registered once. [`error`]: the request-path error enum.
 //! - [`mock`]: the simulated OpenAI server used by the demo, tests and benchmarks.
 
 pub mod admin;
+pub mod capture;
 pub mod classify;
 pub mod config;
+pub mod dataset;
 pub mod economics;
 pub mod error;
 pub mod forward;

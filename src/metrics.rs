@@ -50,6 +50,7 @@ pub struct Metrics {
     pub shadow_requests: IntCounterVec,
     pub shadow_tokens: IntCounterVec,
     pub shadow_dropped: IntCounterVec,
+    pub capture_dropped: IntCounterVec,
     pub shadow_comparisons: IntCounterVec,
     /// Sums of shadow − primary per pair (latency s, output tokens, cost USD): mean = sum / pairs.
     pub shadow_delta: GaugeVec,
@@ -234,6 +235,14 @@ impl Metrics {
                 counter(
                     "tailor_shadow_dropped_total",
                     "Shadow copies not sent because server.shadow_max_concurrency were in flight",
+                    &["route"],
+                )?,
+            )?,
+            capture_dropped: reg(
+                &registry,
+                counter(
+                    "tailor_capture_dropped_total",
+                    "Sampled answers not captured because the route's capture queue was full",
                     &["route"],
                 )?,
             )?,

@@ -179,6 +179,8 @@ pub struct Shared {
     pub drain_over: CancellationToken,
     /// `server.shadow_max_concurrency` slots (fixed at start-up).
     pub(crate) shadow_slots: Arc<Semaphore>,
+    /// Dataset writers, one per capture file (kept across reloads).
+    pub captures: Arc<crate::capture::Captures>,
 }
 
 impl Shared {
@@ -204,6 +206,7 @@ impl Shared {
             ready: AtomicBool::new(true),
             drain_over: CancellationToken::new(),
             shadow_slots,
+            captures: Arc::default(),
         }))
     }
 
@@ -509,6 +512,20 @@ async fn proxy<B: ReqBody>(
         view.estimated_prompt_tokens(),
         permits,
     );
+    if let Some(c) = &route.capture {
+        // sample in millionths
+        if shared.next_random() % 1_000_000 < (c.sample * 1e6).round() as u64 {
+            meter.capture_with(crate::usage::meter::CaptureHook {
+                request: body.clone(),
+                path: c.path.clone(),
+                only_model: c.only_model.map(|m| live.config.models[m].name.as_str().into()),
+                redact: c.redact.clone(),
+                max_file_bytes: c.max_file_bytes,
+                captures: shared.captures.clone(),
+                metrics: shared.metrics.clone(),
+            });
+        }
+    }
     if let Some(pair) = crate::shadow::launch(
         shared,
         &live,

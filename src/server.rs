@@ -48,6 +48,9 @@ impl Running {
         let _ = self.api_task.await;
         let _ = self.stop_admin.send(true);
         let _ = self.admin_task.await;
+        // queued dataset lines are written and fsync'd before exit
+        let captures = self.shared.captures.clone();
+        let _ = tokio::task::spawn_blocking(move || captures.close()).await;
     }
 }
 

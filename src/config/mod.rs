@@ -257,6 +257,7 @@ pub struct Route {
     /// Per-arm system prompts.
     pub prompts: Vec<ArmPrompt>,
     pub shadow: Option<Shadow>,
+    pub capture: Option<crate::capture::CaptureConfig>,
 }
 
 impl Route {
@@ -927,6 +928,50 @@ fn build_route(
             })
         }
     };
+    let capture = match r.capture {
+        None => None,
+        Some(c) => {
+            let p = format!("{path}.capture");
+            if c.path.trim().is_empty() {
+                return Err(invalid(format!("{p}.path"), "must not be empty"));
+            }
+            let sample = c.sample.unwrap_or(1.0);
+            if !(sample > 0.0 && sample <= 1.0) {
+                return Err(invalid(format!("{p}.sample"), "must be > 0 and <= 1"));
+            }
+            let only_model = match &c.only_model {
+                Some(m) => {
+                    let i = find(format!("{p}.only_model"), m)?;
+                    if !arms.iter().any(|a| a.model == i) && !fallback.contains(&i) {
+                        return Err(invalid(
+                            format!("{p}.only_model"),
+                            format!("`{m}` never answers this route"),
+                        ));
+                    }
+                    Some(i)
+                }
+                None => None,
+            };
+            let redact = c
+                .redact
+                .iter()
+                .enumerate()
+                .map(|(j, r)| {
+                    Regex::new(r).map_err(|e| invalid(format!("{p}.redact[{j}]"), e.to_string()))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Some(crate::capture::CaptureConfig {
+                path: base.join(&c.path),
+                sample,
+                only_model,
+                redact: Arc::new(redact),
+                max_file_bytes: match c.max_file_bytes {
+                    Some(0) => return Err(invalid(format!("{p}.max_file_bytes"), "must be > 0")),
+                    m => m.unwrap_or(100 << 20),
+                },
+            })
+        }
+    };
     Ok(Route {
         name: r.name,
         matcher,
@@ -949,6 +994,7 @@ fn build_route(
         },
         prompts,
         shadow,
+        capture,
     })
 }
 

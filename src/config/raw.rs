@@ -153,6 +153,19 @@ pub struct RawRoute {
     pub budget_usd_per_hour: Option<f64>,
     /// A sampled copy of the route's requests to another model.
     pub shadow: Option<RawShadow>,
+    /// Successful answers written as a fine-tuning dataset.
+    pub capture: Option<RawCapture>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCapture {
+    pub path: String,
+    pub sample: Option<f64>,
+    pub only_model: Option<String>,
+    #[serde(default)]
+    pub redact: Vec<String>,
+    pub max_file_bytes: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

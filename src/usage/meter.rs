@@ -53,6 +53,37 @@ pub const CLIENT_CLOSED: u16 = 499;
 /// Largest tail of a JSON response kept to find its `usage` (OpenAI puts usage near the end).
 const JSON_USAGE_WINDOW: usize = 1024 * 1024;
 
+/// A request sampled for its route's dataset: the job goes to the capture writer if the request
+/// succeeds (and was answered by `only_model`, when set).
+pub struct CaptureHook {
+    pub request: Bytes,
+    pub path: std::path::PathBuf,
+    pub only_model: Option<Arc<str>>,
+    pub redact: Arc<Vec<regex::Regex>>,
+    pub max_file_bytes: u64,
+    pub captures: Arc<crate::capture::Captures>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl CaptureHook {
+    fn offer(self, response: Vec<Bytes>, meta: crate::capture::Meta) {
+        let route = meta.route.clone();
+        let job = crate::capture::Job {
+            request: self.request,
+            response,
+            meta,
+            redact: self.redact,
+            max_file_bytes: self.max_file_bytes,
+        };
+        if !self.captures.offer(&self.path, job) {
+            self.metrics
+                .capture_dropped
+                .with_label_values(&[&route])
+                .inc();
+        }
+    }
+}
+
 /// The metering state of one routed request.
 pub struct RequestMeter {
     meter: RouteModelMeter,
@@ -69,8 +100,13 @@ pub struct RequestMeter {
     permits: Vec<OwnedSemaphorePermit>,
     done: bool,
     /// With a shadow copy in flight: where the primary's result goes, and the body so far.
-    pair: Option<(crate::shadow::PairTx, Vec<Bytes>, usize)>,
+    pair: Option<crate::shadow::PairTx>,
     pair_id_logged: Option<String>,
+    /// Sampled for the route's dataset: where it goes, decided at the end.
+    capture: Option<CaptureHook>,
+    /// What the client was sent (refcounted frames, not copies), kept for the shadow comparison
+    /// or the capture, and its size.
+    answer: Option<(Vec<Bytes>, usize)>,
 }
 
 impl RequestMeter {
@@ -101,23 +137,28 @@ impl RequestMeter {
             done: false,
             pair: None,
             pair_id_logged: None,
+            capture: None,
+            answer: None,
         }
     }
 
     /// A shadow copy of this request is in flight: at the end, what the client got goes to it.
     pub fn pair_with(&mut self, tx: crate::shadow::PairTx) {
-        self.pair = Some((tx, Vec::new(), 0));
+        self.pair = Some(tx);
+        self.answer.get_or_insert_with(Default::default);
     }
 
-    /// The pair id, when this request has a shadow.
-    pub fn pair_id(&self) -> &str {
-        self.pair.as_ref().map_or("", |(p, _, _)| p.id())
+    /// This request was sampled for its route's dataset.
+    pub fn capture_with(&mut self, hook: CaptureHook) {
+        self.capture = Some(hook);
+        self.answer.get_or_insert_with(Default::default);
     }
 
-    /// Keeps (refcounted, not copied) what the client is sent, for the shadow comparison.
+    /// Keeps (refcounted, not copied) what the client is sent, for a shadow comparison or a
+    /// capture.
     fn capture(&mut self, out: &Bytes) {
-        if let Some((_, frames, kept)) = &mut self.pair {
-            if *kept + out.len() <= crate::shadow::MAX_ANSWER_BYTES {
+        if let Some((frames, kept)) = &mut self.answer {
+            if *kept + out.len() <= crate::capture::MAX_RESPONSE_BYTES {
                 *kept += out.len();
                 frames.push(out.clone());
             }
@@ -196,10 +237,29 @@ impl RequestMeter {
         // a client hanging up is no failure of the model
         let failed = !status.is_success() && outcome != Outcome::ClientCancelled;
         m.stats.record(!failed, &u, cost, elapsed);
-        if let Some((tx, body, _)) = self.pair.take() {
+        let answered = outcome == Outcome::Ok && status.is_success();
+        let body = self.answer.take().map(|(frames, _)| frames).unwrap_or_default();
+        if let Some(hook) = self.capture.take() {
+            if answered && hook.only_model.as_ref().is_none_or(|only| *only == m.model) {
+                hook.offer(
+                    body.clone(),
+                    crate::capture::Meta {
+                        request_id: self.request_id.clone(),
+                        unix_time: std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0.0, |d| d.as_secs_f64()),
+                        route: m.route.clone(),
+                        model: m.model.clone(),
+                        usage: u,
+                        cost_usd: cost as f64 / PICO_PER_USD,
+                    },
+                );
+            }
+        }
+        if let Some(tx) = self.pair.take() {
             self.pair_id_logged = Some(tx.id().to_owned());
             tx.send(crate::shadow::PrimaryResult {
-                ok: outcome == Outcome::Ok && status.is_success(),
+                ok: answered,
                 latency: elapsed,
                 output_tokens: u.output,
                 cost_pico: cost,
