@@ -53,6 +53,9 @@ pub struct Job {
 
 /// The metadata line of a captured example.
 pub struct Meta {
+    /// What `tailor simulate` needs to route the request again: the model asked for, endpoint,
+    /// user, metadata, non-secret headers, stream, and the arm prompt's estimated tokens.
+    pub request: Value,
     pub request_id: String,
     pub unix_time: f64,
     pub route: Arc<str>,
@@ -68,22 +71,34 @@ pub struct Captures {
 }
 
 impl Captures {
+    /// Starts the writer of `path` if it is not running (it repairs a torn last line at once).
+    pub fn ensure(&self, path: &Path) {
+        let Ok(mut sinks) = self.sinks.lock() else {
+            return;
+        };
+        Self::start(&mut sinks, path);
+    }
+
+    fn start(sinks: &mut HashMap<PathBuf, (SyncSender<Job>, JoinHandle<()>)>, path: &Path) {
+        if sinks.contains_key(path) {
+            return;
+        }
+        let (tx, rx) = sync_channel::<Job>(QUEUE);
+        let p = path.to_owned();
+        if let Ok(handle) = std::thread::Builder::new()
+            .name("tailor-capture".into())
+            .spawn(move || writer(&p, &rx))
+        {
+            sinks.insert(path.to_owned(), (tx, handle));
+        }
+    }
+
     /// Queues a job for `path`'s writer (started on first use). False when the queue is full.
     pub fn offer(&self, path: &Path, job: Job) -> bool {
         let Ok(mut sinks) = self.sinks.lock() else {
             return false;
         };
-        if !sinks.contains_key(path) {
-            let (tx, rx) = sync_channel::<Job>(QUEUE);
-            let p = path.to_owned();
-            let Ok(handle) = std::thread::Builder::new()
-                .name("tailor-capture".into())
-                .spawn(move || writer(&p, &rx))
-            else {
-                return false;
-            };
-            sinks.insert(path.to_owned(), (tx, handle));
-        }
+        Self::start(&mut sinks, path);
         match sinks.get(path).map(|(tx, _)| tx.try_send(job)) {
             Some(Ok(())) => true,
             Some(Err(TrySendError::Full(_))) | None => false,
@@ -105,6 +120,42 @@ impl Captures {
             let _ = handle.join();
         }
     }
+}
+
+/// Headers never written to a metadata file.
+const SECRET_HEADERS: [&str; 6] = [
+    "authorization",
+    "api-key",
+    "x-api-key",
+    "cookie",
+    "proxy-authorization",
+    "openai-organization",
+];
+
+/// What `tailor simulate` needs to route a captured request again.
+pub fn request_info(
+    view: &crate::request::RequestView<'_>,
+    headers: &http::HeaderMap,
+    arm_prompt_tokens: u64,
+) -> Value {
+    let mut h = Map::new();
+    for (k, v) in headers {
+        if SECRET_HEADERS.contains(&k.as_str()) {
+            continue;
+        }
+        if let Ok(v) = v.to_str() {
+            h.insert(k.as_str().to_owned(), json!(v));
+        }
+    }
+    json!({
+        "endpoint": view.endpoint.as_str(),
+        "model": &*view.model,
+        "user": view.user.as_deref(),
+        "metadata": view.metadata_value(),
+        "stream": view.stream,
+        "headers": h,
+        "arm_prompt_tokens": arm_prompt_tokens,
+    })
 }
 
 /// The writer thread of one capture file.
@@ -248,6 +299,7 @@ fn open_repaired(path: &Path) -> std::io::Result<File> {
 
 fn meta_line(m: &Meta) -> Vec<u8> {
     let mut v = serde_json::to_vec(&json!({
+        "request": m.request,
         "request_id": m.request_id,
         "time": m.unix_time,
         "route": &*m.route,
@@ -280,7 +332,10 @@ fn example(job: &Job) -> Option<Vec<u8>> {
         redact(m, &job.redact);
     }
     line.insert("messages".into(), Value::Array(messages));
-    if let Some(tools) = req.get("tools").filter(|t| t.as_array().is_some_and(|a| !a.is_empty())) {
+    if let Some(tools) = req
+        .get("tools")
+        .filter(|t| t.as_array().is_some_and(|a| !a.is_empty()))
+    {
         line.insert("tools".into(), tools.clone());
     }
     let mut out = serde_json::to_vec(&Value::Object(line)).ok()?;
@@ -295,8 +350,14 @@ fn from_json(body: &[u8]) -> Option<(Value, Option<String>)> {
     let msg = choice.get("message")?;
     let mut out = Map::new();
     out.insert("role".into(), json!("assistant"));
-    out.insert("content".into(), msg.get("content").cloned().unwrap_or(Value::Null));
-    if let Some(calls) = msg.get("tool_calls").filter(|c| c.as_array().is_some_and(|a| !a.is_empty())) {
+    out.insert(
+        "content".into(),
+        msg.get("content").cloned().unwrap_or(Value::Null),
+    );
+    if let Some(calls) = msg
+        .get("tool_calls")
+        .filter(|c| c.as_array().is_some_and(|a| !a.is_empty()))
+    {
         out.insert("tool_calls".into(), calls.clone());
     }
     let finish = choice
@@ -342,7 +403,12 @@ fn from_stream(body: &[u8]) -> Option<(Value, Option<String>)> {
         if let Some(c) = delta.get("content").and_then(Value::as_str) {
             content.get_or_insert_with(String::new).push_str(c);
         }
-        for tc in delta.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
+        for tc in delta
+            .get("tool_calls")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             let i = tc.get("index").and_then(Value::as_u64).unwrap_or(0) as usize;
             while calls.len() <= i {
                 calls.push(Map::new());
@@ -357,7 +423,11 @@ fn from_stream(body: &[u8]) -> Option<(Value, Option<String>)> {
                 .entry("function")
                 .or_insert_with(|| json!({"name": "", "arguments": ""}));
             for key in ["name", "arguments"] {
-                if let Some(s) = tc.get("function").and_then(|f| f.get(key)).and_then(Value::as_str) {
+                if let Some(s) = tc
+                    .get("function")
+                    .and_then(|f| f.get(key))
+                    .and_then(Value::as_str)
+                {
                     let prev = f.get(key).and_then(Value::as_str).unwrap_or_default();
                     f[key] = json!(format!("{prev}{s}"));
                 }

@@ -74,7 +74,9 @@ fn check_example(v: &Value) -> Result<u64, String> {
     let mut tokens = 3u64;
     let mut assistants = 0;
     for (i, m) in messages.iter().enumerate() {
-        let m = m.as_object().ok_or(format!("messages[{i}] is not an object"))?;
+        let m = m
+            .as_object()
+            .ok_or(format!("messages[{i}] is not an object"))?;
         if let Some(k) = m.keys().find(|k| !MESSAGE_KEYS.contains(&k.as_str())) {
             return Err(format!("messages[{i}]: unknown key `{k}`"));
         }
@@ -83,7 +85,9 @@ fn check_example(v: &Value) -> Result<u64, String> {
             .and_then(Value::as_str)
             .ok_or(format!("messages[{i}]: `role` missing"))?;
         if !ROLES.contains(&role) {
-            return Err(format!("messages[{i}]: role `{role}` is not one of {ROLES:?}"));
+            return Err(format!(
+                "messages[{i}]: role `{role}` is not one of {ROLES:?}"
+            ));
         }
         let content = m.get("content").unwrap_or(&Value::Null);
         let has_calls = m.get("tool_calls").is_some() || m.get("function_call").is_some();
@@ -98,13 +102,16 @@ fn check_example(v: &Value) -> Result<u64, String> {
         }
         if let Some(w) = m.get("weight") {
             if role != "assistant" || !matches!(w.as_u64(), Some(0 | 1)) {
-                return Err(format!("messages[{i}]: `weight` is 0 or 1, on assistant messages only"));
+                return Err(format!(
+                    "messages[{i}]: `weight` is 0 or 1, on assistant messages only"
+                ));
             }
         }
         if role == "assistant" {
             assistants += 1;
         }
-        tokens += 3 + (text_len(content) + m.get("tool_calls").map_or(0, text_len)).div_ceil(4) as u64;
+        tokens +=
+            3 + (text_len(content) + m.get("tool_calls").map_or(0, text_len)).div_ceil(4) as u64;
     }
     if assistants == 0 {
         return Err("no assistant message".into());
@@ -183,8 +190,17 @@ impl Report {
     /// The report as text for a person.
     pub fn render(&self, file: &str) -> String {
         let mut s = String::new();
-        let verdict = if self.errors.is_empty() { "OK" } else { "INVALID" };
-        let _ = writeln!(s, "{file}: {verdict}: {} valid examples, {} invalid lines", self.examples, self.errors.len());
+        let verdict = if self.errors.is_empty() {
+            "OK"
+        } else {
+            "INVALID"
+        };
+        let _ = writeln!(
+            s,
+            "{file}: {verdict}: {} valid examples, {} invalid lines",
+            self.examples,
+            self.errors.len()
+        );
         for (n, e) in self.errors.iter().take(50) {
             let _ = writeln!(s, "  line {n}: {e}");
         }
@@ -193,9 +209,16 @@ impl Report {
             "tokens (estimate: bytes/4 + 3 per message): {} in all; per example min {} / mean {:.0} / max {}",
             self.total_tokens, self.min_tokens, self.mean_tokens, self.max_tokens
         );
-        match (self.estimated_training_cost_usd, self.training_price_usd_per_1m) {
+        match (
+            self.estimated_training_cost_usd,
+            self.training_price_usd_per_1m,
+        ) {
             (Some(c), Some(p)) => {
-                let _ = writeln!(s, "estimated training cost: ${c:.2} ({} tokens x {} epochs at ${p}/1M)", self.total_tokens, self.epochs);
+                let _ = writeln!(
+                    s,
+                    "estimated training cost: ${c:.2} ({} tokens x {} epochs at ${p}/1M)",
+                    self.total_tokens, self.epochs
+                );
             }
             _ => {
                 let _ = writeln!(s, "estimated training cost: unknown (no training price for this model in the table)");

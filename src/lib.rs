@@ -34,6 +34,7 @@
 //! - [`reload`]: SIGHUP and file-change reload, whole-config swap.
 //! - [`capture`]: successful answers written as a fine-tuning dataset (queue, writer thread).
 //! - [`dataset`]: `tailor dataset check`, the upload's validation and price of a dataset file.
+//! - [`simulate`]: recorded traffic replayed through a candidate config, offline, with projected cost.
 //! - [`shadow`]: sampled copies of a route's requests to another model, compared pair by pair.
 //! - [`economics`]: per-arm cost per request and the fine-tune break-even (`/economics`, `GET /`).
 //! - [`metrics`]: every metric, registered once. [`error`]: the request-path error enum.
@@ -55,4 +56,5 @@ pub mod reload;
 pub mod request;
 pub mod server;
 pub mod shadow;
+pub mod simulate;
 pub mod usage;

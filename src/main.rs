@@ -85,6 +85,22 @@ enum Cmd {
         #[arg(long, num_args = 0..=1, default_missing_value = "20", value_name = "PER_SECOND")]
         traffic: Option<f64>,
     },
+    /// Fine-tuning datasets captured from traffic.
+    Dataset {
+        #[command(subcommand)]
+        cmd: DatasetCmd,
+    },
+    /// Replay recorded traffic (capture metadata files) through a candidate config, offline:
+    /// request shares, tokens and projected cost per route and arm.
+    Simulate {
+        #[arg(long, default_value = "routes.yaml")]
+        config: PathBuf,
+        /// A `*.meta.jsonl` file written by `capture:` (its dataset file is read next to it).
+        #[arg(long)]
+        traffic: PathBuf,
+        #[arg(long, value_enum, default_value = "text")]
+        format: OutFormat,
+    },
     /// Validate a config; print its routes, models and prices.
     Check {
         #[arg(long, default_value = "routes.yaml")]
@@ -160,6 +176,20 @@ fn main() -> Result<()> {
     init_logs(&cli);
     match cli.cmd {
         Cmd::Check { config } => check(&config),
+        Cmd::Dataset {
+            cmd:
+                DatasetCmd::Check {
+                    file,
+                    model,
+                    epochs,
+                    format,
+                },
+        } => dataset_check(&file, &model, epochs, format),
+        Cmd::Simulate {
+            config,
+            traffic,
+            format,
+        } => simulate(&config, &traffic, format),
         Cmd::Route {
             config,
             endpoint,
@@ -313,6 +343,69 @@ fn usd(micro_per_m: u64) -> String {
         .trim_end_matches('0')
         .trim_end_matches('.')
         .to_owned()
+}
+
+#[derive(Subcommand)]
+enum DatasetCmd {
+    /// Validate a dataset file the way OpenAI's fine-tuning upload does; count tokens, price it,
+    /// find duplicates. Exits 1 if any line would be rejected.
+    Check {
+        file: PathBuf,
+        /// The model to be fine-tuned (prices the training).
+        #[arg(long, default_value = "gpt-4o-2024-08-06")]
+        model: String,
+        #[arg(long, default_value_t = 3)]
+        epochs: u32,
+        #[arg(long, value_enum, default_value = "text")]
+        format: OutFormat,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OutFormat {
+    Text,
+    Json,
+}
+
+fn dataset_check(file: &Path, model: &str, epochs: u32, format: OutFormat) -> Result<()> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    // the training rate of `ft:<model>` (or of the model itself) in the built-in table
+    let price = tailor::usage::price::lookup(&format!("ft:{model}"))
+        .or_else(|| tailor::usage::price::lookup(model))
+        .and_then(|(_, e)| e.price.training)
+        .map(|t| t as f64 / 1e6);
+    let report = tailor::dataset::check(&text, epochs, price);
+    match format {
+        OutFormat::Text => out!("{}", report.render(&file.display().to_string())),
+        OutFormat::Json => out!("{}", serde_json::to_string_pretty(&report)?),
+    }
+    if !report.errors.is_empty() {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+fn simulate(config: &Path, traffic: &Path, format: OutFormat) -> Result<()> {
+    let cfg = load(config)?;
+    let meta = std::fs::read_to_string(traffic)
+        .with_context(|| format!("reading {}", traffic.display()))?;
+    // x.meta.jsonl -> x.jsonl: the messages of the same requests, line for line
+    let data_path = traffic
+        .to_str()
+        .and_then(|p| p.strip_suffix(".meta.jsonl"))
+        .map(|p| PathBuf::from(format!("{p}.jsonl")));
+    let data = data_path
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .unwrap_or_default();
+    let meta_lines: Vec<&str> = meta.lines().collect();
+    let data_lines: Vec<&str> = data.lines().collect();
+    let p = tailor::simulate::simulate(&cfg, &meta_lines, &data_lines);
+    match format {
+        OutFormat::Text => out!("{}", p.render()),
+        OutFormat::Json => out!("{}", serde_json::to_string_pretty(&p)?),
+    }
+    Ok(())
 }
 
 fn check(path: &Path) -> Result<()> {

@@ -125,6 +125,13 @@ impl LiveState {
         })
     }
 
+    /// Starts the dataset writers of every route that captures (repairing torn files at once).
+    fn start_captures(&self, captures: &crate::capture::Captures) {
+        for c in self.config.routes.iter().filter_map(|r| r.capture.as_ref()) {
+            captures.ensure(&c.path);
+        }
+    }
+
     /// Whether model `i` is in rotation.
     pub fn model_healthy(&self, i: usize) -> bool {
         self.health.get(i).is_some_and(|h| h.is_healthy())
@@ -189,6 +196,8 @@ impl Shared {
         let server_slots = Arc::new(Semaphore::new(config.server.max_concurrency));
         let shadow_slots = Arc::new(Semaphore::new(config.server.shadow_max_concurrency));
         let live = LiveState::build(config, &metrics, &health)?;
+        let captures: Arc<crate::capture::Captures> = Arc::default();
+        live.start_captures(&captures);
         // RandomState is seeded from the OS: a cheap random seed without another dependency
         let seed = {
             use std::hash::{BuildHasher, Hasher};
@@ -206,7 +215,7 @@ impl Shared {
             ready: AtomicBool::new(true),
             drain_over: CancellationToken::new(),
             shadow_slots,
-            captures: Arc::default(),
+            captures,
         }))
     }
 
@@ -214,6 +223,7 @@ impl Shared {
     /// Requests in flight keep the snapshot they loaded.
     pub fn swap_config(&self, config: Config) -> Result<(), rustls::Error> {
         let live = LiveState::build(config, &self.metrics, &self.health)?;
+        live.start_captures(&self.captures);
         self.live.store(Arc::new(live));
         Ok(())
     }
@@ -517,8 +527,17 @@ async fn proxy<B: ReqBody>(
         if shared.next_random() % 1_000_000 < (c.sample * 1e6).round() as u64 {
             meter.capture_with(crate::usage::meter::CaptureHook {
                 request: body.clone(),
+                request_info: crate::capture::request_info(
+                    &view,
+                    &parts.headers,
+                    route
+                        .prompt_for(decision.model)
+                        .map_or(0, |p| p.text.len().div_ceil(4) as u64),
+                ),
                 path: c.path.clone(),
-                only_model: c.only_model.map(|m| live.config.models[m].name.as_str().into()),
+                only_model: c
+                    .only_model
+                    .map(|m| live.config.models[m].name.as_str().into()),
                 redact: c.redact.clone(),
                 max_file_bytes: c.max_file_bytes,
                 captures: shared.captures.clone(),

@@ -49,6 +49,18 @@ impl Endpoint {
         }
     }
 
+    /// The endpoint for its [`Endpoint::as_str`] name.
+    pub fn from_name(name: &str) -> Option<Endpoint> {
+        [
+            Endpoint::Chat,
+            Endpoint::Completions,
+            Endpoint::Embeddings,
+            Endpoint::Responses,
+        ]
+        .into_iter()
+        .find(|e| e.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Endpoint::Chat => "chat",
@@ -329,6 +341,12 @@ impl<'a> RequestView<'a> {
             let s = v.get();
             s.starts_with('[') && s[1..].trim_start() != "]"
         })
+    }
+
+    /// The `metadata` object as JSON (for capture files), if any.
+    pub fn metadata_value(&self) -> Option<serde_json::Value> {
+        self.metadata
+            .and_then(|m| serde_json::from_str(m.get()).ok())
     }
 
     /// Estimated prompt size in tokens: the bytes of the prompt-bearing fields (messages / prompt

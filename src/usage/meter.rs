@@ -57,6 +57,8 @@ const JSON_USAGE_WINDOW: usize = 1024 * 1024;
 /// succeeds (and was answered by `only_model`, when set).
 pub struct CaptureHook {
     pub request: Bytes,
+    /// The request as `tailor simulate` needs it (see [`crate::capture::Meta::request`]).
+    pub request_info: serde_json::Value,
     pub path: std::path::PathBuf,
     pub only_model: Option<Arc<str>>,
     pub redact: Arc<Vec<regex::Regex>>,
@@ -68,6 +70,10 @@ pub struct CaptureHook {
 impl CaptureHook {
     fn offer(self, response: Vec<Bytes>, meta: crate::capture::Meta) {
         let route = meta.route.clone();
+        let meta = crate::capture::Meta {
+            request: self.request_info,
+            ..meta
+        };
         let job = crate::capture::Job {
             request: self.request,
             response,
@@ -238,12 +244,17 @@ impl RequestMeter {
         let failed = !status.is_success() && outcome != Outcome::ClientCancelled;
         m.stats.record(!failed, &u, cost, elapsed);
         let answered = outcome == Outcome::Ok && status.is_success();
-        let body = self.answer.take().map(|(frames, _)| frames).unwrap_or_default();
+        let body = self
+            .answer
+            .take()
+            .map(|(frames, _)| frames)
+            .unwrap_or_default();
         if let Some(hook) = self.capture.take() {
             if answered && hook.only_model.as_ref().is_none_or(|only| *only == m.model) {
                 hook.offer(
                     body.clone(),
                     crate::capture::Meta {
+                        request: serde_json::Value::Null,
                         request_id: self.request_id.clone(),
                         unix_time: std::time::SystemTime::now()
                             .duration_since(std::time::UNIX_EPOCH)

@@ -1,0 +1,221 @@
+//! `tailor simulate`: recorded traffic (capture metadata files) replayed through a candidate
+//! config's classifier, offline: no upstream is called. Per route and arm: request share, tokens,
+//! projected cost per day and month, against what the same traffic actually cost.
+//!
+//! Each metadata line carries what routing needs (model asked, endpoint, user, metadata,
+//! non-secret headers, stream); the dataset line at the same position in the companion file
+//! (`x.meta.jsonl` → `x.jsonl`) gives the messages and tools, for system/content/tools/size rules.
+//! Tokens are the recorded usage; the input changes by the difference between the candidate
+//! arm's system prompt and the one the request was recorded with (bytes / 4 each). Draws for
+//! non-sticky splits come from a hash of the request id, so a run is reproducible.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::classify;
+use crate::config::Config;
+use crate::request::{Endpoint, RequestView};
+use crate::usage::price::PICO_PER_USD;
+use crate::usage::Usage;
+
+#[derive(Debug, Serialize, Default)]
+pub struct ArmProjection {
+    pub route: String,
+    pub model: String,
+    pub requests: u64,
+    /// Of all replayed requests.
+    pub share: f64,
+    pub input_tokens: u64,
+    pub cached_tokens: u64,
+    pub output_tokens: u64,
+    /// At the candidate model's price, for the replayed requests.
+    pub projected_cost_usd: f64,
+    pub projected_usd_per_day: f64,
+    pub projected_usd_per_month: f64,
+}
+
+#[derive(Debug, Serialize, Default)]
+pub struct Projection {
+    pub requests: u64,
+    /// Lines that could not be replayed (unparseable, or no route matches in the candidate).
+    pub skipped: u64,
+    pub unrouted: u64,
+    /// Seconds between the first and the last recorded request.
+    pub span_seconds: f64,
+    pub arms: Vec<ArmProjection>,
+    pub actual_cost_usd: f64,
+    pub actual_usd_per_day: f64,
+    pub projected_cost_usd: f64,
+    pub projected_usd_per_day: f64,
+    pub projected_usd_per_month: f64,
+}
+
+/// FNV-1a of the request id: the draw for a non-sticky split.
+fn draw_of(id: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in id.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// Replays `meta_lines` (with `data_lines` at the same positions, when present) through `cfg`.
+pub fn simulate(cfg: &Config, meta_lines: &[&str], data_lines: &[&str]) -> Projection {
+    let mut p = Projection::default();
+    let mut arms: BTreeMap<(usize, usize), ArmProjection> = BTreeMap::new();
+    let (mut first, mut last) = (f64::MAX, f64::MIN);
+    for (i, line) in meta_lines.iter().enumerate() {
+        let Ok(meta) = serde_json::from_str::<Value>(line) else {
+            p.skipped += 1;
+            continue;
+        };
+        let req = &meta["request"];
+        let endpoint = req["endpoint"]
+            .as_str()
+            .and_then(Endpoint::from_name)
+            .unwrap_or(Endpoint::Chat);
+        let data: Value = data_lines
+            .get(i)
+            .and_then(|l| serde_json::from_str(l).ok())
+            .unwrap_or(Value::Null);
+        let mut messages = data["messages"].as_array().cloned().unwrap_or_default();
+        if messages.last().is_some_and(|m| m["role"] == "assistant") {
+            messages.pop();
+        }
+        let mut body =
+            json!({"model": req["model"], "messages": messages, "stream": req["stream"]});
+        for k in ["user", "metadata"] {
+            if !req[k].is_null() {
+                body[k] = req[k].clone();
+            }
+        }
+        if let Some(t) = data.get("tools") {
+            body["tools"] = t.clone();
+        }
+        let Ok(bytes) = serde_json::to_vec(&body) else {
+            p.skipped += 1;
+            continue;
+        };
+        let Ok(view) = RequestView::parse(&bytes, endpoint) else {
+            p.skipped += 1;
+            continue;
+        };
+        let mut headers = HeaderMap::new();
+        for (k, v) in req["headers"].as_object().into_iter().flatten() {
+            if let (Ok(k), Some(Ok(v))) = (
+                HeaderName::from_bytes(k.as_bytes()),
+                v.as_str().map(HeaderValue::from_str),
+            ) {
+                headers.insert(k, v);
+            }
+        }
+        let id = meta["request_id"].as_str().unwrap_or_default();
+        let Some(d) = classify::classify(cfg, &view, &headers, draw_of(id), &|_| true) else {
+            p.unrouted += 1;
+            continue;
+        };
+        let recorded = &meta["usage"];
+        let old_prompt = req["arm_prompt_tokens"].as_u64().unwrap_or(0);
+        let new_prompt = cfg.routes[d.route]
+            .prompt_for(d.model)
+            .map_or(0, |pr| pr.text.len().div_ceil(4) as u64);
+        let input = (recorded["input_tokens"].as_u64().unwrap_or(0) + new_prompt)
+            .saturating_sub(old_prompt);
+        let u = Usage {
+            input,
+            cached: recorded["cached_tokens"].as_u64().unwrap_or(0).min(input),
+            output: recorded["output_tokens"].as_u64().unwrap_or(0),
+            reasoning: 0,
+        };
+        let cost = cfg.models[d.model].price.cost_pico(&u) as f64 / PICO_PER_USD;
+        let a = arms
+            .entry((d.route, d.model))
+            .or_insert_with(|| ArmProjection {
+                route: cfg.routes[d.route].name.clone(),
+                model: cfg.models[d.model].name.clone(),
+                ..ArmProjection::default()
+            });
+        a.requests += 1;
+        a.input_tokens += u.input;
+        a.cached_tokens += u.cached;
+        a.output_tokens += u.output;
+        a.projected_cost_usd += cost;
+        p.requests += 1;
+        p.projected_cost_usd += cost;
+        p.actual_cost_usd += meta["cost_usd"].as_f64().unwrap_or(0.0);
+        if let Some(t) = meta["time"].as_f64() {
+            first = first.min(t);
+            last = last.max(t);
+        }
+    }
+    p.span_seconds = if last > first { last - first } else { 0.0 };
+    // a day's worth: scaled from the recorded span (at least one second)
+    let per_day = 86_400.0 / p.span_seconds.max(1.0);
+    p.actual_usd_per_day = p.actual_cost_usd * per_day;
+    p.projected_usd_per_day = p.projected_cost_usd * per_day;
+    p.projected_usd_per_month = p.projected_usd_per_day * 30.0;
+    p.arms = arms
+        .into_values()
+        .map(|mut a| {
+            a.share = a.requests as f64 / p.requests.max(1) as f64;
+            a.projected_usd_per_day = a.projected_cost_usd * per_day;
+            a.projected_usd_per_month = a.projected_usd_per_day * 30.0;
+            a
+        })
+        .collect();
+    p
+}
+
+impl Projection {
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "{} requests replayed over {:.0} s of recorded traffic ({} unrouted, {} unreadable)\n",
+            self.requests, self.span_seconds, self.unrouted, self.skipped
+        );
+        let _ = writeln!(
+            s,
+            "{:<16} {:<16} {:>8} {:>7} {:>12} {:>12} {:>12} {:>12} {:>12}",
+            "route",
+            "model",
+            "requests",
+            "share",
+            "input tok",
+            "cached tok",
+            "output tok",
+            "$/day",
+            "$/month"
+        );
+        for a in &self.arms {
+            let _ = writeln!(
+                s,
+                "{:<16} {:<16} {:>8} {:>6.1}% {:>12} {:>12} {:>12} {:>12.4} {:>12.2}",
+                a.route,
+                a.model,
+                a.requests,
+                a.share * 100.0,
+                a.input_tokens,
+                a.cached_tokens,
+                a.output_tokens,
+                a.projected_usd_per_day,
+                a.projected_usd_per_month
+            );
+        }
+        let _ = writeln!(
+            s,
+            "\nprojected: ${:.4} for these requests, ${:.4}/day, ${:.2}/month\nactual:    ${:.4} for these requests, ${:.4}/day",
+            self.projected_cost_usd,
+            self.projected_usd_per_day,
+            self.projected_usd_per_month,
+            self.actual_cost_usd,
+            self.actual_usd_per_day
+        );
+        s
+    }
+}
