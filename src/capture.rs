@@ -64,10 +64,13 @@ pub struct Meta {
     pub cost_usd: f64,
 }
 
+/// A running writer: its queue and its thread.
+type Sink = (SyncSender<Box<Job>>, JoinHandle<()>);
+
 /// The writers, one per capture file, shared by every config generation (a reload keeps them).
 #[derive(Default)]
 pub struct Captures {
-    sinks: Mutex<HashMap<PathBuf, (SyncSender<Job>, JoinHandle<()>)>>,
+    sinks: Mutex<HashMap<PathBuf, Sink>>,
 }
 
 impl Captures {
@@ -79,11 +82,11 @@ impl Captures {
         Self::start(&mut sinks, path);
     }
 
-    fn start(sinks: &mut HashMap<PathBuf, (SyncSender<Job>, JoinHandle<()>)>, path: &Path) {
+    fn start(sinks: &mut HashMap<PathBuf, Sink>, path: &Path) {
         if sinks.contains_key(path) {
             return;
         }
-        let (tx, rx) = sync_channel::<Job>(QUEUE);
+        let (tx, rx) = sync_channel::<Box<Job>>(QUEUE);
         let p = path.to_owned();
         if let Ok(handle) = std::thread::Builder::new()
             .name("tailor-capture".into())
@@ -99,7 +102,7 @@ impl Captures {
             return false;
         };
         Self::start(&mut sinks, path);
-        match sinks.get(path).map(|(tx, _)| tx.try_send(job)) {
+        match sinks.get(path).map(|(tx, _)| tx.try_send(Box::new(job))) {
             Some(Ok(())) => true,
             Some(Err(TrySendError::Full(_))) | None => false,
             Some(Err(TrySendError::Disconnected(_))) => {
@@ -159,7 +162,7 @@ pub fn request_info(
 }
 
 /// The writer thread of one capture file.
-fn writer(path: &Path, rx: &std::sync::mpsc::Receiver<Job>) {
+fn writer(path: &Path, rx: &std::sync::mpsc::Receiver<Box<Job>>) {
     let mut files = match Files::open(path) {
         Ok(f) => f,
         Err(e) => {

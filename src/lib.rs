@@ -17,7 +17,8 @@
 //!    │        retries with backoff, fallback: all before the first byte
 //!    ▼
 //!  usage ─── MeteredBody: SSE / JSON usage, idle/total limits ─▶ price ─▶ metrics (+ access line)
-//!                                                                 └──▶ economics ledger per arm
+//!                                                                 ├──▶ economics ledger per arm
+//!                                                                 └──▶ capture queue ─▶ dataset writer thread
 //!
 //!  admin ─── /metrics /healthz /readyz /economics and the status page (/) on its own port
 //! ```

@@ -273,12 +273,21 @@ async fn a_full_queue_drops_and_counts_without_slowing_requests() {
     let m = parse_metrics(&env.metrics().await);
     let dropped = metric(&m, r#"tailor_capture_dropped_total{route="support"}"#);
     assert!(dropped > 100.0, "dropped {dropped}");
-    // requests while the queue was full were as fast as the first ones (no waiting on the writer)
-    lat.sort();
-    let p50 = lat[lat.len() / 2];
-    let p99 = lat[lat.len() * 99 / 100];
-    eprintln!("capture queue full: {dropped} dropped; request p50 {p50:?}, p99 {p99:?}");
-    assert!(p99 < Duration::from_millis(50), "p99 {p99:?}");
+    // the last 400 requests (queue full, samples dropped) against the first 100 (writer still
+    // writing): no waiting on the writer
+    let pct = |v: &[Duration], q: f64| {
+        let mut v = v.to_vec();
+        v.sort();
+        v[((v.len() as f64 * q) as usize).min(v.len() - 1)]
+    };
+    let (early, full) = (&lat[..100], &lat[lat.len() - 400..]);
+    let (e50, f50, f99) = (pct(early, 0.5), pct(full, 0.5), pct(full, 0.99));
+    eprintln!("capture queue full: {dropped} dropped; p50 first 100 {e50:?}, p50 / p99 last 400 {f50:?} / {f99:?}");
+    assert!(
+        f50 < e50 * 3 + Duration::from_millis(1),
+        "p50 {f50:?} vs {e50:?}"
+    );
+    assert!(f99 < Duration::from_millis(50), "p99 {f99:?}");
     // unblock the writer so the process can end: read the pipe dry
     let reader = std::thread::spawn(move || {
         let mut f = std::fs::File::open(fifo).unwrap();
