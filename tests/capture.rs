@@ -185,35 +185,24 @@ async fn sampling_holds_only_model_filters_and_rotation_keeps_lines_whole() {
     let env = setup(&dir).await;
     let n = 2000;
     let mut ab_gpt4o = 0;
+    let ask = |model: &'static str, i: usize| {
+        let body = format!(
+            r#"{{"model":"{model}","messages":[{{"role":"user","content":"{model}{i}"}}]}}"#
+        );
+        let env = &env;
+        async move {
+            let r = env.chat(&body, &[("x-mock-words", "2")]).await;
+            assert_eq!(r.status, 200);
+            r
+        }
+    };
     for i in 0..n {
-        let r = env
-            .chat(
-                &format!(
-                    r#"{{"model":"sampled","messages":[{{"role":"user","content":"s{i}"}}]}}"#
-                ),
-                &[("x-mock-words", "2")],
-            )
-            .await;
-        assert_eq!(r.status, 200);
+        ask("sampled", i).await;
         if i < 200 {
-            let r = env
-                .chat(
-                    &format!(r#"{{"model":"ab","messages":[{{"role":"user","content":"a{i}"}}]}}"#),
-                    &[("x-mock-words", "2")],
-                )
-                .await;
-            ab_gpt4o += usize::from(r.header("x-tailor-model") == "gpt-4o");
+            ab_gpt4o += usize::from(ask("ab", i).await.header("x-tailor-model") == "gpt-4o");
         }
         if i < 60 {
-            let r = env
-                .chat(
-                    &format!(
-                        r#"{{"model":"rotating","messages":[{{"role":"user","content":"r{i}"}}]}}"#
-                    ),
-                    &[("x-mock-words", "3")],
-                )
-                .await;
-            assert_eq!(r.status, 200);
+            ask("rotating", i).await;
         }
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
