@@ -23,9 +23,13 @@ for l in sys.stdin:
     m = json.loads(l)
     if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "streams" and m.get("executable"): print(m["executable"])')
 bin=target/release/tailor
-# 5,000 streams through tailor hold 10,000 sockets in it and 5,000 in each of the others
-ulimit -n "$(ulimit -Hn)"
-[ "$(ulimit -n)" -ge 12000 ] || { echo "load.sh: needs 12000 open files (ulimit -Hn is $(ulimit -Hn))" >&2; exit 1; }
+# 5,000 streams through tailor hold 10,000 sockets in it and 5,000 in each of the others; where
+# the open-file limit is lower, scenario 4 opens as many as fit and says so
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+nofile=$(ulimit -n)
+[ "$nofile" = unlimited ] && nofile=1048576
+hold_n=$(( (nofile - 200) / 2 < 5000 ? (nofile - 200) / 2 : 5000 ))
+[ "$hold_n" -ge 5000 ] || echo "load.sh: open-file limit $nofile: scenario 4 runs $hold_n streams, not 5,000" >&2
 tmp=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; [ -n "${KEEP_TMP:-}" ] || rm -rf "$tmp"; }
@@ -72,7 +76,7 @@ idle_rss=$(awk '/VmRSS/{print $2}' /proc/$tailor_pid/status)
 # growth over idle and the 5,000 connections it leaves pooled do not weigh on the other scenarios
 TAILOR_BENCH_KEY=sk-bench "$bin" --no-access-log serve --config "$tmp/routes.yaml" >"$tmp/tailor4.out" 2>/dev/null & t4=$!; pids+=($t4)
 wait_for "$tmp/tailor4.out" "tailor listening on"
-hold=$("$streams" hold "$(sed -n 's#^tailor listening on \(http://[^ ]*\)/v1 .*#\1#p' "$tmp/tailor4.out")" 5000 $t4)
+hold=$("$streams" hold "$(sed -n 's#^tailor listening on \(http://[^ ]*\)/v1 .*#\1#p' "$tmp/tailor4.out")" "$hold_n" $t4)
 kill $t4; wait $t4 2>/dev/null || true
 
 body_small='{"model":"gpt-4o","user":"cust-1","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Hello, how are you today?"}]}'
@@ -189,7 +193,7 @@ summary = [
     ("added latency at concurrency 1, tailor - direct, p50 / p99", f"{c1t[1] - c1d[1]:.0f} / {c1t[2] - c1d[2]:.0f} us (nginx: {c1n[1] - c1d[1]:.0f} / {c1n[2] - c1d[2]:.0f} us)", c1t[1] - c1d[1] <= 150 and c1t[2] - c1d[2] <= 500),
     ("CPU time per proxied request (scenarios 1, 2, 5)", f"{cpu_s / total * 1e6:.1f} us ({cpu_s:.1f} CPU-s / {total} requests)", cpu_s / total * 1e6 <= 60),
     ("added time to first token, p50 (scenario 3)", f"{sse[2]['ttft_p50_us'] - sse[0]['ttft_p50_us']:.0f} us (nginx: {sse[1]['ttft_p50_us'] - sse[0]['ttft_p50_us']:.0f} us); added gap p50 {sse[2]['gap_p50_us'] - sse[0]['gap_p50_us']:.0f} us", sse[2]['ttft_p50_us'] - sse[0]['ttft_p50_us'] <= 300 and sse[2]['lost'] == 0),
-    ("memory per open stream (scenario 4: 5,000 streams)", f"{per_stream:.1f} KiB ({hold['lost']} streams lost a chunk; all open after {hold['open_secs']} s; RSS {hold['rss_before_kib'] / 1024:.1f} -> {hold['rss_open_kib'] / 1024:.1f} MiB)", per_stream <= 64 and hold["lost"] == 0 and hold["finished_before_all_open"] == 0),
+    (f"memory per open stream (scenario 4: {hold['streams']:,} streams)", f"{per_stream:.1f} KiB ({hold['lost']} streams lost a chunk; all open after {hold['open_secs']} s; RSS {hold['rss_before_kib'] / 1024:.1f} -> {hold['rss_open_kib'] / 1024:.1f} MiB)", per_stream <= 64 and hold["lost"] == 0 and hold["finished_before_all_open"] == 0),
     ("idle RSS / peak RSS", f"{idle / 1024:.1f} MiB / {peak / 1024:.1f} MiB", idle <= 32 * 1024),
 ]
 print("\n| measure | this run | must met |")
