@@ -31,6 +31,8 @@ const BODY: &str = r#"{"model":"gpt-4o","user":"cust-7","stream":true,"messages"
 struct Outcome {
     /// Request sent to first content delta.
     ttft: Duration,
+    /// Request sent to the first event of any kind (the role chunk).
+    first_event: Duration,
     /// Between consecutive content deltas.
     gaps: Vec<Duration>,
     content_chunks: usize,
@@ -72,6 +74,7 @@ async fn one_stream(
     let mut buf: Vec<u8> = Vec::new();
     let mut out = Outcome {
         ttft: Duration::ZERO,
+        first_event: Duration::ZERO,
         gaps: Vec::new(),
         content_chunks: 0,
         done: false,
@@ -88,6 +91,7 @@ async fn one_stream(
         while let Some(end) = memchr::memmem::find(&buf, b"\n\n") {
             let event: Vec<u8> = buf.drain(..end + 2).collect();
             if let Some(f) = first.take() {
+                out.first_event = now - start;
                 f();
             }
             if event.starts_with(b"data: [DONE]") {
@@ -143,16 +147,19 @@ async fn paced(host: String, workers: usize, secs: u64) {
         }));
     }
     let (mut ttft, mut gaps, mut streams, mut lost) = (Vec::new(), Vec::new(), 0, 0);
+    let mut first_event = Vec::new();
     for t in tasks {
         for o in t.await.expect("worker") {
             streams += 1;
             lost += usize::from(o.content_chunks != WORDS || !o.done);
             ttft.push(o.ttft);
+            first_event.push(o.first_event);
             gaps.extend(o.gaps);
         }
     }
     println!(
-        r#"{{"streams":{streams},"lost":{lost},"ttft_p50_us":{:.0},"ttft_p99_us":{:.0},"gap_p50_us":{:.0},"gap_p99_us":{:.0}}}"#,
+        r#"{{"streams":{streams},"lost":{lost},"first_event_p50_us":{:.0},"ttft_p50_us":{:.0},"ttft_p99_us":{:.0},"gap_p50_us":{:.0},"gap_p99_us":{:.0}}}"#,
+        pct(&mut first_event, 0.5),
         pct(&mut ttft, 0.5),
         pct(&mut ttft, 0.99),
         pct(&mut gaps, 0.5),
