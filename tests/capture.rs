@@ -376,18 +376,19 @@ async fn kill_9_during_capture_leaves_no_torn_line_after_restart() {
 #[test]
 fn simulate_replays_recorded_traffic_like_a_hand_computation() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_tailor"))
-        .args([
-            "simulate",
-            "--config",
-            &format!("{dir}/simulate-candidate.yaml"),
-            "--traffic",
-            &format!("{dir}/simulate/support.meta.jsonl"),
-            "--format",
-            "json",
-        ])
-        .output()
-        .unwrap();
+    let simulate = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tailor"))
+            .args([
+                "simulate",
+                "--config",
+                &format!("{dir}/simulate-candidate.yaml"),
+            ])
+            .args(["--traffic", &format!("{dir}/simulate/support.meta.jsonl")])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let o = simulate(&["--format", "json"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let p: Value = serde_json::from_slice(&o.stdout).unwrap();
     // by hand: prices in USD per 1M tokens (input, cached, output)
@@ -449,16 +450,7 @@ fn simulate_replays_recorded_traffic_like_a_hand_computation() {
         (0.00075 + 0.005 + 0.0012 + 0.004) * per_day
     ));
     // and as text for a person
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_tailor"))
-        .args([
-            "simulate",
-            "--config",
-            &format!("{dir}/simulate-candidate.yaml"),
-            "--traffic",
-            &format!("{dir}/simulate/support.meta.jsonl"),
-        ])
-        .output()
-        .unwrap();
+    let o = simulate(&[]);
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(
         text.contains("4 requests replayed")
