@@ -11,8 +11,16 @@ use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 
-use crate::proxy::Shared;
+use crate::economics::{self, Report};
+use crate::state::Shared;
 
+/// The economics of the live config over everything counted since start.
+fn report(shared: &Shared) -> Report {
+    let live = shared.live.load();
+    economics::report(&live.config, &shared.ledger.snapshot())
+}
+
+/// Answers one admin request.
 pub async fn handle<B>(
     shared: Arc<Shared>,
     req: Request<B>,
@@ -21,7 +29,7 @@ pub async fn handle<B>(
         match (req.method(), req.uri().path()) {
             (&Method::GET, "/metrics") => {
                 shared.refresh_health_gauges();
-                crate::economics::publish(&shared.metrics, &shared.economics());
+                economics::publish(&shared.metrics, &report(&shared));
                 (
                     StatusCode::OK,
                     "text/plain; version=0.0.4; charset=utf-8",
@@ -31,7 +39,7 @@ pub async fn handle<B>(
             (&Method::GET, "/economics") => (
                 StatusCode::OK,
                 "application/json",
-                Bytes::from(serde_json::to_vec_pretty(&shared.economics()).unwrap_or_default()),
+                Bytes::from(serde_json::to_vec_pretty(&report(&shared)).unwrap_or_default()),
             ),
             (&Method::GET, "/") => {
                 let live = shared.live.load();
@@ -45,7 +53,7 @@ pub async fn handle<B>(
                 (
                     StatusCode::OK,
                     "text/html; charset=utf-8",
-                    Bytes::from(crate::economics::render_html(&shared.economics(), &health)),
+                    Bytes::from(economics::render_html(&report(&shared), &health)),
                 )
             }
             (&Method::GET, "/healthz") => {

@@ -4,52 +4,62 @@
 //!  client (OpenAI SDK, base_url = tailor)
 //!    │  POST /v1/chat/completions | /v1/completions | /v1/embeddings | /v1/responses
 //!    ▼
-//!  server ── accept, TCP_NODELAY, HTTP/1.1 + h2c, graceful shutdown; hand-off to a worker
-//!    │        thread (own event loop and upstream pools)
+//!  server ─────────── accept, TCP_NODELAY, HTTP/1.1 + h2c, connection limits, drain;
+//!    │                 hand-off to a worker thread (own event loop and upstream pools)
 //!    ▼
-//!  proxy ─── limits, client key, concurrency slots
-//!    │        read body (≤ max_body_bytes) ──▶ request::RequestView (borrowed, validated)
-//!    │                                          │
-//!    │        classify (pure: config × request × draw × health ─▶ route, model, fallbacks)
-//!    │        shadow ── sampled copy to the route's shadow model (own task, bounded, compared)
+//!  proxy/ ─────────── dispatch by path; header limits, client key        (auth.rs)
+//!    │                 /v1/models                                        (models.rs)
+//!    │  pipeline.rs    server slot ─▶ read body ≤ max_body_bytes         (body.rs)
+//!    │                 ─▶ request::RequestView (borrowed, validated)
+//!    │                 ─▶ classify (pure: config × view × draw × health ─▶ route, model, fallbacks)
+//!    │                 ─▶ route slot ─▶ usage::meter::RequestMeter::start
+//!    │                 ─▶ side paths subscribe: capture sample, shadow copy
 //!    ▼
-//!  forward ── rewrite `model` (+ include_usage, + the arm's system prompt), auth for OpenAI / Azure, timeouts,
-//!    │        retries with backoff, fallback: all before the first byte
+//!  forward/ ───────── attempt.rs: request::rewrite (model, include_usage, arm prompt),
+//!    │                 upstream.rs (URL, auth for OpenAI / Azure, headers), try with timeouts,
+//!    │                 policy.rs (final / retry / fall back), health.rs: all before the first byte
 //!    ▼
-//!  usage ─── MeteredBody: SSE / JSON usage, idle/total limits ─▶ price ─▶ metrics (+ access line)
-//!                                                                 ├──▶ economics ledger per arm
-//!                                                                 └──▶ capture queue ─▶ dataset writer thread
+//!  usage/ ─────────── body.rs MeteredBody: SSE / JSON usage, idle/total/drain limits
+//!                      ─▶ meter.rs: price, metrics, access line ─▶ event.rs "request finished"
+//!                                                                   ├──▶ economics ledger (per arm)
+//!                                                                   ├──▶ shadow pair comparison
+//!                                                                   └──▶ capture queue ─▶ writer thread
 //!
 //!  admin ─── /metrics /healthz /readyz /economics and the status page (/) on its own port
+//!  reload ── SIGHUP / file change ─▶ config::Config ─▶ state::Shared::swap_config (one step)
 //! ```
 //!
 //! # Layout
-//! - [`config`]: `routes.yaml`, strict raw structs → validated runtime [`config::Config`].
-//! - [`server`]: listeners, accept loops, shutdown. [`admin`]: the admin endpoints.
-//! - [`proxy`]: the request path as a `tower::Service`; the live config snapshot.
-//! - [`request`]: the borrowed view of a request body and the byte-preserving rewrite.
-//! - [`classify`]: route selection, pure and table-tested.
-//! - [`forward`]: upstream client, URL/auth/header rules, fallback policy.
-//! - [`usage`]: usage from JSON and SSE, exact pricing, the metering body.
-//! - [`health`]: passive health (consecutive failures → cool-down), per model name.
-//! - [`reload`]: SIGHUP and file-change reload, whole-config swap.
-//! - [`capture`]: successful answers written as a fine-tuning dataset (queue, writer thread).
-//! - [`dataset`]: `tailor dataset check`, the upload's validation and price of a dataset file.
-//! - [`simulate`]: recorded traffic replayed through a candidate config, offline, with projected cost.
+//! Dependencies point down this list: a module uses only modules below it.
+//! - [`server`]: listeners, accept loops, connection limits, graceful shutdown.
+//! - [`admin`]: the admin endpoints. [`reload`]: SIGHUP and file-change reload.
+//! - [`proxy`]: the request path as a `tower::Service`, step by step.
 //! - [`shadow`]: sampled copies of a route's requests to another model, compared pair by pair.
-//! - [`economics`]: per-arm cost per request and the fine-tune break-even (`/economics`, `GET /`).
-//! - [`metrics`]: every metric, registered once. [`error`]: the request-path error enum.
+//! - [`forward`]: the attempt loop (retry, backoff, fallback), its typed policy, upstream URL and
+//!   header rules, the pooled client, passive model health.
+//! - [`state`]: `LiveState` (a config and everything derived from it, swapped whole) and
+//!   `Shared` (what lives as long as the process).
+//! - [`capture`]: answers written as a fine-tuning dataset (queue, writer thread, reassembly).
+//! - [`economics`]: per-arm ledger, the fine-tune verdict (`/economics`, the status page).
+//! - [`usage`]: the metering body, the meter, the "request finished" event, usage from JSON and
+//!   SSE, exact pricing.
+//! - [`metrics`]: every metric, registered once.
+//! - [`classify`]: route selection, pure and table-tested.
+//! - [`request`]: the borrowed view of a request body and the byte-preserving rewrite.
+//! - [`config`]: `routes.yaml`, strict raw structs → validated runtime [`config::Config`].
+//! - [`error`]: the request-path error enum, OpenAI-shaped.
+//! - [`tools`]: offline commands (`dataset check`, `simulate`).
 //! - [`mock`]: the simulated OpenAI server used by the demo, tests and benchmarks.
+//!
+//! The command line (`src/main.rs`, `src/cli/`) is the binary's: one file per command.
 
 pub mod admin;
 pub mod capture;
 pub mod classify;
 pub mod config;
-pub mod dataset;
 pub mod economics;
 pub mod error;
 pub mod forward;
-pub mod health;
 pub mod metrics;
 pub mod mock;
 pub mod proxy;
@@ -57,5 +67,6 @@ pub mod reload;
 pub mod request;
 pub mod server;
 pub mod shadow;
-pub mod simulate;
+pub mod state;
+pub mod tools;
 pub mod usage;

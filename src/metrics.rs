@@ -45,8 +45,6 @@ pub struct Metrics {
     pub arm_weight: GaugeVec,
     pub model_info: IntGaugeVec,
     pub route_budget: GaugeVec,
-    /// Per (route, model, traffic) counters behind `/economics` and the status page.
-    pub ledger: crate::economics::Ledger,
     pub shadow_requests: IntCounterVec,
     pub shadow_tokens: IntCounterVec,
     pub shadow_dropped: IntCounterVec,
@@ -54,7 +52,7 @@ pub struct Metrics {
     pub shadow_comparisons: IntCounterVec,
     /// Sums of shadow − primary per pair (latency s, output tokens, cost USD): mean = sum / pairs.
     pub shadow_delta: GaugeVec,
-    /// Set at scrape from the ledger: shadow spend, and the fine-tune verdicts.
+    /// Set at scrape from the economics report: shadow spend, and the fine-tune verdicts.
     pub shadow_cost: GaugeVec,
     pub finetune: FinetuneGauges,
 }
@@ -213,7 +211,6 @@ impl Metrics {
                     &["route"],
                 )?,
             )?,
-            ledger: crate::economics::Ledger::default(),
             shadow_requests: reg(
                 &registry,
                 counter(
@@ -347,11 +344,6 @@ impl Metrics {
             duration: self.duration.with_label_values(&rm),
             ttft: self.ttft.with_label_values(&rm),
             in_flight: self.in_flight.with_label_values(&[route]),
-            stats: self.ledger.arm(
-                &route.into(),
-                &model.into(),
-                crate::economics::Traffic::Primary,
-            ),
             metrics: self.clone(),
         }
     }
@@ -417,8 +409,6 @@ pub struct RouteModelMeter {
     pub duration: Histogram,
     pub ttft: Histogram,
     pub in_flight: IntGauge,
-    /// This arm's economics counters.
-    pub stats: Arc<crate::economics::ArmStats>,
     metrics: Arc<Metrics>,
 }
 

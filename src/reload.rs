@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::config::Config;
-use crate::proxy::Shared;
+use crate::state::Shared;
 
 /// Applied to every loaded config before it is swapped in (the demo points upstreams at the
 /// simulator, `serve --listen` overrides addresses).

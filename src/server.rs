@@ -25,7 +25,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, MAX_HEADER_COUNT_LIMIT};
 use crate::metrics::Metrics;
-use crate::proxy::{Proxy, Shared};
+use crate::proxy::Proxy;
+use crate::state::Shared;
 
 /// A running tailor: its bound addresses and a handle to stop it.
 pub struct Running {
@@ -184,7 +185,7 @@ where
     let thread = std::thread::Builder::new()
         .name(format!("tailor-api-{i}"))
         .spawn(move || {
-            crate::forward::set_worker(i);
+            crate::forward::client::set_worker(i);
             rt.block_on(async move {
                 while let Some((stream, permit, watcher)) = rx.recv().await {
                     match TcpStream::from_std(stream) {

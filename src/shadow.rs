@@ -7,6 +7,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::Mutex;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use tokio::sync::oneshot;
@@ -14,10 +16,12 @@ use tokio::time::Instant;
 
 use crate::config::Route;
 use crate::economics::Traffic;
-use crate::forward;
-use crate::proxy::{LiveState, Shared};
-use crate::request::{Endpoint, RequestView, SystemPrompt};
-use crate::usage::price::PICO_PER_USD;
+use crate::forward::client::HttpClient;
+use crate::forward::upstream;
+use crate::request::{RequestView, SystemPrompt};
+use crate::state::{LiveState, Shared};
+use crate::usage::event::{Finished, Subscriber};
+use crate::usage::price::{Price, PICO_PER_USD};
 use crate::usage::sse::SseScanner;
 use crate::usage::{find_in_json, Usage};
 
@@ -25,42 +29,46 @@ use crate::usage::{find_in_json, Usage};
 pub const MAX_ANSWER_BYTES: usize = 1024 * 1024;
 
 /// What the client of the primary request got, sent when the primary is recorded.
-pub struct PrimaryResult {
+struct PrimaryResult {
     /// Answered successfully and completely.
-    pub ok: bool,
-    pub latency: Duration,
-    pub output_tokens: u64,
-    pub cost_pico: u128,
-    /// The body as the client received it (up to [`MAX_ANSWER_BYTES`]).
-    pub body: Vec<Bytes>,
+    ok: bool,
+    latency: Duration,
+    output_tokens: u64,
+    cost_pico: u128,
+    /// The body as the client received it.
+    body: Vec<Bytes>,
 }
 
-/// The primary's end of a pair.
-pub struct PairTx {
-    id: String,
-    tx: oneshot::Sender<PrimaryResult>,
-}
+/// The primary's end of a pair: subscribed to the primary request's end.
+pub struct PairTx(Mutex<Option<oneshot::Sender<PrimaryResult>>>);
 
-impl PairTx {
-    /// The pair id (the primary's request id), in both access lines.
-    pub fn id(&self) -> &str {
-        &self.id
+impl Subscriber for PairTx {
+    fn wants_answer(&self) -> bool {
+        true
     }
 
-    pub fn send(self, r: PrimaryResult) {
+    fn finished(&self, f: &Finished<'_>) {
+        let Some(tx) = self.0.lock().ok().and_then(|mut t| t.take()) else {
+            return;
+        };
         // the shadow task may have given up waiting; nothing to do then
-        let _ = self.tx.send(r);
+        let _ = tx.send(PrimaryResult {
+            ok: f.answered && !f.answer_truncated,
+            latency: f.elapsed,
+            output_tokens: f.usage.output,
+            cost_pico: f.cost_pico,
+            body: f.answer.to_vec(),
+        });
     }
 }
 
 /// Starts a shadow copy of this request if the route has a shadow, the draw falls within its
-/// percent and a slot is free. Returns the primary's end of the pair.
+/// percent and a slot is free. Returns the primary's end of the pair, for the primary's meter.
 pub fn launch(
     shared: &Arc<Shared>,
     live: &LiveState,
     route: &Route,
     view: &RequestView<'_>,
-    endpoint: Endpoint,
     parts: &http::request::Parts,
     request_id: &str,
 ) -> Option<PairTx> {
@@ -86,10 +94,10 @@ pub fn launch(
     });
     // a stream is asked for its usage, which tailor reads itself here
     let body = view.rewrite(&model.id, view.stream, prompt);
-    let req = match forward::upstream_request(
+    let req = match upstream::request(
         upstream,
         model,
-        endpoint,
+        view.endpoint,
         parts.uri.query(),
         &parts.headers,
         body,
@@ -114,17 +122,14 @@ pub fn launch(
         let _permit = permit;
         ctx.run(client, req, rx).await;
     });
-    Some(PairTx {
-        id: request_id.to_owned(),
-        tx,
-    })
+    Some(PairTx(Mutex::new(Some(tx))))
 }
 
 struct Pair {
     id: String,
     route: Arc<str>,
     model: Arc<str>,
-    price: crate::usage::price::Price,
+    price: Price,
     limit: Duration,
     shared: Arc<Shared>,
 }
@@ -141,7 +146,7 @@ struct ShadowResult {
 impl Pair {
     async fn run(
         self,
-        client: forward::HttpClient,
+        client: HttpClient,
         req: http::Request<http_body_util::Full<Bytes>>,
         rx: oneshot::Receiver<PrimaryResult>,
     ) {
@@ -205,7 +210,8 @@ impl Pair {
                 .with_label_values(&[labels[0], labels[1], kind])
                 .inc_by(n);
         }
-        m.ledger
+        self.shared
+            .ledger
             .arm(&self.route, &self.model, Traffic::Shadow)
             .record(s.ok, &s.usage, s.cost_pico, s.latency);
     }

@@ -5,9 +5,13 @@
 //! - [`sse::SseScanner`]: cuts an SSE byte stream into events across chunk boundaries, picks the
 //!   usage out of the usage chunk (chat/completions) or `response.completed` (Responses API), and
 //!   can drop the usage-only chunk the client did not ask for.
-//! - [`meter::MeteredBody`]: the response body wrapper that records everything exactly once.
+//! - [`body::MeteredBody`]: the response body wrapper that sees every frame and ends the request.
+//! - [`meter::RequestMeter`]: records each request exactly once (counters, cost, access line).
+//! - [`event`]: the "request finished" event that side paths subscribe to.
 //! - [`price`]: the built-in price table and exact cost arithmetic.
 
+pub mod body;
+pub mod event;
 pub mod meter;
 pub mod price;
 pub mod sse;

@@ -1,7 +1,7 @@
 """The official OpenAI Python SDK pointed at a running tailor (started by tests/run-all.sh).
 
 TAILOR_BASE_URL is tailor's API (.../v1), TAILOR_ADMIN_URL its admin port; upstream is the
-simulated OpenAI, whose faults are asked for with `x-mock-*` headers (see src/mock.rs).
+simulated OpenAI, whose faults are asked for with `x-mock-*` headers (see src/mock/mod.rs).
 """
 
 import json

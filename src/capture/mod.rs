@@ -7,6 +7,11 @@
 //! writer thread per file parses, reassembles streams, redacts and appends whole lines (one write
 //! per line); it fsyncs on rotation and on shutdown. On open, a torn last line (a crash mid-write)
 //! is cut off, so every line in the files is whole.
+//!
+//! - [`Sample`]: a sampled request, subscribed to its own end; offers the job when it was answered.
+//! - [`example`]: the request and answer → one dataset line (stream reassembly, redaction).
+
+mod example;
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -17,30 +22,18 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
+use prometheus::IntCounter;
 use regex::Regex;
 use serde_json::{json, Map, Value};
 
+use crate::config::CaptureConfig;
+use crate::request::RequestView;
+use crate::usage::event::{Finished, Subscriber};
+use crate::usage::price::PICO_PER_USD;
 use crate::usage::Usage;
 
 /// Jobs waiting for a writer, per file; more are dropped (and counted).
 pub const QUEUE: usize = 1024;
-
-/// Largest response body kept for a capture.
-pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
-
-/// How a route captures (from `routes[].capture`).
-#[derive(Debug)]
-pub struct CaptureConfig {
-    pub path: PathBuf,
-    /// Fraction of successful requests captured, 0 < s <= 1.
-    pub sample: f64,
-    /// Capture answers of this model only.
-    pub only_model: Option<usize>,
-    /// Replaced by `[REDACTED]` in every message string.
-    pub redact: Arc<Vec<Regex>>,
-    /// Rotate when the file would grow past this.
-    pub max_file_bytes: u64,
-}
 
 /// One sampled request: what the client sent and what it received.
 pub struct Job {
@@ -125,6 +118,89 @@ impl Captures {
     }
 }
 
+/// A request sampled for its route's dataset, subscribed to its own end: when it was answered
+/// completely (by `only_model`, when set), the job goes to the writer; a full queue drops it and
+/// counts it in `tailor_capture_dropped_total`.
+pub struct Sample {
+    pending: Mutex<Option<Pending>>,
+    only_model: Option<Arc<str>>,
+    path: PathBuf,
+    redact: Arc<Vec<Regex>>,
+    max_file_bytes: u64,
+    captures: Arc<Captures>,
+    dropped: IntCounter,
+}
+
+/// What is known of a sampled request before it ends.
+struct Pending {
+    request: Bytes,
+    request_info: Value,
+}
+
+impl Sample {
+    /// `request`: the body the client sent; `request_info`: see [`request_info`].
+    pub fn new(
+        c: &CaptureConfig,
+        only_model: Option<&str>,
+        request: Bytes,
+        request_info: Value,
+        captures: Arc<Captures>,
+        dropped: IntCounter,
+    ) -> Sample {
+        Sample {
+            pending: Mutex::new(Some(Pending {
+                request,
+                request_info,
+            })),
+            only_model: only_model.map(Arc::from),
+            path: c.path.clone(),
+            redact: c.redact.clone(),
+            max_file_bytes: c.max_file_bytes,
+            captures,
+            dropped,
+        }
+    }
+}
+
+impl Subscriber for Sample {
+    fn wants_answer(&self) -> bool {
+        true
+    }
+
+    fn finished(&self, f: &Finished<'_>) {
+        // an answer too large to keep whole would be a training example with a hole in it
+        if !f.answered || f.answer_truncated {
+            return;
+        }
+        if self.only_model.as_ref().is_some_and(|only| only != f.model) {
+            return;
+        }
+        let Some(p) = self.pending.lock().ok().and_then(|mut p| p.take()) else {
+            return;
+        };
+        let job = Job {
+            request: p.request,
+            response: f.answer.to_vec(),
+            meta: Meta {
+                request: p.request_info,
+                request_id: f.request_id.to_owned(),
+                unix_time: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64()),
+                route: f.route.clone(),
+                model: f.model.clone(),
+                usage: f.usage,
+                cost_usd: f.cost_pico as f64 / PICO_PER_USD,
+            },
+            redact: self.redact.clone(),
+            max_file_bytes: self.max_file_bytes,
+        };
+        if !self.captures.offer(&self.path, job) {
+            self.dropped.inc();
+        }
+    }
+}
+
 /// Headers never written to a metadata file.
 const SECRET_HEADERS: [&str; 6] = [
     "authorization",
@@ -137,7 +213,7 @@ const SECRET_HEADERS: [&str; 6] = [
 
 /// What `tailor simulate` needs to route a captured request again.
 pub fn request_info(
-    view: &crate::request::RequestView<'_>,
+    view: &RequestView<'_>,
     headers: &http::HeaderMap,
     arm_prompt_tokens: u64,
 ) -> Value {
@@ -172,7 +248,7 @@ fn writer(path: &Path, rx: &std::sync::mpsc::Receiver<Box<Job>>) {
         }
     };
     while let Ok(job) = rx.recv() {
-        let Some(example) = example(&job) else {
+        let Some(example) = example::example(&job.request, &job.response, &job.redact) else {
             continue;
         };
         let meta = meta_line(&job.meta);
@@ -313,161 +389,4 @@ fn meta_line(m: &Meta) -> Vec<u8> {
     .unwrap_or_default();
     v.push(b'\n');
     v
-}
-
-/// The dataset line for a job, or None when it must not be captured (not a chat request, an
-/// answer cut at `length`, an incomplete stream, an unreadable body).
-fn example(job: &Job) -> Option<Vec<u8>> {
-    let req: Value = serde_json::from_slice(&job.request).ok()?;
-    let mut messages = req.get("messages")?.as_array()?.clone();
-    let body: Vec<u8> = job.response.concat();
-    let (assistant, finish) = if body.trim_ascii_start().starts_with(b"{") {
-        from_json(&body)?
-    } else {
-        from_stream(&body)?
-    };
-    if finish.as_deref() == Some("length") {
-        return None;
-    }
-    messages.push(assistant);
-    let mut line = Map::new();
-    for m in &mut messages {
-        redact(m, &job.redact);
-    }
-    line.insert("messages".into(), Value::Array(messages));
-    if let Some(tools) = req
-        .get("tools")
-        .filter(|t| t.as_array().is_some_and(|a| !a.is_empty()))
-    {
-        line.insert("tools".into(), tools.clone());
-    }
-    let mut out = serde_json::to_vec(&Value::Object(line)).ok()?;
-    out.push(b'\n');
-    Some(out)
-}
-
-/// The assistant message and finish reason of a chat completion.
-fn from_json(body: &[u8]) -> Option<(Value, Option<String>)> {
-    let v: Value = serde_json::from_slice(body).ok()?;
-    let choice = v.get("choices")?.get(0)?;
-    let msg = choice.get("message")?;
-    let mut out = Map::new();
-    out.insert("role".into(), json!("assistant"));
-    out.insert(
-        "content".into(),
-        msg.get("content").cloned().unwrap_or(Value::Null),
-    );
-    if let Some(calls) = msg
-        .get("tool_calls")
-        .filter(|c| c.as_array().is_some_and(|a| !a.is_empty()))
-    {
-        out.insert("tool_calls".into(), calls.clone());
-    }
-    let finish = choice
-        .get("finish_reason")
-        .and_then(Value::as_str)
-        .map(str::to_owned);
-    Some((Value::Object(out), finish))
-}
-
-/// The assistant message of a streamed chat completion, reassembled from its deltas: content,
-/// and tool calls (id, name and arguments joined per index). None if the stream did not end with
-/// `[DONE]`.
-fn from_stream(body: &[u8]) -> Option<(Value, Option<String>)> {
-    let mut content: Option<String> = None;
-    let mut calls: Vec<Map<String, Value>> = Vec::new();
-    let mut finish = None;
-    let mut done = false;
-    for line in body.split(|b| *b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let Some(data) = line.strip_prefix(b"data:") else {
-            continue;
-        };
-        let data = data.strip_prefix(b" ").unwrap_or(data);
-        if data == b"[DONE]" {
-            done = true;
-            continue;
-        }
-        let Ok(v) = serde_json::from_slice::<Value>(data) else {
-            continue;
-        };
-        if v.get("error").is_some() {
-            return None;
-        }
-        let Some(choice) = v.get("choices").and_then(|c| c.get(0)) else {
-            continue;
-        };
-        if let Some(f) = choice.get("finish_reason").and_then(Value::as_str) {
-            finish = Some(f.to_owned());
-        }
-        let Some(delta) = choice.get("delta") else {
-            continue;
-        };
-        if let Some(c) = delta.get("content").and_then(Value::as_str) {
-            content.get_or_insert_with(String::new).push_str(c);
-        }
-        for tc in delta
-            .get("tool_calls")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let i = tc.get("index").and_then(Value::as_u64).unwrap_or(0) as usize;
-            while calls.len() <= i {
-                calls.push(Map::new());
-            }
-            let call = &mut calls[i];
-            for key in ["id", "type"] {
-                if let Some(s) = tc.get(key).and_then(Value::as_str) {
-                    call.insert(key.into(), json!(s));
-                }
-            }
-            let f = call
-                .entry("function")
-                .or_insert_with(|| json!({"name": "", "arguments": ""}));
-            for key in ["name", "arguments"] {
-                if let Some(s) = tc
-                    .get("function")
-                    .and_then(|f| f.get(key))
-                    .and_then(Value::as_str)
-                {
-                    let prev = f.get(key).and_then(Value::as_str).unwrap_or_default();
-                    f[key] = json!(format!("{prev}{s}"));
-                }
-            }
-        }
-    }
-    if !done {
-        return None;
-    }
-    let mut out = Map::new();
-    out.insert("role".into(), json!("assistant"));
-    out.insert("content".into(), content.map_or(Value::Null, Value::String));
-    if !calls.is_empty() {
-        let calls = calls
-            .into_iter()
-            .map(|mut c| {
-                c.entry("type").or_insert_with(|| json!("function"));
-                Value::Object(c)
-            })
-            .collect();
-        out.insert("tool_calls".into(), Value::Array(calls));
-    }
-    Some((Value::Object(out), finish))
-}
-
-/// Replaces every match of `rules` in every string of `v` with `[REDACTED]`.
-fn redact(v: &mut Value, rules: &[Regex]) {
-    match v {
-        Value::String(s) => {
-            for r in rules {
-                if r.is_match(s) {
-                    *s = r.replace_all(s, "[REDACTED]").into_owned();
-                }
-            }
-        }
-        Value::Array(a) => a.iter_mut().for_each(|x| redact(x, rules)),
-        Value::Object(o) => o.values_mut().for_each(|x| redact(x, rules)),
-        _ => {}
-    }
 }

@@ -1,173 +1,18 @@
-//! Does the fine-tune pay for itself? Per route and model, what each request cost, and for a route
-//! whose split (or shadow) has a fine-tune next to a base model, the savings per 1,000 requests,
-//! the savings so far against the training cost, and when that cost is recovered.
-//!
-//! [`Ledger`] is fed at the end of every request (primary and shadow apart) and lives as long as
-//! the process: it survives reloads, and restarts begin it anew. [`report`] is a pure function of
-//! the config and a ledger snapshot, so the numbers can be checked by hand in a test; `/economics`
-//! serves it as JSON, `GET /` renders it as the status page, and `/metrics` exports the verdicts.
+//! The report: a pure function of the config and a ledger snapshot, so the numbers can be
+//! checked by hand in a test. Per route and arm, what each request cost; for a route whose split
+//! (or shadow) has a fine-tune next to a base model, the savings per 1,000 requests, the savings
+//! so far against the training cost, and when that cost is recovered. [`publish`] sets the
+//! `tailor_finetune_*` gauges from it.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-use dashmap::DashMap;
 use serde::Serialize;
 
+use super::ledger::{Counts, Snapshot, Traffic};
 use crate::config::{Config, Model, Route};
+use crate::metrics::Metrics;
 use crate::usage::price::PICO_PER_USD;
-use crate::usage::Usage;
-
-/// Which traffic a request belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Traffic {
-    Primary,
-    Shadow,
-}
-
-impl Traffic {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Traffic::Primary => "primary",
-            Traffic::Shadow => "shadow",
-        }
-    }
-}
-
-/// Upper bounds (ms) of the latency buckets the p95 is read from.
-const LATENCY_MS: [u64; 18] = [
-    25, 50, 100, 200, 300, 500, 750, 1_000, 1_500, 2_000, 3_000, 5_000, 7_500, 10_000, 20_000,
-    30_000, 60_000, 120_000,
-];
-
-/// Counters of one (route, model, traffic).
-#[derive(Default)]
-pub struct ArmStats {
-    requests: AtomicU64,
-    errors: AtomicU64,
-    /// Prompt tokens including cached ones.
-    input: AtomicU64,
-    cached: AtomicU64,
-    output: AtomicU64,
-    cost_pico: AtomicU64,
-    /// Requests per latency bucket; the last one is "above the largest bound".
-    latency: [AtomicU64; LATENCY_MS.len() + 1],
-}
-
-impl ArmStats {
-    /// One finished request: `ok` when it was answered successfully.
-    pub fn record(&self, ok: bool, u: &Usage, cost_pico: u128, elapsed: Duration) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        if !ok {
-            self.errors.fetch_add(1, Ordering::Relaxed);
-        }
-        self.input.fetch_add(u.input, Ordering::Relaxed);
-        self.cached.fetch_add(u.cached, Ordering::Relaxed);
-        self.output.fetch_add(u.output, Ordering::Relaxed);
-        self.cost_pico.fetch_add(
-            u64::try_from(cost_pico).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
-        let ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
-        let b = LATENCY_MS
-            .iter()
-            .position(|&le| ms <= le)
-            .unwrap_or(LATENCY_MS.len());
-        self.latency[b].fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn snapshot(&self) -> Counts {
-        let n = self.requests.load(Ordering::Relaxed);
-        let mut seen = 0;
-        let mut p95_ms = None;
-        for (i, c) in self.latency.iter().enumerate() {
-            seen += c.load(Ordering::Relaxed);
-            if n > 0 && seen * 100 >= n * 95 {
-                p95_ms = Some(LATENCY_MS.get(i).copied().unwrap_or(u64::MAX));
-                break;
-            }
-        }
-        Counts {
-            requests: n,
-            errors: self.errors.load(Ordering::Relaxed),
-            input: self.input.load(Ordering::Relaxed),
-            cached: self.cached.load(Ordering::Relaxed),
-            output: self.output.load(Ordering::Relaxed),
-            cost_pico: self.cost_pico.load(Ordering::Relaxed),
-            p95_ms,
-        }
-    }
-}
-
-/// A snapshot of one arm's counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Counts {
-    pub requests: u64,
-    pub errors: u64,
-    pub input: u64,
-    pub cached: u64,
-    pub output: u64,
-    pub cost_pico: u64,
-    /// Upper bound of the bucket holding the 95th percentile latency.
-    pub p95_ms: Option<u64>,
-}
-
-type Key = (Arc<str>, Arc<str>, Traffic);
-
-/// Counters per (route, model, traffic) since the process started.
-pub struct Ledger {
-    arms: DashMap<Key, Arc<ArmStats>>,
-    started: std::time::Instant,
-}
-
-impl Default for Ledger {
-    fn default() -> Self {
-        Ledger {
-            arms: DashMap::new(),
-            started: std::time::Instant::now(),
-        }
-    }
-}
-
-impl Ledger {
-    /// The counters of one arm (created at first use; resolved once per config, not per request).
-    pub fn arm(&self, route: &Arc<str>, model: &Arc<str>, traffic: Traffic) -> Arc<ArmStats> {
-        self.arms
-            .entry((route.clone(), model.clone(), traffic))
-            .or_default()
-            .clone()
-    }
-
-    /// Every arm's counters now, and the time they cover.
-    pub fn snapshot(&self) -> Snapshot {
-        Snapshot {
-            arms: self
-                .arms
-                .iter()
-                .map(|e| (e.key().clone(), e.value().snapshot()))
-                .collect(),
-            elapsed: self.started.elapsed(),
-        }
-    }
-}
-
-/// Counters of every arm at one moment, and how long they have been counting.
-#[derive(Debug, Default)]
-pub struct Snapshot {
-    pub arms: Vec<(Key, Counts)>,
-    pub elapsed: Duration,
-}
-
-impl Snapshot {
-    fn get(&self, route: &str, model: &str, traffic: Traffic) -> Counts {
-        self.arms
-            .iter()
-            .find(|((r, m, t), _)| &**r == route && &**m == model && *t == traffic)
-            .map(|(_, c)| *c)
-            .unwrap_or_default()
-    }
-}
 
 /// The whole report: `/economics` as JSON, the status page as HTML.
 #[derive(Debug, Serialize)]
@@ -447,7 +292,7 @@ fn summary(
 }
 
 /// Sets the fine-tune and shadow-spend gauges from a report (replacing older values).
-pub fn publish(metrics: &crate::metrics::Metrics, r: &Report) {
+pub fn publish(metrics: &Metrics, r: &Report) {
     let f = &metrics.finetune;
     for g in [
         &f.savings_per_1k,
@@ -482,96 +327,4 @@ pub fn publish(metrics: &crate::metrics::Metrics, r: &Report) {
             f.breakeven_seconds.with_label_values(&l).set(d * 86_400.0);
         }
     }
-}
-
-fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-fn pct(x: f64) -> String {
-    format!("{:.1}%", x * 100.0)
-}
-
-/// The status page: one self-contained HTML document (no scripts, no external assets).
-/// `health`: each model's name and whether it is in rotation.
-pub fn render_html(r: &Report, health: &[(String, bool)]) -> String {
-    let mut h = String::with_capacity(16 * 1024);
-    let _ = write!(
-        h,
-        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><title>tailor status</title>
-<meta name="viewport" content="width=device-width, initial-scale=1"><meta http-equiv="refresh" content="30">
-<style>body{{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222}}h1{{margin:0 0 .2em}}
-h2{{margin:1.6em 0 .3em;font-size:1.2em}}table{{border-collapse:collapse;margin:.4em 0}}
-td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:right}}th{{background:#f3f3f3}}
-td:first-child,th:first-child{{text-align:left}}.rules{{color:#555}}.verdict{{padding:.5em .8em;border-left:4px solid #2a7;background:#eef8f1}}
-.loss{{border-color:#c33;background:#fbeeee}}.down{{color:#c33;font-weight:bold}}.ok{{color:#2a7}}</style></head><body>
-<h1>tailor</h1><p>Counting since tailor started, {:.0} s ago. This page refreshes every 30 s; the same numbers are at <a href="/economics">/economics</a> (JSON) and <a href="/metrics">/metrics</a>.</p>
-"#,
-        r.window_seconds
-    );
-    h.push_str("<h2>Models</h2><table><tr><th>model</th><th>state</th></tr>");
-    for (m, ok) in health {
-        let _ = write!(
-            h,
-            r#"<tr><td>{}</td><td class="{}">{}</td></tr>"#,
-            esc(m),
-            if *ok { "ok" } else { "down" },
-            if *ok { "in rotation" } else { "cooling down" }
-        );
-    }
-    h.push_str("</table>");
-    for route in &r.routes {
-        let _ = write!(
-            h,
-            r#"<h2 id="route-{0}">Route {0}</h2><p class="rules">when: {1}</p><p>{2} requests, ${3:.4} spent</p>"#,
-            esc(&route.route),
-            esc(&route.rules),
-            route.requests,
-            route.spend_usd
-        );
-        if let Some(v) = &route.finetune {
-            let class = if v.savings_per_1k_requests_usd > 0.0 {
-                "verdict"
-            } else {
-                "verdict loss"
-            };
-            let _ = write!(h, r#"<p class="{class}">{}</p>"#, esc(&v.summary));
-        }
-        h.push_str("<table><tr><th>model</th><th>configured share</th><th>observed share</th><th>requests</th><th>error rate</th><th>mean input tokens</th><th>mean cached</th><th>mean output</th><th>cost / request</th><th>spend</th><th>p95 latency</th></tr>");
-        for a in route.arms.iter().chain(route.shadow.iter()) {
-            let shadow = route.shadow.as_ref().is_some_and(|s| std::ptr::eq(s, a));
-            let _ = write!(
-                h,
-                "<tr><td>{}{}{}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.0}</td><td>{:.0}</td><td>{:.0}</td><td>${:.6}</td><td>${:.4}</td><td>{}</td></tr>",
-                esc(&a.model),
-                if a.fine_tune { " (fine-tune)" } else { "" },
-                if a.system_prompt { " + system prompt" } else { "" },
-                if shadow { " [shadow]" } else { "" },
-                if shadow { "-".to_owned() } else { pct(a.configured_share) },
-                if shadow { "-".to_owned() } else { pct(a.observed_share) },
-                a.requests,
-                pct(a.error_rate),
-                a.mean_input_tokens,
-                a.mean_cached_tokens,
-                a.mean_output_tokens,
-                a.cost_per_request_usd,
-                a.spend_usd,
-                a.p95_latency_ms.map_or("-".to_owned(), |ms| format!("≤ {ms} ms")),
-            );
-        }
-        h.push_str("</table>");
-    }
-    h.push_str("</body></html>\n");
-    h
 }

@@ -1,0 +1,115 @@
+//! `tailor check`: validate a config and print what it resolved to (upstreams, prices, routes).
+
+use std::path::Path;
+
+use anyhow::Result;
+use tailor::config::{Auth, PriceSource, Sticky, UpstreamKind};
+
+use super::common::load;
+pub fn run(path: &Path) -> Result<()> {
+    let cfg = load(path)?;
+    out!("{}: OK", path.display());
+    out!(
+        "\nserver: listen {}  admin {}  max_body_bytes {}",
+        cfg.server.listen,
+        cfg.server.admin_listen,
+        cfg.server.max_body_bytes
+    );
+    out!("\nupstreams:");
+    for u in &cfg.upstreams {
+        let auth = match &u.auth {
+            Auth::Key { env, key: Some(_) } => format!("key from ${env} (set)"),
+            Auth::Key { env, key: None } => {
+                format!("key from ${env} (NOT SET: its models fail over, or answer 500)")
+            }
+            Auth::Passthrough => "caller's Authorization passed through".into(),
+            Auth::None => "no credentials".into(),
+        };
+        let kind = match u.kind {
+            UpstreamKind::Openai => "openai".to_owned(),
+            UpstreamKind::Azure => format!(
+                "azure api-version {}",
+                u.api_version.as_deref().unwrap_or("")
+            ),
+        };
+        out!("  {:<14} {:<36} {kind}; {auth}", u.name, u.url);
+    }
+    out!("\nmodels (USD per 1M tokens: input / cached input / output):");
+    for m in &cfg.models {
+        let src = match &m.price_source {
+            PriceSource::Config => "price from config".to_owned(),
+            PriceSource::Table { key, as_of } => format!("built-in `{key}` as of {as_of}"),
+        };
+        let src = match m.training_cost_usd() {
+            Some(t) => format!("{src}; training cost ${t:.2}"),
+            None => src,
+        };
+        out!(
+            "  {:<14} {:<44} on {:<12} {} / {} / {}  ({src})",
+            m.name,
+            m.id,
+            cfg.upstreams[m.upstream].name,
+            usd(m.price.input),
+            usd(m.price.cached_input),
+            usd(m.price.output)
+        );
+    }
+    out!("\nroutes (first match wins):");
+    for (i, r) in cfg.routes.iter().enumerate() {
+        let arms: Vec<String> = r
+            .arms
+            .iter()
+            .map(|a| {
+                format!(
+                    "{} {:.0}%",
+                    cfg.models[a.model].name,
+                    100.0 * f64::from(a.weight) / r.total_weight as f64
+                )
+            })
+            .collect();
+        let fb: Vec<&str> = r
+            .fallback
+            .iter()
+            .map(|m| cfg.models[*m].name.as_str())
+            .collect();
+        let sticky = match &r.sticky {
+            Sticky::None => "none".to_owned(),
+            Sticky::User => "user".to_owned(),
+            Sticky::Header(h) => format!("header:{h}"),
+        };
+        out!(
+            "  {i}. {:<14} -> {}  sticky: {sticky}  fallback: [{}]",
+            r.name,
+            arms.join(", "),
+            fb.join(", ")
+        );
+        out!("     match: {}", r.matcher.describe());
+        for p in &r.prompts {
+            out!(
+                "     {} gets a system prompt of {} bytes ({})",
+                cfg.models[p.model].name,
+                p.text.len(),
+                if p.replace {
+                    "replacing the client's"
+                } else {
+                    "prepended"
+                }
+            );
+        }
+        if let Some(s) = &r.shadow {
+            out!(
+                "     shadow: {}% copied to {}",
+                s.percent,
+                cfg.models[s.model].name
+            );
+        }
+    }
+    Ok(())
+}
+
+fn usd(micro_per_m: u64) -> String {
+    format!("{:.4}", micro_per_m as f64 / 1e6)
+        .trim_end_matches('0')
+        .trim_end_matches('.')
+        .to_owned()
+}

@@ -1,0 +1,34 @@
+//! What the commands share: loading a config, the runtime, output formats.
+
+use std::path::Path;
+
+use anyhow::Result;
+use clap::ValueEnum;
+use tailor::config::Config;
+
+/// `--format` of the commands that print a report.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum OutFormat {
+    Text,
+    Json,
+}
+
+fn env_var(k: &str) -> Option<String> {
+    std::env::var(k).ok()
+}
+
+/// Loads and validates a config with the process environment; the error names the file.
+pub fn load(path: &Path) -> Result<Config> {
+    Config::load(path, &env_var).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+/// The main runtime. `threads`: its worker threads (default: one per CPU). `serve` and `demo`
+/// need only one: API connections are served by `server.workers` threads of their own, and the
+/// main runtime runs the accept loop, the admin port and config reloads.
+pub fn runtime(threads: Option<usize>) -> Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = threads {
+        b.worker_threads(n);
+    }
+    Ok(b.enable_all().build()?)
+}

@@ -1,0 +1,207 @@
+//! The `tailor` command line: the clap definitions and the dispatch to one file per command.
+//! `anyhow` lives only here, in the binary.
+
+/// `println!` that ignores a closed stdout (`tailor check | head` must not panic).
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
+mod check;
+mod common;
+mod dataset;
+mod demo;
+mod mock;
+mod route;
+mod serve;
+mod simulate;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand, ValueEnum};
+use tailor::request::Endpoint;
+
+use self::common::OutFormat;
+use self::serve::Overrides;
+
+#[derive(Parser)]
+#[command(
+    name = "tailor",
+    version,
+    about = "OpenAI-compatible routing proxy: rule-routed, A/B split, tokens and dollars per route"
+)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Turn off the per-request access log line.
+    #[arg(long, global = true)]
+    no_access_log: bool,
+    /// Log filter (tracing syntax), e.g. `info`, `debug`, `tailor=debug`. Overrides TAILOR_LOG.
+    #[arg(long, global = true, env = "TAILOR_LOG", default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve the OpenAI-compatible API and the admin endpoints.
+    Serve {
+        #[arg(long, default_value = "routes.yaml")]
+        config: PathBuf,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+    /// Run tailor with the shipped routes.yaml against the built-in simulated OpenAI: no API key.
+    Demo {
+        #[arg(long, default_value = "routes.yaml")]
+        config: PathBuf,
+        #[command(flatten)]
+        overrides: Overrides,
+        /// Where the simulator listens.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        mock_listen: SocketAddr,
+        /// Also send a realistic traffic mix to tailor (requests per second; `--traffic` = 20):
+        /// support questions on the A/B route, summaries with a shadow, the rest to the default.
+        #[arg(long, num_args = 0..=1, default_missing_value = "20", value_name = "PER_SECOND")]
+        traffic: Option<f64>,
+    },
+    /// Fine-tuning datasets captured from traffic.
+    Dataset {
+        #[command(subcommand)]
+        cmd: DatasetCmd,
+    },
+    /// Replay recorded traffic (capture metadata files) through a candidate config, offline:
+    /// request shares, tokens and projected cost per route and arm.
+    Simulate {
+        #[arg(long, default_value = "routes.yaml")]
+        config: PathBuf,
+        /// A `*.meta.jsonl` file written by `capture:` (its dataset file is read next to it).
+        #[arg(long)]
+        traffic: PathBuf,
+        #[arg(long, value_enum, default_value = "text")]
+        format: OutFormat,
+    },
+    /// Validate a config; print its routes, models and prices.
+    Check {
+        #[arg(long, default_value = "routes.yaml")]
+        config: PathBuf,
+    },
+    /// Print the routing decision for one request body read from stdin.
+    Route {
+        #[arg(long, default_value = "routes.yaml")]
+        config: PathBuf,
+        /// The endpoint the body is sent to.
+        #[arg(long, value_enum, default_value_t = EndpointArg::Chat)]
+        endpoint: EndpointArg,
+        /// A request header, `name: value` (repeatable).
+        #[arg(short = 'H', long = "header")]
+        headers: Vec<String>,
+        /// The random draw used for unsticky splits (to explain a given outcome).
+        #[arg(long, default_value_t = 0)]
+        draw: u64,
+    },
+    /// Run the simulated OpenAI server alone.
+    MockUpstream {
+        #[arg(long, default_value = "127.0.0.1:8000")]
+        listen: SocketAddr,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum EndpointArg {
+    Chat,
+    Completions,
+    Embeddings,
+    Responses,
+}
+
+impl From<EndpointArg> for Endpoint {
+    fn from(e: EndpointArg) -> Endpoint {
+        match e {
+            EndpointArg::Chat => Endpoint::Chat,
+            EndpointArg::Completions => Endpoint::Completions,
+            EndpointArg::Embeddings => Endpoint::Embeddings,
+            EndpointArg::Responses => Endpoint::Responses,
+        }
+    }
+}
+fn init_logs(cli: &Cli) {
+    use tracing_subscriber::EnvFilter;
+    let mut filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("info"));
+    if cli.no_access_log {
+        if let Ok(d) = "tailor::access=off".parse() {
+            filter = filter.add_directive(d);
+        }
+    }
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => b.init(),
+        LogFormat::Json => b.json().flatten_event(true).init(),
+    }
+}
+
+#[derive(Subcommand)]
+enum DatasetCmd {
+    /// Validate a dataset file the way OpenAI's fine-tuning upload does; count tokens, price it,
+    /// find duplicates. Exits 1 if any line would be rejected.
+    Check {
+        file: PathBuf,
+        /// The model to be fine-tuned (prices the training).
+        #[arg(long, default_value = "gpt-4o-2024-08-06")]
+        model: String,
+        #[arg(long, default_value_t = 3)]
+        epochs: u32,
+        #[arg(long, value_enum, default_value = "text")]
+        format: OutFormat,
+    },
+}
+
+/// Runs the command the command line names.
+pub fn run(cli: Cli) -> Result<()> {
+    init_logs(&cli);
+    match cli.cmd {
+        Cmd::Check { config } => check::run(&config),
+        Cmd::Dataset {
+            cmd:
+                DatasetCmd::Check {
+                    file,
+                    model,
+                    epochs,
+                    format,
+                },
+        } => dataset::run(&file, &model, epochs, format),
+        Cmd::Simulate {
+            config,
+            traffic,
+            format,
+        } => simulate::run(&config, &traffic, format),
+        Cmd::Route {
+            config,
+            endpoint,
+            headers,
+            draw,
+        } => route::run(&config, endpoint.into(), &headers, draw),
+        Cmd::Serve { config, overrides } => serve::run(config, overrides),
+        Cmd::Demo {
+            config,
+            overrides,
+            mock_listen,
+            traffic,
+        } => demo::run(config, overrides, mock_listen, traffic),
+        Cmd::MockUpstream { listen } => mock::run(listen),
+    }
+}

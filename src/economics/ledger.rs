@@ -1,0 +1,169 @@
+//! The ledger: per (route, model, primary|shadow) counters since the process started. It
+//! subscribes to every finished request of an arm ([`Subscriber`]) and survives reloads; restarts
+//! begin it anew.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+
+use crate::usage::event::{Finished, Subscriber};
+use crate::usage::Usage;
+
+/// Which traffic a request belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Traffic {
+    Primary,
+    Shadow,
+}
+
+impl Traffic {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Traffic::Primary => "primary",
+            Traffic::Shadow => "shadow",
+        }
+    }
+}
+
+/// Upper bounds (ms) of the latency buckets the p95 is read from.
+const LATENCY_MS: [u64; 18] = [
+    25, 50, 100, 200, 300, 500, 750, 1_000, 1_500, 2_000, 3_000, 5_000, 7_500, 10_000, 20_000,
+    30_000, 60_000, 120_000,
+];
+
+/// Counters of one (route, model, traffic).
+#[derive(Default)]
+pub struct ArmStats {
+    requests: AtomicU64,
+    errors: AtomicU64,
+    /// Prompt tokens including cached ones.
+    input: AtomicU64,
+    cached: AtomicU64,
+    output: AtomicU64,
+    cost_pico: AtomicU64,
+    /// Requests per latency bucket; the last one is "above the largest bound".
+    latency: [AtomicU64; LATENCY_MS.len() + 1],
+}
+
+impl ArmStats {
+    /// One finished request: `ok` when it was answered successfully.
+    pub fn record(&self, ok: bool, u: &Usage, cost_pico: u128, elapsed: Duration) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if !ok {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        self.input.fetch_add(u.input, Ordering::Relaxed);
+        self.cached.fetch_add(u.cached, Ordering::Relaxed);
+        self.output.fetch_add(u.output, Ordering::Relaxed);
+        self.cost_pico.fetch_add(
+            u64::try_from(cost_pico).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        let ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+        let b = LATENCY_MS
+            .iter()
+            .position(|&le| ms <= le)
+            .unwrap_or(LATENCY_MS.len());
+        self.latency[b].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> Counts {
+        let n = self.requests.load(Ordering::Relaxed);
+        let mut seen = 0;
+        let mut p95_ms = None;
+        for (i, c) in self.latency.iter().enumerate() {
+            seen += c.load(Ordering::Relaxed);
+            if n > 0 && seen * 100 >= n * 95 {
+                p95_ms = Some(LATENCY_MS.get(i).copied().unwrap_or(u64::MAX));
+                break;
+            }
+        }
+        Counts {
+            requests: n,
+            errors: self.errors.load(Ordering::Relaxed),
+            input: self.input.load(Ordering::Relaxed),
+            cached: self.cached.load(Ordering::Relaxed),
+            output: self.output.load(Ordering::Relaxed),
+            cost_pico: self.cost_pico.load(Ordering::Relaxed),
+            p95_ms,
+        }
+    }
+}
+
+impl Subscriber for ArmStats {
+    fn finished(&self, f: &Finished<'_>) {
+        self.record(!f.failed, &f.usage, f.cost_pico, f.elapsed);
+    }
+}
+
+/// A snapshot of one arm's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Counts {
+    pub requests: u64,
+    pub errors: u64,
+    pub input: u64,
+    pub cached: u64,
+    pub output: u64,
+    pub cost_pico: u64,
+    /// Upper bound of the bucket holding the 95th percentile latency.
+    pub p95_ms: Option<u64>,
+}
+
+type Key = (Arc<str>, Arc<str>, Traffic);
+
+/// Counters per (route, model, traffic) since the process started.
+pub struct Ledger {
+    arms: DashMap<Key, Arc<ArmStats>>,
+    started: std::time::Instant,
+}
+
+impl Default for Ledger {
+    fn default() -> Self {
+        Ledger {
+            arms: DashMap::new(),
+            started: std::time::Instant::now(),
+        }
+    }
+}
+
+impl Ledger {
+    /// The counters of one arm (created at first use; resolved once per config, not per request).
+    pub fn arm(&self, route: &Arc<str>, model: &Arc<str>, traffic: Traffic) -> Arc<ArmStats> {
+        self.arms
+            .entry((route.clone(), model.clone(), traffic))
+            .or_default()
+            .clone()
+    }
+
+    /// Every arm's counters now, and the time they cover.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            arms: self
+                .arms
+                .iter()
+                .map(|e| (e.key().clone(), e.value().snapshot()))
+                .collect(),
+            elapsed: self.started.elapsed(),
+        }
+    }
+}
+
+/// Counters of every arm at one moment, and how long they have been counting.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub arms: Vec<(Key, Counts)>,
+    pub elapsed: Duration,
+}
+
+impl Snapshot {
+    /// One arm's counters (zero if it has none yet).
+    pub fn get(&self, route: &str, model: &str, traffic: Traffic) -> Counts {
+        self.arms
+            .iter()
+            .find(|((r, m, t), _)| &**r == route && &**m == model && *t == traffic)
+            .map(|(_, c)| *c)
+            .unwrap_or_default()
+    }
+}

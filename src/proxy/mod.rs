@@ -1,0 +1,304 @@
+//! The request path as one `tower::Service`: path and method dispatch, then the steps before
+//! any body is read, then a routed request's own steps ([`pipeline`]).
+//!
+//! ```text
+//! request ─▶ header limits (431) ─▶ client key (401)            auth.rs
+//!         ─▶ GET /v1/models[/{id}]                               models.rs
+//!         ─▶ POST /v1/{chat/completions,completions,embeddings,responses}
+//!              ─▶ server slot ─▶ body ─▶ view ─▶ classify ─▶ meter ─▶ forward   pipeline.rs
+//!         ─▶ anything else: 404 / 405
+//! ```
+//!
+//! Every error before forwarding becomes its OpenAI-shaped response here, in [`reject`], where it
+//! is counted and logged once.
+
+mod auth;
+mod body;
+mod models;
+mod pipeline;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::{Method, Request, Response};
+use http_body_util::{Either, Full};
+
+pub use self::body::ReqBody;
+use crate::error::ProxyError;
+use crate::request::Endpoint;
+use crate::state::Shared;
+use crate::usage::body::RespBody;
+
+/// The proxy as a tower service.
+#[derive(Clone)]
+pub struct Proxy {
+    shared: Arc<Shared>,
+}
+
+impl Proxy {
+    pub fn new(shared: Arc<Shared>) -> Proxy {
+        Proxy { shared }
+    }
+}
+
+impl<B: ReqBody> tower::Service<Request<B>> for Proxy {
+    type Response = Response<RespBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let shared = self.shared.clone();
+        Box::pin(async move { Ok(handle(shared, req).await) })
+    }
+}
+
+/// Turns a tailor error into its response, counted and logged once, here.
+fn reject(shared: &Shared, method: &Method, path: &str, err: ProxyError) -> Response<RespBody> {
+    if matches!(err, ProxyError::Unrouted(_)) {
+        shared.metrics.unrouted.inc();
+    } else {
+        shared
+            .metrics
+            .rejected
+            .with_label_values(&[err.kind()])
+            .inc();
+    }
+    let path: String = path.chars().take(200).collect();
+    tracing::info!(target: "tailor::access", %method, path, status = err.status().as_u16(), error = err.kind(), message = %err, "rejected");
+    err.into_response::<Full<Bytes>>().map(Either::Left)
+}
+
+async fn handle<B: ReqBody>(shared: Arc<Shared>, req: Request<B>) -> Response<RespBody> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let live = shared.live.load_full();
+    let suffix = path.strip_prefix("/v1").filter(|s| s.starts_with('/'));
+    let client = match auth::headers_within(req.headers(), &live.config) {
+        Err(e) => return reject(&shared, &method, &path, e),
+        Ok(()) if suffix.is_none() => None,
+        Ok(()) => match auth::authenticate(&live.config, req.headers()) {
+            Some(c) => Some(c),
+            None => return reject(&shared, &method, &path, ProxyError::Unauthorized),
+        },
+    };
+    let err = match (suffix, &method, client) {
+        (Some("/models"), &Method::GET, _) => return json_response(models::list(&live)),
+        (Some(s), &Method::GET, _) if s.starts_with("/models/") => {
+            let id = &s["/models/".len()..];
+            match models::get(&live, id) {
+                Some(body) => return json_response(body),
+                None => ProxyError::UnknownModel(id.chars().take(256).collect()),
+            }
+        }
+        (Some(s), m, Some(client)) if Endpoint::from_suffix(s).is_some() || s == "/models" => {
+            match Endpoint::from_suffix(s) {
+                Some(ep) if m == Method::POST => {
+                    match pipeline::run(&shared, live, ep, client, req).await {
+                        Ok(resp) => return resp,
+                        Err(e) => e,
+                    }
+                }
+                _ => ProxyError::MethodNotAllowed {
+                    method: m.to_string(),
+                    path: path.clone(),
+                },
+            }
+        }
+        _ => ProxyError::NotFound {
+            method: method.to_string(),
+            path: path.chars().take(200).collect(),
+        },
+    };
+    reject(&shared, &method, &path, err)
+}
+
+fn json_response(body: Bytes) -> Response<RespBody> {
+    let mut resp = Response::new(Either::Left(Full::new(body)));
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    //! Service tests: the proxy called as a `tower::Service`, no listener involved.
+    use super::*;
+    use crate::config::Config;
+    use crate::metrics::Metrics;
+    use http::{HeaderValue, StatusCode};
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    const CFG: &str = r#"
+upstreams:
+  down: { url: "http://127.0.0.1:1/v1", auth: none }
+  keyless: { url: "http://127.0.0.1:1/v1", api_key_env: TAILOR_UNSET_KEY }
+models:
+  m: { upstream: down, id: gpt-4o-2024-08-06 }
+  k: { upstream: keyless, id: gpt-4o-2024-08-06 }
+routes:
+  - { name: r, match: { model: [gpt-4o, alias] }, split: [{ model: m }] }
+  - { name: nokey, match: { model: nokey }, split: [{ model: k }] }
+"#;
+
+    fn proxy() -> (Proxy, Arc<Metrics>) {
+        let cfg = Config::from_yaml(CFG, &|_| None).unwrap();
+        let metrics = Metrics::new().unwrap();
+        (
+            Proxy::new(Shared::new(cfg, metrics.clone()).unwrap()),
+            metrics,
+        )
+    }
+
+    async fn call(
+        p: &Proxy,
+        method: Method,
+        path: &str,
+        body: &str,
+    ) -> (StatusCode, HeaderValue, serde_json::Value) {
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .body(Full::new(Bytes::from(body.to_owned())))
+            .unwrap();
+        let resp = p.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let retry = resp
+            .headers()
+            .get("x-should-retry")
+            .cloned()
+            .unwrap_or(HeaderValue::from_static(""));
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, retry, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn errors_before_routing() {
+        let (p, metrics) = proxy();
+        let cases = [
+            (Method::POST, "/v1/chat/completions", "{", 400, None),
+            (
+                Method::POST,
+                "/v1/chat/completions",
+                r#"{"model":"gpt-4o"}"#,
+                400,
+                Some("missing_required_parameter"),
+            ),
+            (
+                Method::POST,
+                "/v1/chat/completions",
+                r#"{"model":"x","messages":[]}"#,
+                404,
+                Some("model_not_found"),
+            ),
+            (
+                Method::POST,
+                "/v1/embeddings",
+                r#"{"model":"x","input":"a"}"#,
+                404,
+                Some("model_not_found"),
+            ),
+            (
+                Method::PUT,
+                "/v1/chat/completions",
+                "",
+                405,
+                Some("method_not_allowed"),
+            ),
+            (
+                Method::POST,
+                "/v1/models",
+                "",
+                405,
+                Some("method_not_allowed"),
+            ),
+            (
+                Method::GET,
+                "/v2/chat/completions",
+                "",
+                404,
+                Some("unknown_url"),
+            ),
+            (
+                Method::GET,
+                "/v1/models/nope",
+                "",
+                404,
+                Some("model_not_found"),
+            ),
+        ];
+        for (m, path, body, status, code) in cases {
+            let (s, retry, v) = call(&p, m.clone(), path, body).await;
+            assert_eq!(s.as_u16(), status, "{m} {path} {body}: {v}");
+            assert_eq!(v["error"]["code"].as_str(), code, "{v}");
+            assert_eq!(retry, "false");
+        }
+        let text = String::from_utf8(metrics.encode()).unwrap();
+        assert!(text.contains("tailor_unrouted_requests_total 2"), "{text}");
+        assert!(
+            text.contains("tailor_rejected_requests_total{reason=\"unknown_model\"} 1"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn models_list() {
+        let (p, _) = proxy();
+        let (s, _, v) = call(&p, Method::GET, "/v1/models", "").await;
+        assert_eq!(s, StatusCode::OK);
+        let ids: Vec<_> = v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["gpt-4o", "alias", "nokey"]);
+        assert_eq!(v["data"][0]["object"], "model");
+    }
+
+    #[tokio::test]
+    async fn unreachable_upstream_and_missing_key() {
+        let (p, metrics) = proxy();
+        let (s, retry, v) = call(
+            &p,
+            Method::POST,
+            "/v1/chat/completions",
+            r#"{"model":"alias","messages":[]}"#,
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_GATEWAY, "{v}");
+        assert_eq!(v["error"]["code"], "upstream_unavailable");
+        assert_eq!(retry, "false");
+        let (s, _, v) = call(
+            &p,
+            Method::POST,
+            "/v1/chat/completions",
+            r#"{"model":"nokey","messages":[]}"#,
+        )
+        .await;
+        assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("TAILOR_UNSET_KEY"));
+        let text = String::from_utf8(metrics.encode()).unwrap();
+        for want in [
+            "tailor_requests_total{client=\"anonymous\",code=\"502\",model=\"m\",outcome=\"upstream_error\",route=\"r\"} 1",
+            // the first try and two retries (retries.max defaults to 2)
+            "tailor_upstream_errors_total{kind=\"connect\",model=\"m\",route=\"r\"} 3",
+            "tailor_requests_total{client=\"anonymous\",code=\"500\",model=\"k\",outcome=\"upstream_error\",route=\"nokey\"} 1",
+            "tailor_in_flight_requests{route=\"r\"} 0",
+        ] {
+            assert!(text.contains(want), "missing {want}\n{text}");
+        }
+    }
+}

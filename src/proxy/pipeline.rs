@@ -1,0 +1,106 @@
+//! One routed request (chat, completions, embeddings, responses), step by step:
+//!
+//! ```text
+//! server slot (429) ─▶ read body (413) ─▶ RequestView::parse (400) ─▶ classify (404)
+//!   ─▶ route slot (429) ─▶ RequestMeter::start
+//!   ─▶ side paths subscribe: capture sample, shadow copy
+//!   ─▶ forward::attempt (try, retry, fall back) ─▶ response with MeteredBody
+//! ```
+//!
+//! An error before forwarding is returned to [`super`], which answers it OpenAI-shaped.
+
+use std::sync::Arc;
+
+use http::{Request, Response};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+use super::body::{read_body, ReqBody};
+use crate::capture;
+use crate::classify;
+use crate::error::ProxyError;
+use crate::forward::attempt::Attempt;
+use crate::request::{Endpoint, RequestView};
+use crate::shadow;
+use crate::state::{LiveState, Shared};
+use crate::usage::body::RespBody;
+use crate::usage::meter::RequestMeter;
+
+fn try_slot(slots: &Arc<Semaphore>, scope: &str) -> Result<OwnedSemaphorePermit, ProxyError> {
+    slots
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ProxyError::Overloaded {
+            scope: scope.to_owned(),
+        })
+}
+
+/// Serves one request to `endpoint` from `client` (an index into the config's clients).
+pub async fn run<B: ReqBody>(
+    shared: &Arc<Shared>,
+    live: Arc<LiveState>,
+    endpoint: Endpoint,
+    client: usize,
+    req: Request<B>,
+) -> Result<Response<RespBody>, ProxyError> {
+    let started = Instant::now();
+    let (parts, body) = req.into_parts();
+    let server_slot = try_slot(&shared.server_slots, "server")?;
+    let body = read_body(body, &parts.headers, live.config.server.max_body_bytes).await?;
+    let view = RequestView::parse(&body, endpoint)?;
+    let draw = shared.next_random();
+    let healthy = |m: usize| live.model_healthy(m);
+    let decision = classify::classify(&live.config, &view, &parts.headers, draw, &healthy)
+        .ok_or_else(|| ProxyError::Unrouted(view.model.chars().take(256).collect()))?;
+    let route = &live.config.routes[decision.route];
+    let mut permits = vec![server_slot];
+    if let Some(slots) = live.route_slots(decision.route) {
+        permits.push(try_slot(slots, &route.name)?);
+    }
+    let request_id = format!("tlr-{:016x}", shared.next_random());
+    tracing::debug!(request_id, route = %route.name, model = %live.config.models[decision.model].name, pick = %decision.pick, "routed");
+    let arm = live
+        .arm_meter(decision.route, decision.model, client)
+        .ok_or_else(|| ProxyError::Internal("no meter for the routed model".into()))?;
+    let mut meter = RequestMeter::start(
+        arm,
+        started,
+        view.stream,
+        request_id,
+        view.estimated_prompt_tokens(),
+        permits,
+    );
+    if let Some(c) = &route.capture {
+        // sample in millionths
+        if shared.next_random() % 1_000_000 < (c.sample * 1e6).round() as u64 {
+            let prompt_tokens = route
+                .prompt_for(decision.model)
+                .map_or(0, |p| p.text.len().div_ceil(4) as u64);
+            meter.subscribe(Box::new(capture::Sample::new(
+                c,
+                c.only_model.map(|m| live.config.models[m].name.as_str()),
+                body.clone(),
+                capture::request_info(&view, &parts.headers, prompt_tokens),
+                shared.captures.clone(),
+                shared
+                    .metrics
+                    .capture_dropped
+                    .with_label_values(&[&route.name]),
+            )));
+        }
+    }
+    if let Some(pair) = shadow::launch(shared, &live, route, &view, &parts, meter.request_id()) {
+        meter.mark_shadowed();
+        meter.subscribe(Box::new(pair));
+    }
+    let attempt = Attempt {
+        shared,
+        live: &live,
+        decision: &decision,
+        view: &view,
+        parts: &parts,
+        client,
+        inject_usage: view.needs_usage_injection(),
+    };
+    Ok(attempt.run(meter).await)
+}

@@ -1,0 +1,320 @@
+//! [`RequestView`]: what the router and the forwarder need from a request body, read as borrowed
+//! raw JSON (validating the whole document on the way), with the error OpenAI would give for a
+//! body it rejects.
+
+use std::borrow::Cow;
+use std::ops::Range;
+use std::sync::OnceLock;
+
+use serde_json::value::RawValue;
+
+use super::endpoint::Endpoint;
+use super::json::{check_depth, is_null, object_fields, span_in, KeyStr};
+use super::prompt::{collect_content, collect_prompt, PromptText};
+use crate::error::ProxyError;
+
+/// What the router and the forwarder need from a request body.
+pub struct RequestView<'a> {
+    pub(super) body: &'a [u8],
+    pub endpoint: Endpoint,
+    /// The `model` the client asked for.
+    pub model: Cow<'a, str>,
+    pub(super) model_span: Range<usize>,
+    pub stream: bool,
+    pub(super) stream_options: Option<&'a RawValue>,
+    /// The body's `user` field.
+    pub user: Option<Cow<'a, str>>,
+    pub(super) metadata: Option<&'a RawValue>,
+    pub(super) prompt: Option<&'a RawValue>,
+    pub(super) instructions: Option<&'a RawValue>,
+    pub(super) tools: Option<&'a RawValue>,
+    pub(super) functions: Option<&'a RawValue>,
+    pub(super) text: OnceLock<PromptText>,
+}
+
+fn missing(param: &'static str) -> ProxyError {
+    ProxyError::InvalidField {
+        param,
+        code: "missing_required_parameter",
+        message: format!("Missing required parameter: '{param}'."),
+    }
+}
+
+fn invalid_type(param: &'static str, expected: &str) -> ProxyError {
+    ProxyError::InvalidField {
+        param,
+        code: "invalid_type",
+        message: format!("Invalid type for '{param}': expected {expected}."),
+    }
+}
+
+impl<'a> RequestView<'a> {
+    /// Parses the body of a request to `endpoint`. Fails with the error OpenAI would give.
+    pub fn parse(body: &'a [u8], endpoint: Endpoint) -> Result<RequestView<'a>, ProxyError> {
+        check_depth(body)?;
+        let fields = object_fields(body).map_err(|e| ProxyError::InvalidJson(e.to_string()))?;
+        let mut model = None;
+        let mut stream = None;
+        let mut view = RequestView {
+            body,
+            endpoint,
+            model: Cow::Borrowed(""),
+            model_span: 0..0,
+            stream: false,
+            stream_options: None,
+            user: None,
+            metadata: None,
+            prompt: None,
+            instructions: None,
+            tools: None,
+            functions: None,
+            text: OnceLock::new(),
+        };
+        let prompt_field = endpoint.prompt_field();
+        for f in fields {
+            // Keys tailor acts on must appear once: with duplicates, tailor and the upstream
+            // could read different values (route on one model, bill another).
+            let once = |slot: &Option<&RawValue>, name: &'static str| {
+                if slot.is_some() {
+                    Err(ProxyError::InvalidField {
+                        param: name,
+                        code: "duplicate_parameter",
+                        message: format!("Parameter '{name}' appears more than once."),
+                    })
+                } else {
+                    Ok(())
+                }
+            };
+            match f.key.as_ref() {
+                "model" => {
+                    once(&model, "model")?;
+                    model = Some(f.value);
+                }
+                "stream" => {
+                    once(&stream, "stream")?;
+                    stream = Some(f.value);
+                }
+                "stream_options" => {
+                    once(&view.stream_options, "stream_options")?;
+                    view.stream_options = Some(f.value);
+                }
+                "user" if !is_null(f.value) => {
+                    let s: KeyStr<'a> = serde_json::from_str(f.value.get())
+                        .map_err(|_| invalid_type("user", "a string"))?;
+                    view.user = Some(s.0);
+                }
+                "metadata" => view.metadata = Some(f.value),
+                "instructions" if endpoint == Endpoint::Responses => {
+                    view.instructions = Some(f.value)
+                }
+                "tools" => view.tools = Some(f.value),
+                "functions" => view.functions = Some(f.value),
+                k if k == prompt_field => view.prompt = Some(f.value),
+                _ => {}
+            }
+        }
+        let model = model
+            .filter(|m| !is_null(m))
+            .ok_or_else(|| ProxyError::InvalidField {
+                param: "model",
+                code: "missing_required_parameter",
+                message: "you must provide a model parameter".to_owned(),
+            })?;
+        let name: KeyStr<'a> =
+            serde_json::from_str(model.get()).map_err(|_| invalid_type("model", "a string"))?;
+        view.model = name.0;
+        view.model_span = span_in(body, model);
+        if let Some(s) = stream.filter(|s| !is_null(s)) {
+            view.stream =
+                serde_json::from_str(s.get()).map_err(|_| invalid_type("stream", "a boolean"))?;
+        }
+        match (endpoint, view.prompt) {
+            (Endpoint::Responses, _) => {} // `input` is optional with stored prompts
+            (_, None) => return Err(missing(prompt_field)),
+            (Endpoint::Chat, Some(m)) if !m.get().starts_with('[') => {
+                return Err(invalid_type("messages", "an array"));
+            }
+            _ => {}
+        }
+        Ok(view)
+    }
+
+    /// Whether the client asked for streamed usage itself (`stream_options.include_usage: true`).
+    pub fn client_wants_stream_usage(&self) -> bool {
+        self.stream_options
+            .and_then(|so| object_fields(so.get().as_bytes()).ok())
+            .and_then(|fs| fs.into_iter().find(|f| f.key == "include_usage"))
+            .is_some_and(|f| f.value.get() == "true")
+    }
+
+    /// Whether tailor must turn on `include_usage` upstream to meter this request.
+    pub fn needs_usage_injection(&self) -> bool {
+        self.stream
+            && self.endpoint.usage_needs_stream_options()
+            && !self.client_wants_stream_usage()
+    }
+
+    /// The value of a `metadata` key, if it is a string.
+    pub fn metadata(&self, key: &str) -> Option<Cow<'a, str>> {
+        let m = self.metadata?;
+        let fields = object_fields(m.get().as_bytes()).ok()?;
+        let f = fields.into_iter().find(|f| f.key == key)?;
+        serde_json::from_str::<KeyStr<'_>>(f.value.get())
+            .ok()
+            .map(|k| Cow::Owned(k.0.into_owned()))
+    }
+
+    /// Whether the request carries tool (or legacy function) definitions.
+    pub fn has_tools(&self) -> bool {
+        [self.tools, self.functions].into_iter().flatten().any(|v| {
+            let s = v.get();
+            s.starts_with('[') && s[1..].trim_start() != "]"
+        })
+    }
+
+    /// The `metadata` object as JSON (for capture files), if any.
+    pub fn metadata_value(&self) -> Option<serde_json::Value> {
+        self.metadata
+            .and_then(|m| serde_json::from_str(m.get()).ok())
+    }
+
+    /// Estimated prompt size in tokens: the bytes of the prompt-bearing fields (messages / prompt
+    /// / input, Responses `instructions`, and tool definitions) divided by 4, rounded up. No
+    /// tokenizer: ~4 bytes per token holds for English JSON; it overestimates escaped and
+    /// non-ASCII text. Costs nothing beyond the parse tailor already does.
+    pub fn estimated_prompt_tokens(&self) -> u64 {
+        let bytes: usize = [self.prompt, self.instructions, self.tools, self.functions]
+            .into_iter()
+            .flatten()
+            .filter(|v| !is_null(v))
+            .map(|v| v.get().len())
+            .sum();
+        bytes.div_ceil(4) as u64
+    }
+
+    /// System and user texts of the prompt, extracted once on first use.
+    pub fn text(&self) -> &PromptText {
+        self.text.get_or_init(|| {
+            let mut t = PromptText::default();
+            if let Some(i) = self.instructions {
+                collect_content(i, &mut t.system);
+            }
+            if let Some(p) = self.prompt {
+                collect_prompt(p, &mut t);
+            }
+            t
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::json::MAX_JSON_DEPTH;
+
+    fn chat(body: &str) -> RequestView<'_> {
+        RequestView::parse(body.as_bytes(), Endpoint::Chat).unwrap()
+    }
+
+    #[test]
+    fn bad_bodies_get_openai_errors() {
+        let cases: [(&str, &str); 9] = [
+            ("not json", "invalid_json"),
+            ("[1,2]", "invalid_json"),
+            (r#"{"model":"m","messages":[]} trailing"#, "invalid_json"),
+            (r#"{"messages":[]}"#, "invalid_field"),
+            (r#"{"model":null,"messages":[]}"#, "invalid_field"),
+            (r#"{"model":5,"messages":[]}"#, "invalid_field"),
+            (r#"{"model":"m"}"#, "invalid_field"),
+            (r#"{"model":"m","messages":"hi"}"#, "invalid_field"),
+            (
+                r#"{"model":"a","model":"b","messages":[]}"#,
+                "invalid_field",
+            ),
+        ];
+        for (body, kind) in cases {
+            let e = RequestView::parse(body.as_bytes(), Endpoint::Chat)
+                .err()
+                .unwrap_or_else(|| panic!("{body} parsed"));
+            assert_eq!(e.kind(), kind, "{body}");
+            assert_eq!(e.status().as_u16(), 400);
+        }
+        assert!(RequestView::parse(br#"{"model":"e","input":"x"}"#, Endpoint::Embeddings).is_ok());
+        assert!(RequestView::parse(br#"{"model":"e"}"#, Endpoint::Embeddings).is_err());
+        assert!(RequestView::parse(br#"{"model":"r"}"#, Endpoint::Responses).is_ok());
+    }
+
+    #[test]
+    fn nesting_depth_is_bounded_outside_strings_only() {
+        let deep = |n: usize| {
+            format!(
+                r#"{{"model":"m","messages":[],"x":{}{}}}"#,
+                "[".repeat(n),
+                "]".repeat(n)
+            )
+        };
+        assert!(RequestView::parse(deep(MAX_JSON_DEPTH - 2).as_bytes(), Endpoint::Chat).is_ok());
+        let e = RequestView::parse(deep(MAX_JSON_DEPTH).as_bytes(), Endpoint::Chat)
+            .err()
+            .unwrap();
+        assert_eq!(e.kind(), "invalid_json");
+        let brackets_in_text = format!(
+            r#"{{"model":"m","messages":[{{"role":"user","content":"{}\"[{{"}}]}}"#,
+            "[{".repeat(500)
+        );
+        assert!(RequestView::parse(brackets_in_text.as_bytes(), Endpoint::Chat).is_ok());
+    }
+
+    #[test]
+    fn texts_tools_metadata_and_size() {
+        let v = chat(
+            r#"{"model":"m","user":"cust-1","metadata":{"feature":"support","n":"2"},
+            "messages":[{"role":"system","content":"You are ACME support"},
+                        {"role":"developer","content":[{"type":"text","text":"be brief"}]},
+                        {"role":"user","content":[{"type":"text","text":"my refund"},{"type":"image_url","image_url":{"url":"x"}}]},
+                        {"role":"assistant","content":"ignored"},
+                        {"role":"user","content":"second"}],
+            "tools":[{"type":"function","function":{"name":"f"}}]}"#,
+        );
+        assert_eq!(v.text().system, "You are ACME support\nbe brief");
+        assert_eq!(v.text().user, "my refund\nsecond");
+        assert!(v.has_tools());
+        assert_eq!(v.user.as_deref(), Some("cust-1"));
+        assert_eq!(v.metadata("feature").as_deref(), Some("support"));
+        assert_eq!(v.metadata("missing"), None);
+        assert!(v.estimated_prompt_tokens() > 50);
+        let none = chat(r#"{"model":"m","messages":[],"tools":[ ],"functions":null}"#);
+        assert!(!none.has_tools());
+        assert_eq!(none.estimated_prompt_tokens(), 2);
+    }
+
+    #[test]
+    fn responses_and_completions_texts() {
+        let r = RequestView::parse(
+            br#"{"model":"m","instructions":"sys","input":[{"role":"user","content":[{"type":"input_text","text":"hello"}]}]}"#,
+            Endpoint::Responses,
+        )
+        .unwrap();
+        assert_eq!(
+            r.text(),
+            &PromptText {
+                system: "sys".into(),
+                user: "hello".into()
+            }
+        );
+        let c = RequestView::parse(
+            br#"{"model":"m","prompt":["a","b"]}"#,
+            Endpoint::Completions,
+        )
+        .unwrap();
+        assert_eq!(c.text().user, "a\nb");
+        // escaped strings are unescaped; role may follow content; non-text parts are skipped
+        let e = chat(
+            r#"{"model":"m","messages":[{"content":"say \"hi\"\u00e9","role":"system"},
+            {"role":"user","content":[{"type":"image_url","image_url":{"url":"u","text":7}},{"text":"a\/b"}]},
+            {"role":"tool","content":"no"},{"role":"user","content":null},{"role":"user"}]}"#,
+        );
+        assert_eq!(e.text().system, "say \"hi\"\u{e9}");
+        assert_eq!(e.text().user, "a/b");
+    }
+}

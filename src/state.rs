@@ -1,0 +1,222 @@
+//! The state every part of the request path reads, below all of them: [`LiveState`], a config
+//! with everything derived from it (metric handles, model health, upstream pools, route limits),
+//! swapped as one value on reload; and [`Shared`], what lives as long as the process.
+//!
+//! A request loads the live snapshot once and keeps it to its end, so a reload never mixes two
+//! configs in one request.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::capture::Captures;
+use crate::classify::stable_hash;
+use crate::config::Config;
+use crate::economics::{Ledger, Traffic};
+use crate::forward::client::Pools;
+use crate::forward::health::{HealthRegistry, ModelHealth};
+use crate::metrics::Metrics;
+use crate::usage::meter::ArmMeter;
+
+/// The `client` label when no `clients:` are configured.
+pub const ANONYMOUS: &str = "anonymous";
+
+/// A config with everything derived from it: swapped as one value on reload.
+pub struct LiveState {
+    pub config: Config,
+    /// Per route: (model index, meter per client index) for every arm and fallback.
+    arms: Vec<Vec<(usize, Vec<ArmMeter>)>>,
+    /// Per model index.
+    health: Vec<Arc<ModelHealth>>,
+    /// Per API worker thread and upstream index: a pooled client.
+    pub clients: Pools,
+    /// Per route: its concurrency limit.
+    route_slots: Vec<Option<Arc<Semaphore>>>,
+    /// Unix time the config was loaded (`created` in `/v1/models`).
+    pub loaded_at: u64,
+}
+
+impl LiveState {
+    /// Resolves every handle a request of this config can need, once.
+    pub fn build(
+        config: Config,
+        metrics: &Arc<Metrics>,
+        health: &HealthRegistry,
+        ledger: &Ledger,
+    ) -> Result<LiveState, rustls::Error> {
+        let client_names: Vec<&str> = if config.clients.is_empty() {
+            vec![ANONYMOUS]
+        } else {
+            config.clients.iter().map(|c| c.name.as_str()).collect()
+        };
+        let model_health: Vec<Arc<ModelHealth>> = config
+            .models
+            .iter()
+            .map(|m| health.get(&m.name, config.health))
+            .collect();
+        let arms = config
+            .routes
+            .iter()
+            .map(|r| {
+                let mut v: Vec<(usize, Vec<ArmMeter>)> = Vec::new();
+                for m in r
+                    .arms
+                    .iter()
+                    .map(|a| a.model)
+                    .chain(r.fallback.iter().copied())
+                {
+                    if v.iter().any(|(i, _)| *i == m) {
+                        continue;
+                    }
+                    let model = &config.models[m];
+                    let route: Arc<str> = r.name.as_str().into();
+                    let name: Arc<str> = model.name.as_str().into();
+                    let per_client = client_names
+                        .iter()
+                        .map(|c| ArmMeter {
+                            metrics: metrics.meter(&r.name, &model.name, c),
+                            price: model.price,
+                            health: model_health[m].clone(),
+                            ledger: ledger.arm(&route, &name, Traffic::Primary),
+                        })
+                        .collect();
+                    v.push((m, per_client));
+                }
+                v
+            })
+            .collect();
+        let clients = Pools::build(&config.upstreams, config.server.workers)?;
+        let route_slots = config
+            .routes
+            .iter()
+            .map(|r| r.max_concurrency.map(|n| Arc::new(Semaphore::new(n))))
+            .collect();
+        metrics.publish_config(&config);
+        let loaded_at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        Ok(LiveState {
+            config,
+            arms,
+            health: model_health,
+            clients,
+            route_slots,
+            loaded_at,
+        })
+    }
+
+    /// Whether model `i` is in rotation.
+    pub fn model_healthy(&self, i: usize) -> bool {
+        self.health.get(i).is_some_and(|h| h.is_healthy())
+    }
+
+    /// The health of model `i`.
+    pub fn model_health(&self, i: usize) -> Option<&Arc<ModelHealth>> {
+        self.health.get(i)
+    }
+
+    /// Where a request of `route` answered by `model` for `client` records its numbers.
+    pub fn arm_meter(&self, route: usize, model: usize, client: usize) -> Option<ArmMeter> {
+        let (_, per_client) = self.arms.get(route)?.iter().find(|(m, _)| *m == model)?;
+        per_client.get(client).cloned()
+    }
+
+    /// The concurrency limit of `route`, if it has one.
+    pub fn route_slots(&self, route: usize) -> Option<&Arc<Semaphore>> {
+        self.route_slots.get(route)?.as_ref()
+    }
+
+    /// Starts the dataset writers of every route that captures (repairing torn files at once).
+    fn start_captures(&self, captures: &Captures) {
+        for c in self.config.routes.iter().filter_map(|r| r.capture.as_ref()) {
+            captures.ensure(&c.path);
+        }
+    }
+}
+
+/// State shared by every request, for the life of the process.
+pub struct Shared {
+    pub live: ArcSwap<LiveState>,
+    pub metrics: Arc<Metrics>,
+    pub health: HealthRegistry,
+    /// Per (route, model, traffic) counters behind `/economics` and the status page.
+    pub ledger: Ledger,
+    /// `server.max_concurrency` slots (fixed at start-up).
+    pub server_slots: Arc<Semaphore>,
+    /// Seed and counter for request ids, A/B draws and backoff jitter.
+    seed: u64,
+    counter: AtomicU64,
+    /// False once shutdown begins (`/readyz` answers 503).
+    pub ready: AtomicBool,
+    /// Cancelled when a shutdown's drain time is over: open bodies end with an error.
+    pub drain_over: CancellationToken,
+    /// `server.shadow_max_concurrency` slots (fixed at start-up).
+    pub shadow_slots: Arc<Semaphore>,
+    /// Dataset writers, one per capture file (kept across reloads).
+    pub captures: Arc<Captures>,
+}
+
+impl Shared {
+    pub fn new(config: Config, metrics: Arc<Metrics>) -> Result<Arc<Shared>, rustls::Error> {
+        let health = HealthRegistry::default();
+        let ledger = Ledger::default();
+        let server_slots = Arc::new(Semaphore::new(config.server.max_concurrency));
+        let shadow_slots = Arc::new(Semaphore::new(config.server.shadow_max_concurrency));
+        let live = LiveState::build(config, &metrics, &health, &ledger)?;
+        let captures: Arc<Captures> = Arc::default();
+        live.start_captures(&captures);
+        // RandomState is seeded from the OS: a cheap random seed without another dependency
+        let seed = {
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u64(0);
+            h.finish()
+        };
+        Ok(Arc::new(Shared {
+            live: ArcSwap::from_pointee(live),
+            metrics,
+            health,
+            ledger,
+            server_slots,
+            seed,
+            counter: AtomicU64::new(0),
+            ready: AtomicBool::new(true),
+            drain_over: CancellationToken::new(),
+            shadow_slots,
+            captures,
+        }))
+    }
+
+    /// Validates nothing (the config already is): builds the derived state and swaps it in.
+    /// Requests in flight keep the snapshot they loaded.
+    pub fn swap_config(&self, config: Config) -> Result<(), rustls::Error> {
+        let live = LiveState::build(config, &self.metrics, &self.health, &self.ledger)?;
+        live.start_captures(&self.captures);
+        self.live.store(Arc::new(live));
+        Ok(())
+    }
+
+    /// Sets `tailor_model_healthy` for the current models (called before each scrape).
+    pub fn refresh_health_gauges(&self) {
+        let live = self.live.load();
+        for (m, h) in live.config.models.iter().zip(&live.health) {
+            self.metrics
+                .model_healthy
+                .with_label_values(&[&m.name])
+                .set(i64::from(h.is_healthy()));
+        }
+    }
+
+    /// A fresh pseudo-random number (splitmix64 over a seeded counter).
+    pub fn next_random(&self) -> u64 {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        stable_hash(&[&self
+            .seed
+            .wrapping_add(n.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+            .to_le_bytes()])
+    }
+}

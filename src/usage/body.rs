@@ -1,0 +1,341 @@
+//! [`MeteredBody`]: the response body wrapper. It forwards each upstream frame as it arrives,
+//! reads usage on the way (the tail of a JSON body, or SSE events one by one), enforces the body's
+//! idle, total and drain limits, and hands the request to its [`RequestMeter`] exactly once at the
+//! end. A stream that breaks after it started ends with an SSE error event, never a fake `[DONE]`.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::WaitForCancellationFutureOwned;
+
+use super::meter::{Outcome, RequestMeter};
+use super::sse::SseScanner;
+use super::{find_in_json, Usage};
+use crate::error::error_body;
+
+/// The body of every response tailor sends: a whole body it made, or an upstream's, metered.
+pub type RespBody = Either<Full<Bytes>, MeteredBody<Incoming>>;
+
+/// The error type of a response body tailor sends.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Largest tail of a JSON response kept to find its `usage` (OpenAI puts usage near the end).
+const JSON_USAGE_WINDOW: usize = 1024 * 1024;
+
+/// How the body is read for usage.
+enum Mode {
+    /// A JSON body: the last [`JSON_USAGE_WINDOW`] bytes of frames are kept (reference-counted,
+    /// not copied) and scanned at the end.
+    Json {
+        frames: VecDeque<Bytes>,
+        kept: usize,
+    },
+    /// An SSE stream, scanned event by event.
+    Sse(SseScanner),
+}
+
+/// Time limits of a response body.
+pub struct BodyLimits {
+    /// Longest gap between two upstream reads.
+    pub idle: Duration,
+    /// End of the whole request (non-streaming requests), if any.
+    pub deadline: Option<Instant>,
+    /// Fires when a shutdown's drain time is over: the body ends with an error.
+    pub drain: WaitForCancellationFutureOwned,
+}
+
+/// The response body wrapper: forwards frames as they arrive and meters the request.
+pub struct MeteredBody<B> {
+    inner: B,
+    mode: Mode,
+    meter: RequestMeter,
+    /// Bytes to send before ending (an SSE error event after a broken stream).
+    tail: Option<Bytes>,
+    first_frame_seen: bool,
+    ended: bool,
+    idle: Duration,
+    deadline: Option<Instant>,
+    timer: Pin<Box<Sleep>>,
+    drain: Pin<Box<WaitForCancellationFutureOwned>>,
+}
+
+impl<B> MeteredBody<B> {
+    fn new(inner: B, mode: Mode, meter: RequestMeter, limits: BodyLimits) -> MeteredBody<B> {
+        let first = next_timeout(limits.idle, limits.deadline);
+        MeteredBody {
+            inner,
+            mode,
+            meter,
+            tail: None,
+            first_frame_seen: false,
+            ended: false,
+            idle: limits.idle,
+            deadline: limits.deadline,
+            timer: Box::pin(tokio::time::sleep_until(first)),
+            drain: Box::pin(limits.drain),
+        }
+    }
+
+    /// Wraps a JSON (non-streaming) body.
+    pub fn json(inner: B, meter: RequestMeter, limits: BodyLimits) -> MeteredBody<B> {
+        MeteredBody::new(
+            inner,
+            Mode::Json {
+                frames: VecDeque::new(),
+                kept: 0,
+            },
+            meter,
+            limits,
+        )
+    }
+
+    /// Wraps an SSE body; `strip_usage_chunk` removes the usage the client did not ask for.
+    pub fn sse(
+        inner: B,
+        meter: RequestMeter,
+        strip_usage_chunk: bool,
+        limits: BodyLimits,
+    ) -> MeteredBody<B> {
+        MeteredBody::new(
+            inner,
+            Mode::Sse(SseScanner::new(strip_usage_chunk)),
+            meter,
+            limits,
+        )
+    }
+
+    fn usage(&self) -> (Option<Usage>, u64) {
+        match &self.mode {
+            Mode::Json { frames, kept } => {
+                let usage = match frames.len() {
+                    0 => None,
+                    1 => frames.front().and_then(|f| find_in_json(f)),
+                    _ => {
+                        let mut all = BytesMut::with_capacity(*kept);
+                        for f in frames {
+                            all.extend_from_slice(f);
+                        }
+                        find_in_json(&all)
+                    }
+                };
+                (usage, 0)
+            }
+            Mode::Sse(s) => (s.usage(), s.text_bytes()),
+        }
+    }
+
+    fn finish(&mut self, outcome: Outcome) {
+        let (usage, text) = self.usage();
+        self.meter.finish(usage, text, outcome);
+    }
+
+    /// The upstream body ended cleanly: flush, check the stream was complete, record.
+    fn end_of_upstream(&mut self) {
+        self.ended = true;
+        let mut outcome = Outcome::Ok;
+        if let Mode::Sse(s) = &mut self.mode {
+            let rest = s.finish();
+            if !s.complete() {
+                // closed without its end marker: a truncated stream must not look complete
+                self.meter.metrics().upstream_error("stream");
+                self.meter.stream_failed();
+                outcome = Outcome::UpstreamError;
+                self.tail = Some(with_error_event(
+                    rest,
+                    "The upstream stream ended before it was complete.",
+                ));
+            } else if !rest.is_empty() {
+                self.tail = Some(rest);
+            }
+        }
+        self.finish(outcome);
+    }
+
+    /// Ends the body early. A stream gets an error event; a JSON body is aborted (the client sees
+    /// a broken body, not a plausible one).
+    fn fail(&mut self, outcome: Outcome, kind: &'static str, message: &str) -> Option<BoxError> {
+        self.ended = true;
+        if outcome == Outcome::UpstreamError {
+            self.meter.metrics().upstream_error(kind);
+            self.meter.stream_failed();
+        }
+        tracing::debug!(
+            request_id = self.meter.request_id(),
+            kind,
+            "response body ended early"
+        );
+        self.finish(outcome);
+        match &mut self.mode {
+            Mode::Json { .. } => Some(message.to_owned().into()),
+            Mode::Sse(s) => {
+                let rest = s.finish();
+                self.tail = Some(with_error_event(rest, message));
+                None
+            }
+        }
+    }
+}
+
+impl<B> Drop for MeteredBody<B> {
+    fn drop(&mut self) {
+        // the client went away mid-body: record what was seen (usage, if it already passed)
+        if !self.ended {
+            self.ended = true;
+            self.finish(Outcome::ClientCancelled);
+        }
+    }
+}
+
+fn next_timeout(idle: Duration, deadline: Option<Instant>) -> Instant {
+    let t = Instant::now() + idle;
+    deadline.map_or(t, |d| d.min(t))
+}
+
+/// The SSE event sent when a stream breaks after it started: the SDKs raise on a `data:` payload
+/// with an `error` key. Never a fake `data: [DONE]`.
+fn stream_error_event(message: &str) -> Bytes {
+    let body = error_body(message, "server_error", None, Some("upstream_stream_error"));
+    let mut ev = BytesMut::with_capacity(body.len() + 8);
+    ev.extend_from_slice(b"data: ");
+    ev.extend_from_slice(&body);
+    ev.extend_from_slice(b"\n\n");
+    ev.freeze()
+}
+
+/// `rest` (an unterminated last event, possibly empty), closed, then the error event.
+fn with_error_event(rest: Bytes, message: &str) -> Bytes {
+    let mut out = BytesMut::from(rest.as_ref());
+    if !out.is_empty() && !out.ends_with(b"\n\n") {
+        out.extend_from_slice(b"\n\n");
+    }
+    out.extend_from_slice(&stream_error_event(message));
+    out.freeze()
+}
+
+impl<B> Body for MeteredBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        loop {
+            if let Some(t) = this.tail.take() {
+                return Poll::Ready(Some(Ok(Frame::data(t))));
+            }
+            if this.ended {
+                return Poll::Ready(None);
+            }
+            if this.drain.as_mut().poll(cx).is_ready() {
+                match this.fail(
+                    Outcome::Shutdown,
+                    "shutdown",
+                    "tailor is shutting down and could not finish this response.",
+                ) {
+                    Some(e) => return Poll::Ready(Some(Err(e))),
+                    None => continue,
+                }
+            }
+            let polled = Pin::new(&mut this.inner).poll_frame(cx);
+            let frame = match polled {
+                Poll::Pending => {
+                    if this.timer.as_mut().poll(cx).is_ready() {
+                        let (kind, msg) = match this.deadline {
+                            Some(d) if Instant::now() >= d => (
+                                "timeout",
+                                "The request took longer than the upstream's total time limit.",
+                            ),
+                            _ => (
+                                "stall",
+                                "The upstream stopped sending for longer than its idle time limit.",
+                            ),
+                        };
+                        match this.fail(Outcome::UpstreamError, kind, msg) {
+                            Some(e) => return Poll::Ready(Some(Err(e))),
+                            None => continue,
+                        }
+                    }
+                    return Poll::Pending;
+                }
+                Poll::Ready(f) => f,
+            };
+            match frame {
+                Some(Ok(frame)) => {
+                    let data = match frame.into_data() {
+                        Ok(d) => d,
+                        Err(trailers) => return Poll::Ready(Some(Ok(trailers))),
+                    };
+                    let next = next_timeout(this.idle, this.deadline);
+                    this.timer.as_mut().reset(next);
+                    if !this.first_frame_seen {
+                        this.first_frame_seen = true;
+                        if matches!(this.mode, Mode::Sse(_)) {
+                            this.meter
+                                .metrics()
+                                .ttft
+                                .observe(this.meter.started().elapsed().as_secs_f64());
+                        }
+                    }
+                    let out = match &mut this.mode {
+                        Mode::Json { frames, kept } => {
+                            *kept += data.len();
+                            frames.push_back(data.clone());
+                            while frames.len() > 1
+                                && *kept - frames.front().map_or(0, Bytes::len) >= JSON_USAGE_WINDOW
+                            {
+                                *kept -= frames.pop_front().map_or(0, |f| f.len());
+                            }
+                            data
+                        }
+                        Mode::Sse(s) => s.feed(data),
+                    };
+                    this.meter.keep_answer(&out);
+                    // A body with a known length may never be polled to `None`: end it here.
+                    if this.inner.is_end_stream() {
+                        this.end_of_upstream();
+                    }
+                    if !out.is_empty() {
+                        return Poll::Ready(Some(Ok(Frame::data(out))));
+                    }
+                }
+                Some(Err(e)) => {
+                    let e: BoxError = e.into();
+                    tracing::debug!(error = %e, "upstream body failed");
+                    if let Some(err) = this.fail(
+                        Outcome::UpstreamError,
+                        "stream",
+                        "The upstream stream broke before it was complete.",
+                    ) {
+                        return Poll::Ready(Some(Err(err)));
+                    }
+                }
+                None => this.end_of_upstream(),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended && self.tail.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.mode {
+            Mode::Json { .. } => self.inner.size_hint(),
+            Mode::Sse(_) => SizeHint::default(),
+        }
+    }
+}
