@@ -54,6 +54,14 @@ def http(method, url, body=None, headers=None):
         return e.code, dict(e.headers), e.read().decode()
 
 
+def ready_status(url):
+    """The status of `url`, 0 while nothing listens there."""
+    try:
+        return http("GET", url)[0]
+    except (urllib.error.URLError, ConnectionError):
+        return 0
+
+
 @pytest.fixture(scope="module")
 def stack():
     if not shutil.which("prometheus") or not shutil.which("promtool"):
@@ -83,6 +91,12 @@ def stack():
         prom = subprocess.Popen(["prometheus", f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'data'}",
                                  f"--web.listen-address=127.0.0.1:{prom_port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs.append(prom)
+        # the query API answers 503 until Prometheus has opened its storage: wait for /-/ready
+        deadline = time.time() + 30
+        while ready_status(f"http://127.0.0.1:{prom_port}/-/ready") != 200:
+            assert time.time() < deadline, "Prometheus did not become ready in 30 s"
+            assert prom.poll() is None, "Prometheus exited"
+            time.sleep(0.2)
         yield {"api": api, "admin": admin, "prom": f"http://127.0.0.1:{prom_port}", "config": yaml.safe_load(cfg_text)}
     finally:
         for p in procs:
