@@ -106,6 +106,37 @@ fn bench_sse(c: &mut Criterion) {
     g.finish();
 }
 
+/// One 200 KB event arriving in 1,000 or 10,000 reads: the cost must grow with the bytes, not
+/// with the square of the reads (each byte searched once, no re-copy of what is pending).
+fn bench_sse_tiny_reads(c: &mut Criterion) {
+    let text = "x".repeat(200 * 1024);
+    let event = format!("data: {{\"choices\":[{{\"delta\":{{\"content\":\"{text}\"}}}}]}}\n\n");
+    let mut g = c.benchmark_group("sse one 200 KB event");
+    g.throughput(Throughput::Bytes(event.len() as u64));
+    for reads in [1_000usize, 10_000] {
+        let size = event.len().div_ceil(reads);
+        let pieces: Vec<Bytes> = event
+            .as_bytes()
+            .chunks(size)
+            .map(Bytes::copy_from_slice)
+            .collect();
+        g.bench_with_input(
+            BenchmarkId::from_parameter(format!("{reads} reads")),
+            &pieces,
+            |b, pieces| {
+                b.iter(|| {
+                    let mut s = SseScanner::new(true);
+                    for p in pieces {
+                        black_box(s.feed(p.clone()));
+                    }
+                    black_box(s.text_bytes())
+                })
+            },
+        );
+    }
+    g.finish();
+}
+
 fn bench_metrics(c: &mut Criterion) {
     let m = Metrics::new().unwrap();
     let meter = m.meter("support", "support-ft", "anonymous");
@@ -129,6 +160,7 @@ criterion_group!(
     bench_classify,
     bench_rewrite,
     bench_sse,
+    bench_sse_tiny_reads,
     bench_metrics
 );
 criterion_main!(benches);

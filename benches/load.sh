@@ -6,6 +6,8 @@
 # streams: no lost chunk, memory per stream), 5 (200 KB prompt), 6 (counters exact after load).
 # wrk drives 1, 2 and 5; benches/streams.rs (built here) times SSE events for 3 and 4.
 # Usage: benches/load.sh [seconds per measurement, default 10]
+# TAILOR_BIN=path measures that tailor binary instead of building this checkout's (before/after
+# runs); STREAMS_BIN=path uses an already built benches/streams client.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dur=${1:-10}
@@ -16,13 +18,13 @@ if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-cargo build --release --locked -q
-streams=$(cargo bench --bench streams --locked --no-run --message-format=json 2>/dev/null |
+[ -n "${TAILOR_BIN:-}" ] || cargo build --release --locked -q
+streams=${STREAMS_BIN:-$(cargo bench --bench streams --locked --no-run --message-format=json 2>/dev/null |
   python3 -c 'import json,sys
 for l in sys.stdin:
     m = json.loads(l)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "streams" and m.get("executable"): print(m["executable"])')
-bin=target/release/tailor
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "streams" and m.get("executable"): print(m["executable"])')}
+bin=${TAILOR_BIN:-target/release/tailor}
 # 5,000 streams through tailor hold 10,000 sockets in it and 5,000 in each of the others; where
 # the open-file limit is lower, scenario 4 opens as many as fit and says so
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true

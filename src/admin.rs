@@ -17,7 +17,7 @@ use crate::state::Shared;
 /// The economics of the live config over everything counted since start.
 fn report(shared: &Shared) -> Report {
     let live = shared.live.load();
-    economics::report(&live.config, &shared.ledger.snapshot())
+    economics::report(&live.config, &shared.keep.ledger.snapshot())
 }
 
 /// Answers one admin request.

@@ -1,5 +1,8 @@
-//! Low-level readers of a JSON body: top-level fields as borrowed raw values, the nesting check,
-//! and where a raw value sits in the body.
+//! Borrowed readers of untrusted JSON, shared by the request and usage readers: top-level fields as
+//! raw values, keys that borrow unless escaped, the nesting check, and where a value sits.
+
+// Reads untrusted bytes: no indexing that could panic (`.get()` instead).
+#![deny(clippy::indexing_slicing)]
 
 use std::borrow::Cow;
 use std::fmt;
@@ -96,6 +99,28 @@ pub fn span_in(body: &[u8], raw: &RawValue) -> Range<usize> {
 pub fn is_null(v: &RawValue) -> bool {
     v.get() == "null"
 }
+
+/// Visitor methods that accept and drop any value the visitor does not care about.
+macro_rules! skip_other_values {
+    ($value:expr) => {
+        fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+    };
+}
+pub(crate) use skip_other_values;
 
 #[cfg(test)]
 mod tests {

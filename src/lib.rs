@@ -43,10 +43,11 @@
 //! - [`economics`]: per-arm ledger, the fine-tune verdict (`/economics`, the status page).
 //! - [`usage`]: the metering body, the meter, the "request finished" event, usage from JSON and
 //!   SSE, exact pricing.
-//! - [`metrics`]: every metric, registered once.
+//! - [`metrics`]: every metric, registered once. [`limits`]: concurrency counts kept across reloads.
 //! - [`classify`]: route selection, pure and table-tested.
 //! - [`request`]: the borrowed view of a request body and the byte-preserving rewrite.
 //! - [`config`]: `routes.yaml`, strict raw structs → validated runtime [`config::Config`].
+//! - [`json`]: borrowed readers of untrusted JSON (fields with their spans, nesting check).
 //! - [`error`]: the request-path error enum, OpenAI-shaped.
 //! - [`tools`]: offline commands (`dataset check`, `simulate`).
 //! - [`mock`]: the simulated OpenAI server used by the demo, tests and benchmarks.
@@ -60,6 +61,8 @@ pub mod config;
 pub mod economics;
 pub mod error;
 pub mod forward;
+pub mod json;
+pub mod limits;
 pub mod metrics;
 pub mod mock;
 pub mod proxy;

@@ -1,10 +1,12 @@
-//! Config reload: on SIGHUP and when the file changes. The whole new config is parsed, validated
-//! and built (clients, meters, limits), then swapped in one step; in-flight requests keep the
-//! snapshot they started with. An invalid file is logged and counted
-//! (`tailor_config_reloads_total{result="error"}`), and the old config keeps serving.
+//! Config reload: on SIGHUP and when the file changes. The whole new config is parsed, adjusted
+//! (the command line's overrides), checked exactly as at start-up (an exposed upstream key is
+//! refused), and built (clients, meters, limits) off the accept loop's thread, then swapped in one
+//! step; in-flight requests keep the snapshot they started with. A refused file is logged and
+//! counted (`tailor_config_reloads_total{result="error"}`), and the old config keeps serving.
 //!
-//! Listen addresses, `server.max_concurrency` and the connection limits are bound at start-up and
-//! do not change on reload.
+//! Concurrency limits count the requests already in flight under the new limit; upstream clients
+//! whose settings did not change keep their pooled connections. Listen addresses, the worker
+//! threads, `server.shadow_max_concurrency` and the connection limits are bound at start-up.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -31,6 +33,8 @@ pub fn reload_now(
         .map_err(|e| e.to_string())
         .and_then(|mut cfg| {
             adjust(&mut cfg);
+            // the config as it will be served: the same check as at start-up
+            cfg.check_exposure().map_err(|e| e.to_string())?;
             shared.swap_config(cfg).map_err(|e| e.to_string())
         });
     match result {
@@ -68,9 +72,16 @@ fn stamps(path: &Path, shared: &Shared) -> Vec<Option<SystemTime>> {
         .collect()
 }
 
+/// [`reload_now`] on a blocking thread: building clients (TLS roots) must not stall the runtime
+/// that runs the accept loop.
+async fn reload_off_loop(path: &Path, shared: &Arc<Shared>, adjust: &Adjust) {
+    let (path, shared, adjust) = (path.to_owned(), shared.clone(), adjust.clone());
+    let env = |k: &str| std::env::var(k).ok();
+    let _ = tokio::task::spawn_blocking(move || reload_now(&path, &shared, &adjust, &env)).await;
+}
+
 /// Watches `path` (SIGHUP, or a changed modification time) until the task is dropped.
 pub async fn watch(path: PathBuf, shared: Arc<Shared>, adjust: Adjust) {
-    let env = |k: &str| std::env::var(k).ok();
     let mut last = stamps(&path, &shared);
     #[cfg(unix)]
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
@@ -89,13 +100,13 @@ pub async fn watch(path: PathBuf, shared: Arc<Shared>, adjust: Adjust) {
         tokio::select! {
             _ = signalled => {
                 tracing::info!("SIGHUP: reloading config");
-                reload_now(&path, &shared, &adjust, &env);
+                reload_off_loop(&path, &shared, &adjust).await;
                 last = stamps(&path, &shared);
             }
             _ = tokio::time::sleep(POLL_EVERY) => {
                 let now = stamps(&path, &shared);
                 if now[0].is_some() && now != last {
-                    reload_now(&path, &shared, &adjust, &env);
+                    reload_off_loop(&path, &shared, &adjust).await;
                     last = stamps(&path, &shared);
                 }
             }

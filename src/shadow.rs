@@ -22,7 +22,7 @@ use crate::request::{RequestView, SystemPrompt};
 use crate::state::{LiveState, Shared};
 use crate::usage::event::{Finished, Subscriber};
 use crate::usage::price::{Price, PICO_PER_USD};
-use crate::usage::sse::SseScanner;
+use crate::usage::sse::{self, SseScanner};
 use crate::usage::{find_in_json, Usage};
 
 /// Largest answer kept on either side of a pair for the comparison.
@@ -211,9 +211,10 @@ impl Pair {
                 .inc_by(n);
         }
         self.shared
+            .keep
             .ledger
             .arm(&self.route, &self.model, Traffic::Shadow)
-            .record(s.ok, &s.usage, s.cost_pico, s.latency);
+            .record(s.ok, s.ok, &s.usage, s.cost_pico, s.latency);
     }
 
     fn compare(&self, s: &ShadowResult, primary: Option<PrimaryResult>) {
@@ -288,11 +289,8 @@ fn read_answer(body: &[u8]) -> (Option<Usage>, Option<String>) {
         return (scan.usage(), None);
     }
     let mut text = String::new();
-    for event in body.split(|b| *b == b'\n') {
-        let Some(data) = event.strip_prefix(b"data: ") else {
-            continue;
-        };
-        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) {
+    for data in sse::events(body).filter_map(|e| e.data) {
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&data) {
             collect_delta(&v, &mut text);
         }
     }

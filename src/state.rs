@@ -10,15 +10,16 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
-use tokio::sync::Semaphore;
+use dashmap::DashMap;
 use tokio_util::sync::CancellationToken;
 
 use crate::capture::Captures;
 use crate::classify::stable_hash;
 use crate::config::Config;
 use crate::economics::{Ledger, Traffic};
-use crate::forward::client::Pools;
+use crate::forward::client::{ClientCache, Pools};
 use crate::forward::health::{HealthRegistry, ModelHealth};
+use crate::limits::InFlight;
 use crate::metrics::Metrics;
 use crate::usage::meter::ArmMeter;
 
@@ -34,20 +35,26 @@ pub struct LiveState {
     health: Vec<Arc<ModelHealth>>,
     /// Per API worker thread and upstream index: a pooled client.
     pub clients: Pools,
-    /// Per route: its concurrency limit.
-    route_slots: Vec<Option<Arc<Semaphore>>>,
+    /// Per route: its requests in flight (kept across reloads) and its limit.
+    route_limits: Vec<Option<(Arc<InFlight>, usize)>>,
     /// Unix time the config was loaded (`created` in `/v1/models`).
     pub loaded_at: u64,
 }
 
 impl LiveState {
-    /// Resolves every handle a request of this config can need, once.
+    /// Resolves every handle a request of this config can need, once, from what outlives
+    /// configs (`keep`).
     pub fn build(
         config: Config,
         metrics: &Arc<Metrics>,
-        health: &HealthRegistry,
-        ledger: &Ledger,
+        keep: &Keep,
     ) -> Result<LiveState, rustls::Error> {
+        let Keep {
+            health,
+            ledger,
+            route_in_flight,
+            clients,
+        } = keep;
         let client_names: Vec<&str> = if config.clients.is_empty() {
             vec![ANONYMOUS]
         } else {
@@ -89,11 +96,16 @@ impl LiveState {
                 v
             })
             .collect();
-        let clients = Pools::build(&config.upstreams, config.server.workers)?;
-        let route_slots = config
+        let clients = Pools::build(&config.upstreams, config.server.workers, clients)?;
+        let route_limits = config
             .routes
             .iter()
-            .map(|r| r.max_concurrency.map(|n| Arc::new(Semaphore::new(n))))
+            .map(|r| {
+                r.max_concurrency.map(|n| {
+                    let in_flight = route_in_flight.entry(r.name.clone()).or_default().clone();
+                    (in_flight, n)
+                })
+            })
             .collect();
         metrics.publish_config(&config);
         let loaded_at = SystemTime::now()
@@ -104,7 +116,7 @@ impl LiveState {
             arms,
             health: model_health,
             clients,
-            route_slots,
+            route_limits,
             loaded_at,
         })
     }
@@ -125,9 +137,9 @@ impl LiveState {
         per_client.get(client).cloned()
     }
 
-    /// The concurrency limit of `route`, if it has one.
-    pub fn route_slots(&self, route: usize) -> Option<&Arc<Semaphore>> {
-        self.route_slots.get(route)?.as_ref()
+    /// The requests in flight on `route` and its limit, if it has one.
+    pub fn route_limit(&self, route: usize) -> Option<&(Arc<InFlight>, usize)> {
+        self.route_limits.get(route)?.as_ref()
     }
 
     /// Starts the dataset writers of every route that captures (repairing torn files at once).
@@ -138,15 +150,25 @@ impl LiveState {
     }
 }
 
-/// State shared by every request, for the life of the process.
-pub struct Shared {
-    pub live: ArcSwap<LiveState>,
-    pub metrics: Arc<Metrics>,
+/// What outlives every config: a new [`LiveState`] resolves its handles from these (and from the
+/// metrics), so model health, the ledger, requests in flight and pooled connections carry over.
+#[derive(Default)]
+pub struct Keep {
     pub health: HealthRegistry,
     /// Per (route, model, traffic) counters behind `/economics` and the status page.
     pub ledger: Ledger,
-    /// `server.max_concurrency` slots (fixed at start-up).
-    pub server_slots: Arc<Semaphore>,
+    /// Requests in flight per route name.
+    pub route_in_flight: DashMap<String, Arc<InFlight>>,
+    pub clients: ClientCache,
+}
+
+/// State shared by every request, for the life of the process.
+pub struct Shared {
+    pub live: ArcSwap<LiveState>,
+    pub keep: Keep,
+    pub metrics: Arc<Metrics>,
+    /// Requests in flight under `server.max_concurrency`.
+    pub server_in_flight: Arc<InFlight>,
     /// Seed and counter for request ids, A/B draws and backoff jitter.
     seed: u64,
     counter: AtomicU64,
@@ -155,18 +177,18 @@ pub struct Shared {
     /// Cancelled when a shutdown's drain time is over: open bodies end with an error.
     pub drain_over: CancellationToken,
     /// `server.shadow_max_concurrency` slots (fixed at start-up).
-    pub shadow_slots: Arc<Semaphore>,
+    pub shadow_slots: Arc<tokio::sync::Semaphore>,
     /// Dataset writers, one per capture file (kept across reloads).
     pub captures: Arc<Captures>,
 }
 
 impl Shared {
     pub fn new(config: Config, metrics: Arc<Metrics>) -> Result<Arc<Shared>, rustls::Error> {
-        let health = HealthRegistry::default();
-        let ledger = Ledger::default();
-        let server_slots = Arc::new(Semaphore::new(config.server.max_concurrency));
-        let shadow_slots = Arc::new(Semaphore::new(config.server.shadow_max_concurrency));
-        let live = LiveState::build(config, &metrics, &health, &ledger)?;
+        let keep = Keep::default();
+        let shadow_slots = Arc::new(tokio::sync::Semaphore::new(
+            config.server.shadow_max_concurrency,
+        ));
+        let live = LiveState::build(config, &metrics, &keep)?;
         let captures: Arc<Captures> = Arc::default();
         live.start_captures(&captures);
         // RandomState is seeded from the OS: a cheap random seed without another dependency
@@ -178,10 +200,9 @@ impl Shared {
         };
         Ok(Arc::new(Shared {
             live: ArcSwap::from_pointee(live),
+            keep,
             metrics,
-            health,
-            ledger,
-            server_slots,
+            server_in_flight: Arc::default(),
             seed,
             counter: AtomicU64::new(0),
             ready: AtomicBool::new(true),
@@ -194,7 +215,7 @@ impl Shared {
     /// Validates nothing (the config already is): builds the derived state and swaps it in.
     /// Requests in flight keep the snapshot they loaded.
     pub fn swap_config(&self, config: Config) -> Result<(), rustls::Error> {
-        let live = LiveState::build(config, &self.metrics, &self.health, &self.ledger)?;
+        let live = LiveState::build(config, &self.metrics, &self.keep)?;
         live.start_captures(&self.captures);
         self.live.store(Arc::new(live));
         Ok(())

@@ -288,7 +288,7 @@ async fn a_full_queue_drops_and_counts_without_slowing_requests() {
 }
 
 #[tokio::test]
-async fn kill_9_during_capture_leaves_no_torn_line_after_restart() {
+async fn kill_9_during_capture_leaves_no_torn_line_and_aligned_files_after_restart() {
     let dir = temp_dir("kill");
     let mock = tailor::mock::start("127.0.0.1:0".parse().unwrap(), false)
         .await
@@ -314,15 +314,18 @@ async fn kill_9_during_capture_leaves_no_torn_line_after_restart() {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<http_body_util::Full<bytes::Bytes>>();
     let load: Vec<_> = (0..8)
-        .map(|_| {
+        .map(|task| {
             let (client, url) = (client.clone(), format!("{}/v1/chat/completions", first.api));
             tokio::spawn(async move {
-                loop {
+                for n in 0.. {
+                    // each request says who it is, in its message and in a header (the metadata line)
+                    let seq = format!("{task}-{n}");
                     let req = http::Request::post(&url)
                         .header("content-type", "application/json")
-                        .body(http_body_util::Full::new(bytes::Bytes::from_static(
-                            br#"{"model":"support","messages":[{"role":"user","content":"k"}]}"#,
-                        )))
+                        .header("x-seq", &seq)
+                        .body(http_body_util::Full::new(bytes::Bytes::from(format!(
+                            r#"{{"model":"support","messages":[{{"role":"user","content":"k-{seq}"}}]}}"#
+                        ))))
                         .unwrap();
                     match client.request(req).await {
                         Ok(r) => {
@@ -346,25 +349,47 @@ async fn kill_9_during_capture_leaves_no_torn_line_after_restart() {
         before.lines().count() > 10,
         "the load produced too few lines"
     );
-    // whatever the kill left, add the worst case: half a line
+    // whatever the kill left, add the worst cases: a crash after an example's line but before its
+    // metadata line, then half a line
     std::fs::OpenOptions::new()
         .append(true)
         .open(&path)
-        .and_then(|mut f| std::io::Write::write_all(&mut f, br#"{"messages":[{"role":"user","con"#))
+        .and_then(|mut f| {
+            std::io::Write::write_all(
+                &mut f,
+                b"{\"messages\":[{\"role\":\"user\",\"content\":\"k-orphan\"},{\"role\":\"assistant\",\"content\":\"a\"}]}\n{\"messages\":[{\"role\":\"user\",\"con",
+            )
+        })
         .unwrap();
+    let meta_path = dir.join("support.meta.jsonl");
     let mut second = common::spawn_tailor(&args, &envs, &dir.join("second.err"));
-    // the writer repairs the file as it starts, before any request
+    // the writer repairs the files as it starts, before any request
     let t = Instant::now();
-    let text = loop {
+    let (text, meta) = loop {
         let t2 = std::fs::read_to_string(&path).unwrap();
-        if t2.ends_with('\n') || t.elapsed() > Duration::from_secs(5) {
-            break t2;
+        let m2 = std::fs::read_to_string(&meta_path).unwrap();
+        let aligned = t2.lines().count() == m2.lines().count();
+        if (t2.ends_with('\n') && aligned) || t.elapsed() > Duration::from_secs(5) {
+            break (t2, m2);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert!(text.ends_with('\n'), "torn tail left in place");
-    for l in text.lines() {
-        serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("torn line ({e}): {l}"));
+    assert!(
+        text.ends_with('\n') && meta.ends_with('\n'),
+        "torn tail left in place"
+    );
+    assert_eq!(
+        text.lines().count(),
+        meta.lines().count(),
+        "files out of step"
+    );
+    // line N of each file is the same request
+    for (l, m) in text.lines().zip(meta.lines()) {
+        let l: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("torn line ({e}): {l}"));
+        let m: Value =
+            serde_json::from_str(m).unwrap_or_else(|e| panic!("torn meta line ({e}): {m}"));
+        let seq = m["request"]["headers"]["x-seq"].as_str().unwrap();
+        assert_eq!(l["messages"][0]["content"], format!("k-{seq}"));
     }
     let (ok, out) = dataset_check(&path);
     assert!(ok, "{out}");

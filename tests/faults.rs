@@ -464,10 +464,9 @@ async fn shutdown_drains_then_ends_open_streams_with_an_error_event() {
         .unwrap();
 }
 
-#[tokio::test]
-async fn reload_swaps_whole_configs_and_rejects_bad_ones() {
-    let env = setup().await;
-    let dir = std::env::temp_dir().join(format!("tailor-reload-{}", std::process::id()));
+/// A folder for a config file to reload, and the faults fixture's text for `env`'s simulator.
+fn reload_files(env: &Env, tag: &str) -> (std::path::PathBuf, std::path::PathBuf, String) {
+    let dir = std::env::temp_dir().join(format!("tailor-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("routes.yaml");
     let base = std::fs::read_to_string(concat!(
@@ -476,8 +475,20 @@ async fn reload_swaps_whole_configs_and_rejects_bad_ones() {
     ))
     .unwrap()
     .replace("MOCK_URL", &format!("http://{}", env.mock.addr));
+    (dir, path, base)
+}
+
+/// The environment the faults fixture reads.
+fn reload_env(k: &str) -> Option<String> {
+    (k == "TAILOR_TEST_KEY").then(|| common::UPSTREAM_KEY.to_owned())
+}
+
+#[tokio::test]
+async fn reload_swaps_whole_configs_and_rejects_bad_ones() {
+    let env = setup().await;
+    let (dir, path, base) = reload_files(&env, "reload");
     let adjust: tailor::reload::Adjust = std::sync::Arc::new(|_| {});
-    let envf = |k: &str| (k == "TAILOR_TEST_KEY").then(|| common::UPSTREAM_KEY.to_owned());
+    let envf = reload_env;
     // a stream in flight on the old config
     let inflight = open_stream(
         &env,
@@ -573,5 +584,142 @@ async fn over_the_server_limit_is_an_immediate_429_on_every_route() {
     assert_eq!(
         metric(&m, "tailor_rejected_requests_total{reason=\"overloaded\"}"),
         3.0
+    );
+}
+
+#[tokio::test]
+async fn a_reload_is_as_strict_as_start_up_and_limits_count_requests_in_flight() {
+    let env = setup().await;
+    let (dir, path, base) = reload_files(&env, "reload-strict");
+    let envf = reload_env;
+    // as `serve --listen 0.0.0.0:8080` does: the command line's address applies to every reload
+    let exposed: tailor::reload::Adjust = std::sync::Arc::new(|c: &mut tailor::config::Config| {
+        c.server.listen = "0.0.0.0:8080".parse().unwrap();
+    });
+    std::fs::write(&path, &base).unwrap();
+    assert!(
+        !tailor::reload::reload_now(&path, &env.tailor.shared, &exposed, &envf),
+        "no `clients:` on 0.0.0.0 with upstream keys: refused, as at start-up"
+    );
+    let m = parse_metrics(&env.metrics().await);
+    assert_eq!(
+        metric(&m, "tailor_config_reloads_total{result=\"error\"}"),
+        1.0
+    );
+    assert_eq!(
+        env.chat(&chat("plain", false), &[]).await.status,
+        StatusCode::OK
+    );
+
+    // two streams hold the route's two places; a reload lowers the limit to 1: nobody new gets
+    // in until the running requests are fewer than the new limit
+    let short = [("x-mock-words", "10"), ("x-mock-chunk-delay-ms", "20")];
+    let long = [("x-mock-words", "100"), ("x-mock-chunk-delay-ms", "20")];
+    let a = open_stream(&env, &chat("limited", true), &short).await;
+    let b = open_stream(&env, &chat("limited", true), &long).await;
+    let keep: tailor::reload::Adjust = std::sync::Arc::new(|_| {});
+    let limit_to = |n: usize| {
+        std::fs::write(
+            &path,
+            base.replace("max_concurrency: 2", &format!("max_concurrency: {n}")),
+        )
+        .unwrap();
+        assert!(tailor::reload::reload_now(
+            &path,
+            &env.tailor.shared,
+            &keep,
+            &envf
+        ));
+    };
+    limit_to(1);
+    let r = env.chat(&chat("limited", false), &[]).await;
+    assert_eq!(
+        r.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the new limit counts the old requests"
+    );
+    let _ = a.into_body().collect().await;
+    let r = env.chat(&chat("limited", false), &[]).await;
+    assert_eq!(
+        r.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "one still runs: the limit is 1"
+    );
+    let _ = b.into_body().collect().await;
+    assert_eq!(
+        env.chat(&chat("limited", false), &[]).await.status,
+        StatusCode::OK
+    );
+    // raising it takes effect at once, for the requests already running too
+    limit_to(3);
+    let streams = [
+        open_stream(&env, &chat("limited", true), &long).await,
+        open_stream(&env, &chat("limited", true), &long).await,
+        open_stream(&env, &chat("limited", true), &long).await,
+    ];
+    assert!(streams.iter().all(|s| s.status() == StatusCode::OK));
+    assert_eq!(
+        env.chat(&chat("limited", false), &[]).await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    for s in streams {
+        let _ = s.into_body().collect().await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn odd_retry_after_values_never_drop_the_connection() {
+    let env = setup().await;
+    for v in ["1e20", "-1", "soon", "NaN", "99999999999999999999"] {
+        let r = env
+            .chat(
+                &chat("plain", false),
+                &[("x-mock-status", "429"), ("x-mock-retry-after", v)],
+            )
+            .await;
+        // the upstream's 429 reaches the client (after tailor's own retries), not a reset
+        assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{v}");
+        assert_eq!(r.json()["error"]["code"], "rate_limit_exceeded", "{v}");
+        assert_eq!(r.header("retry-after"), v);
+    }
+}
+
+#[tokio::test]
+async fn an_oversized_upstream_event_ends_the_stream_with_an_error_event() {
+    let env = common::setup_edited("faults.yaml", true, &|t| {
+        t.replace(
+            "drain_timeout: 1s",
+            "drain_timeout: 1s\n  max_sse_event_bytes: 4096",
+        )
+    })
+    .await;
+    let ok = env
+        .chat(&chat("plain", true), &[("x-mock-big-event", "3000")])
+        .await;
+    assert!(
+        ok.text().ends_with("data: [DONE]\n\n"),
+        "under the cap: a normal stream"
+    );
+    let r = env
+        .chat(&chat("plain", true), &[("x-mock-big-event", "100000")])
+        .await;
+    let text = r.text();
+    assert!(
+        !text.contains("xxxxxxxxxx"),
+        "the oversized event is not forwarded"
+    );
+    let events = sse_data(&text);
+    assert!(
+        events.first().is_some_and(|e| e.contains("\"role\"")),
+        "the events before it pass"
+    );
+    let last: serde_json::Value = serde_json::from_str(events.last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "upstream_stream_error");
+    assert!(!text.contains("[DONE]"));
+    let m = parse_metrics(&env.metrics().await);
+    assert_eq!(
+        metric(&m, "tailor_upstream_errors_total{kind=\"event_too_large\",model=\"gpt-4o\",route=\"plain\"}"),
+        1.0
     );
 }

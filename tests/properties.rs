@@ -1,14 +1,90 @@
-//! Property tests: the SSE scanner, usage extraction, the body rewrite and config parsing hold
-//! for any input, not only the examples in the unit tests.
+//! Property tests: the SSE scanner, usage extraction, the body rewrite, header parsing, capture
+//! reassembly and config parsing hold for any input, not only the examples in the unit tests:
+//! nothing a client or an upstream sends can panic them, and every wire format reads the same.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers may fail loudly
 
 use bytes::Bytes;
 use proptest::prelude::*;
+use tailor::capture::example::example;
 use tailor::config::Config;
-use tailor::request::{Endpoint, RequestView};
+use tailor::forward::policy::retry_after;
+use tailor::request::{Endpoint, RequestView, SystemPrompt};
 use tailor::usage::sse::SseScanner;
 use tailor::usage::{find_in_json, Usage};
+
+const ENDPOINTS: [Endpoint; 4] = [
+    Endpoint::Chat,
+    Endpoint::Completions,
+    Endpoint::Embeddings,
+    Endpoint::Responses,
+];
+
+/// Parses `body` for every endpoint; whatever parses must read and rewrite into valid JSON.
+fn parse_everywhere(body: &[u8]) -> Result<(), TestCaseError> {
+    for ep in ENDPOINTS {
+        if let Ok(v) = RequestView::parse(body, ep) {
+            let _ = (
+                v.text(),
+                v.has_tools(),
+                v.metadata("k"),
+                v.estimated_prompt_tokens(),
+            );
+            let prompt = SystemPrompt {
+                text: "p",
+                replace: body.len() % 2 == 0,
+            };
+            let out = v.rewrite("m", v.needs_usage_injection(), Some(prompt));
+            prop_assert!(
+                serde_json::from_slice::<serde_json::Value>(&out).is_ok(),
+                "{}",
+                String::from_utf8_lossy(&out)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A chat stream written the way one server or another writes it.
+#[derive(Debug, Clone, Copy)]
+struct Style {
+    spaced: bool,
+    crlf: bool,
+    nospace: bool,
+    comments: bool,
+    usage_first: bool,
+}
+
+fn styled_stream(texts: &[String], usage: (u32, u32, u32), st: Style) -> String {
+    let nl = if st.crlf { "\r\n" } else { "\n" };
+    let data = if st.nospace { "data:" } else { "data: " };
+    let json = |v: &serde_json::Value| {
+        if st.spaced {
+            serde_json::to_string_pretty(v).unwrap().replace('\n', " ")
+        } else {
+            v.to_string()
+        }
+    };
+    let mut s = String::new();
+    for t in texts {
+        let chunk = serde_json::json!({"choices":[{"index":0,"delta":{"content":t}}]});
+        let mut body = json(&chunk);
+        // `usage: null` first or last, as include_usage adds it
+        body = if st.usage_first {
+            body.replacen('{', "{\"usage\":null,", 1)
+        } else {
+            format!("{},\"usage\":null}}", &body[..body.len() - 1])
+        };
+        if st.comments {
+            s.push_str(&format!(": ping{nl}{nl}"));
+        }
+        s.push_str(&format!("{data}{body}{nl}{nl}"));
+    }
+    let (p, c, o) = usage;
+    let u = serde_json::json!({"choices":[],"usage":{"prompt_tokens":p + c,"completion_tokens":o,"prompt_tokens_details":{"cached_tokens":c}}});
+    s.push_str(&format!("{data}{}{nl}{nl}{data}[DONE]{nl}{nl}", json(&u)));
+    s
+}
 
 /// A chat stream of `n` content chunks with arbitrary text, a usage chunk, and `[DONE]`.
 fn stream(texts: &[String], usage: (u32, u32, u32), crlf: bool) -> String {
@@ -70,7 +146,92 @@ proptest! {
     #[test]
     fn sse_scanner_never_panics_on_garbage(data in proptest::collection::vec(any::<u8>(), 0..2000), cuts in proptest::collection::vec(any::<usize>(), 0..10)) {
         let (out, _) = feed_in_pieces(&data, &cuts, false);
-        prop_assert_eq!(out, data);
+        prop_assert_eq!(out, data.clone());
+        let _ = feed_in_pieces(&data, &cuts, true);
+    }
+
+    #[test]
+    fn sse_garbage_shaped_like_events_never_panics(
+        parts in proptest::collection::vec(prop_oneof![
+            Just("data:".to_owned()), Just("data: ".to_owned()), Just("\n".to_owned()), Just("\r\n".to_owned()),
+            Just("{\"usage\":".to_owned()), Just("null".to_owned()), Just("\"choices\":[".to_owned()),
+            Just("{\"content\":\"".to_owned()), Just("\\".to_owned()), Just("\"".to_owned()), Just(",".to_owned()),
+            Just("}".to_owned()), Just("]".to_owned()), Just("event: response.completed".to_owned()), ".{0,5}",
+        ], 0..60),
+        cuts in proptest::collection::vec(any::<usize>(), 0..10),
+    ) {
+        let data = parts.concat();
+        let (out, _) = feed_in_pieces(data.as_bytes(), &cuts, false);
+        prop_assert_eq!(out, data.as_bytes());
+        let _ = feed_in_pieces(data.as_bytes(), &cuts, true);
+    }
+
+    #[test]
+    fn every_wire_format_reads_the_same(
+        texts in proptest::collection::vec(".{0,20}", 1..8),
+        usage in (0u32..100_000, 0u32..100_000, 0u32..100_000),
+        style in (any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()),
+        cuts in proptest::collection::vec(any::<usize>(), 0..12),
+    ) {
+        let st = Style { spaced: style.0, crlf: style.1, nospace: style.2, comments: style.3, usage_first: style.4 };
+        let plain = styled_stream(&texts, usage, Style { spaced: false, crlf: false, nospace: false, comments: false, usage_first: false });
+        let input = styled_stream(&texts, usage, st);
+        let (_, want) = feed_in_pieces(plain.as_bytes(), &[], false);
+        let (out, got) = feed_in_pieces(input.as_bytes(), &cuts, false);
+        prop_assert_eq!(&out, input.as_bytes());
+        prop_assert_eq!(got.usage(), want.usage());
+        prop_assert_eq!(got.text_bytes(), want.text_bytes());
+        prop_assert!(got.complete());
+        let (stripped, s) = feed_in_pieces(input.as_bytes(), &cuts, true);
+        let stripped = String::from_utf8(stripped).unwrap();
+        prop_assert!(!stripped.contains("usage"), "{:?}: {}", st, stripped);
+        prop_assert_eq!(s.usage(), want.usage());
+        // every event but the usage chunk stays, each still valid JSON
+        let events = stripped.matches(if st.nospace { "data:" } else { "data: " }).count();
+        prop_assert_eq!(events, texts.len() + 1);
+    }
+
+    #[test]
+    fn request_bodies_of_any_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..600)) {
+        parse_everywhere(&data)?;
+    }
+
+    #[test]
+    fn mutated_and_cut_chat_bodies_never_panic(
+        cut in any::<usize>(),
+        flips in proptest::collection::vec((any::<usize>(), prop_oneof![Just(b'"'), Just(b'\\'), Just(b'{'), Just(b'['), Just(b'}'), Just(b','), any::<u8>()]), 0..4),
+    ) {
+        let mut body = br#"{"model":"gpt-4o","user":"u\u00e9","metadata":{"k":"v"},"instructions":"sys","stream":true,"stream_options":{"include_usage":false},"messages":[{"role":"system","content":"a\"b"},{"role":"user","content":[{"type":"text","text":"hi \\ there"}]}],"tools":[{"type":"function","function":{"name":"f"}}],"input":"x","prompt":["p"]}"#.to_vec();
+        for (at, b) in flips {
+            let i = at % body.len();
+            body[i] = b;
+        }
+        body.truncate(cut % (body.len() + 1));
+        parse_everywhere(&body)?;
+    }
+
+    #[test]
+    fn retry_after_never_panics(v in "[ -~]{0,40}", ms in any::<bool>()) {
+        let mut h = http::HeaderMap::new();
+        if let Ok(value) = http::HeaderValue::from_str(&v) {
+            h.insert(if ms { "retry-after-ms" } else { "retry-after" }, value);
+        }
+        let _ = retry_after(&h);
+    }
+
+    #[test]
+    fn capture_reassembly_never_panics(
+        request in proptest::collection::vec(any::<u8>(), 0..300),
+        answer in proptest::collection::vec(any::<u8>(), 0..1500),
+        index in any::<u64>(),
+    ) {
+        let frames = [Bytes::from(answer)];
+        let _ = example(&request, &frames, &[]);
+        // a tool call index the upstream chose must not decide what tailor allocates
+        let stream = format!("data: {{\"choices\":[{{\"delta\":{{\"tool_calls\":[{{\"index\":{index},\"function\":{{\"arguments\":\"x\"}}}}]}}}}]}}\n\ndata: [DONE]\n\n");
+        let req = br#"{"messages":[{"role":"user","content":"q"}]}"#;
+        let line = example(req, &[Bytes::from(stream)], &[]);
+        prop_assert_eq!(line.is_some(), index < 128);
     }
 
     #[test]

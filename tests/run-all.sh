@@ -73,10 +73,18 @@ admin=$(sed -n 's#^tailor listening on \(http://[^ ]*\) (admin: \(http://[^)]*\)
 export TAILOR_BASE_URL=$api TAILOR_ADMIN_URL=$admin
 echo "== SDK suites against tailor at $api (simulated upstream $mock)"
 
-echo "-- Python openai $("$venv/bin/python" -c 'import openai; print(openai.__version__)')"
-"$venv/bin/python" -m pytest -q -p no:cacheprovider tests/sdk/python
-echo "-- Node openai $(node -p 'require("./tests/sdk/node/node_modules/openai/package.json").version')"
-(cd tests/sdk/node && node --test test.mjs)
+# every suite once per wire format of the simulated upstream (x-mock-format, see src/mock/format.rs):
+# OpenAI's own, then other servers' spacing, line ends, SSE framing and key order, then all at once
+formats=("" spaced crlf nospace noevent usage-first comments unicode
+  "spaced,crlf,nospace,noevent,usage-first,comments,unicode")
+for fmt in "${formats[@]}"; do
+  export TAILOR_MOCK_FORMAT=$fmt
+  echo "-- Python openai $("$venv/bin/python" -c 'import openai; print(openai.__version__)'), upstream format '${fmt:-openai}'"
+  "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/sdk/python
+  echo "-- Node openai $(node -p 'require("./tests/sdk/node/node_modules/openai/package.json").version'), upstream format '${fmt:-openai}'"
+  (cd tests/sdk/node && node --test test.mjs)
+done
+unset TAILOR_MOCK_FORMAT
 
 echo "-- monitoring: real Prometheus, the shipped dashboard and rules; deploy manifests"
 "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/monitoring tests/deploy

@@ -308,3 +308,58 @@ async fn send_random(env: &Env, i: usize, model: &str, user: &str, hv: &str, pat
     };
     assert!(matches!(r.status.as_u16(), 200 | 404), "{}", r.status);
 }
+
+#[tokio::test]
+async fn cut_and_mutated_bodies_over_the_wire_get_an_openai_error_and_nothing_breaks() {
+    // many requests: not beside the timing-sensitive tests
+    let _alone = TIMING.lock().await;
+    let env = setup().await;
+    let key = format!("Bearer {}", common::CLIENT_B_KEY);
+    let valid = r#"{"model":"gpt-4o","user":"u\u00e9","messages":[{"role":"system","content":"a\"b"},{"role":"user","content":"hi \\ there"}],"stream":false}"#;
+    let mut bodies: Vec<Vec<u8>> =
+        vec![br#"{"model":"\"#.to_vec(), b"\"\\".to_vec(), b"{".to_vec()];
+    // every cut of a valid body, and bytes swapped for JSON's special ones
+    for cut in 0..valid.len() {
+        bodies.push(valid.as_bytes()[..cut].to_vec());
+    }
+    for (i, b) in [
+        (9usize, b'\\'),
+        (20, b'"'),
+        (40, b'{'),
+        (61, b'['),
+        (70, b'\\'),
+    ] {
+        let mut v = valid.as_bytes().to_vec();
+        v[i] = b;
+        bodies.push(v);
+    }
+    for body in bodies {
+        let r = env
+            .call(
+                Method::POST,
+                "/v1/chat/completions",
+                &[("authorization", key.as_str())],
+                body.clone(),
+            )
+            .await;
+        let shown = String::from_utf8_lossy(&body).into_owned();
+        assert!(
+            matches!(r.status.as_u16(), 200 | 400 | 404),
+            "{shown}: {}",
+            r.status
+        );
+        if r.status != StatusCode::OK {
+            let e = &r.json()["error"];
+            for k in ["message", "type", "param", "code"] {
+                assert!(e.get(k).is_some(), "{shown}: no {k} in {e}");
+            }
+        }
+    }
+    let ok = env
+        .chat(
+            r#"{"model":"gpt-4o","messages":[]}"#,
+            &[("authorization", key.as_str())],
+        )
+        .await;
+    assert_eq!(ok.status, StatusCode::OK, "still serving");
+}

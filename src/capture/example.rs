@@ -1,9 +1,14 @@
 //! A captured request and its answer → one fine-tuning line: the request's messages, then the
 //! assistant message the client received (reassembled from a stream's deltas), redacted.
 
+// Reads untrusted bytes: no indexing that could panic (`.get()` instead).
+#![deny(clippy::indexing_slicing)]
+
 use bytes::Bytes;
 use regex::Regex;
 use serde_json::{json, Map, Value};
+
+use crate::usage::sse;
 
 /// Tool calls per answer at most: an upstream's `index` must not make tailor allocate.
 const MAX_TOOL_CALLS: usize = 128;
@@ -72,17 +77,12 @@ fn from_stream(body: &[u8]) -> Option<(Value, Option<String>)> {
     let mut calls: Vec<Map<String, Value>> = Vec::new();
     let mut finish = None;
     let mut done = false;
-    for line in body.split(|b| *b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let Some(data) = line.strip_prefix(b"data:") else {
-            continue;
-        };
-        let data = data.strip_prefix(b" ").unwrap_or(data);
-        if data == b"[DONE]" {
+    for data in sse::events(body).filter_map(|e| e.data) {
+        if data.as_ref() == b"[DONE]" {
             done = true;
             continue;
         }
-        let Ok(v) = serde_json::from_slice::<Value>(data) else {
+        let Ok(v) = serde_json::from_slice::<Value>(&data) else {
             continue;
         };
         if v.get("error").is_some() {
@@ -111,7 +111,7 @@ fn from_stream(body: &[u8]) -> Option<(Value, Option<String>)> {
             while calls.len() <= i {
                 calls.push(Map::new());
             }
-            let call = &mut calls[i];
+            let call = calls.get_mut(i)?;
             for key in ["id", "type"] {
                 if let Some(s) = tc.get(key).and_then(Value::as_str) {
                     call.insert(key.into(), json!(s));

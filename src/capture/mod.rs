@@ -11,12 +11,13 @@
 //! - [`Sample`]: a sampled request, subscribed to its own end; offers the job when it was answered.
 //! - [`example`]: the request and answer → one dataset line (stream reassembly, redaction).
 
-mod example;
+pub mod example;
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -35,6 +36,10 @@ use crate::usage::Usage;
 /// Jobs waiting for a writer, per file; more are dropped (and counted).
 pub const QUEUE: usize = 1024;
 
+/// Bytes (requests and answers) waiting for the writers, all files together; more are dropped
+/// (and counted), so a slow disk cannot make captures hold unbounded memory.
+pub const QUEUE_BYTES: usize = 64 * 1024 * 1024;
+
 /// One sampled request: what the client sent and what it received.
 pub struct Job {
     pub request: Bytes,
@@ -42,6 +47,13 @@ pub struct Job {
     pub meta: Meta,
     pub redact: Arc<Vec<Regex>>,
     pub max_file_bytes: u64,
+}
+
+impl Job {
+    /// The bytes it holds (counted against [`QUEUE_BYTES`] while queued).
+    fn size(&self) -> usize {
+        self.request.len() + self.response.iter().map(Bytes::len).sum::<usize>()
+    }
 }
 
 /// The metadata line of a captured example.
@@ -64,6 +76,8 @@ type Sink = (SyncSender<Box<Job>>, JoinHandle<()>);
 #[derive(Default)]
 pub struct Captures {
     sinks: Mutex<HashMap<PathBuf, Sink>>,
+    /// Bytes of the jobs queued and not yet written.
+    queued: Arc<AtomicUsize>,
 }
 
 impl Captures {
@@ -72,29 +86,44 @@ impl Captures {
         let Ok(mut sinks) = self.sinks.lock() else {
             return;
         };
-        Self::start(&mut sinks, path);
+        self.start(&mut sinks, path);
     }
 
-    fn start(sinks: &mut HashMap<PathBuf, Sink>, path: &Path) {
+    fn start(&self, sinks: &mut HashMap<PathBuf, Sink>, path: &Path) {
         if sinks.contains_key(path) {
             return;
         }
         let (tx, rx) = sync_channel::<Box<Job>>(QUEUE);
         let p = path.to_owned();
+        let queued = self.queued.clone();
         if let Ok(handle) = std::thread::Builder::new()
             .name("tailor-capture".into())
-            .spawn(move || writer(&p, &rx))
+            .spawn(move || writer(&p, &rx, &queued))
         {
             sinks.insert(path.to_owned(), (tx, handle));
         }
     }
 
-    /// Queues a job for `path`'s writer (started on first use). False when the queue is full.
+    /// Queues a job for `path`'s writer (started on first use). False when the queue is full, in
+    /// jobs or in bytes.
     pub fn offer(&self, path: &Path, job: Job) -> bool {
+        let size = job.size();
+        if self.queued.fetch_add(size, Ordering::Relaxed) + size > QUEUE_BYTES {
+            self.queued.fetch_sub(size, Ordering::Relaxed);
+            return false;
+        }
+        let sent = self.send(path, job);
+        if !sent {
+            self.queued.fetch_sub(size, Ordering::Relaxed);
+        }
+        sent
+    }
+
+    fn send(&self, path: &Path, job: Job) -> bool {
         let Ok(mut sinks) = self.sinks.lock() else {
             return false;
         };
-        Self::start(&mut sinks, path);
+        self.start(&mut sinks, path);
         match sinks.get(path).map(|(tx, _)| tx.try_send(Box::new(job))) {
             Some(Ok(())) => true,
             Some(Err(TrySendError::Full(_))) | None => false,
@@ -238,16 +267,19 @@ pub fn request_info(
 }
 
 /// The writer thread of one capture file.
-fn writer(path: &Path, rx: &std::sync::mpsc::Receiver<Box<Job>>) {
+fn writer(path: &Path, rx: &std::sync::mpsc::Receiver<Box<Job>>, queued: &AtomicUsize) {
     let mut files = match Files::open(path) {
         Ok(f) => f,
         Err(e) => {
             tracing::error!(path = %path.display(), error = %e, "capture file cannot be opened: captures to it are lost");
-            while rx.recv().is_ok() {}
+            while let Ok(job) = rx.recv() {
+                queued.fetch_sub(job.size(), Ordering::Relaxed);
+            }
             return;
         }
     };
     while let Ok(job) = rx.recv() {
+        queued.fetch_sub(job.size(), Ordering::Relaxed);
         let Some(example) = example::example(&job.request, &job.response, &job.redact) else {
             continue;
         };
@@ -291,8 +323,9 @@ impl Files {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
-        let data = open_repaired(path)?;
-        let meta = open_repaired(&sibling(path, None, true))?;
+        let mut data = open_repaired(path)?;
+        let mut meta = open_repaired(&sibling(path, None, true))?;
+        align(path, &mut data, &mut meta)?;
         let size = data.metadata()?.len();
         Ok(Files {
             path: path.to_owned(),
@@ -374,6 +407,68 @@ fn open_repaired(path: &Path) -> std::io::Result<File> {
         }
     }
     Ok(f)
+}
+
+/// Cuts the longer of a dataset file and its metadata file back to the other's number of lines:
+/// a crash between writing an example and its metadata line must not shift every later line.
+fn align(path: &Path, data: &mut File, meta: &mut File) -> std::io::Result<()> {
+    // a FIFO or a device (a test's stand-in for a stuck disk) has no lines to count
+    if !data.metadata()?.is_file() || !meta.metadata()?.is_file() {
+        return Ok(());
+    }
+    let (d, m) = (count_lines(data)?, count_lines(meta)?);
+    if d == m {
+        return Ok(());
+    }
+    let (longer, keep) = if d > m { (data, m) } else { (meta, d) };
+    let cut = after_lines(longer, keep)?;
+    tracing::warn!(path = %path.display(), dataset_lines = d, metadata_lines = m, "capture files out of step after a crash: the extra lines are cut off");
+    longer.set_len(cut)
+}
+
+/// Calls `f` on each block of the file, from the start, until it returns false.
+fn each_block(f: &mut File, mut on: impl FnMut(u64, &[u8]) -> bool) -> std::io::Result<()> {
+    f.seek(SeekFrom::Start(0))?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut at = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        let Some(block) = buf.get(..n).filter(|b| !b.is_empty()) else {
+            return Ok(());
+        };
+        if !on(at, block) {
+            return Ok(());
+        }
+        at += n as u64;
+    }
+}
+
+fn count_lines(f: &mut File) -> std::io::Result<u64> {
+    let mut n = 0u64;
+    each_block(f, |_, b| {
+        n += memchr::memchr_iter(b'\n', b).count() as u64;
+        true
+    })?;
+    Ok(n)
+}
+
+/// The offset just after the `lines`th newline (0 for none).
+fn after_lines(f: &mut File, lines: u64) -> std::io::Result<u64> {
+    let (mut seen, mut cut) = (0u64, 0u64);
+    if lines == 0 {
+        return Ok(0);
+    }
+    each_block(f, |at, b| {
+        for i in memchr::memchr_iter(b'\n', b) {
+            seen += 1;
+            if seen == lines {
+                cut = at + i as u64 + 1;
+                return false;
+            }
+        }
+        true
+    })?;
+    Ok(cut)
 }
 
 fn meta_line(m: &Meta) -> Vec<u8> {

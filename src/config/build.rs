@@ -100,6 +100,11 @@ fn build(
                 usize::try_from(n).map_err(|_| invalid("server.max_body_bytes", "too large"))?
             }
         },
+        max_sse_event_bytes: positive(
+            "server.max_sse_event_bytes",
+            raw.server.max_sse_event_bytes,
+            crate::usage::sse::DEFAULT_MAX_EVENT_BYTES,
+        )?,
         drain_timeout: dur(raw.server.drain_timeout, 30),
         max_connections: positive("server.max_connections", raw.server.max_connections, 10_000)?,
         workers: positive(

@@ -47,6 +47,7 @@ pub struct RawServer {
     pub listen: Option<String>,
     pub admin_listen: Option<String>,
     pub max_body_bytes: Option<u64>,
+    pub max_sse_event_bytes: Option<usize>,
     pub drain_timeout: Option<Dur>,
     pub max_connections: Option<usize>,
     pub workers: Option<usize>,

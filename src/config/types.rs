@@ -43,6 +43,8 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
     pub max_body_bytes: usize,
+    /// Largest SSE event read from an upstream; a larger one ends the stream with an error event.
+    pub max_sse_event_bytes: usize,
     /// After SIGTERM: how long in-flight requests may take to finish.
     pub drain_timeout: Duration,
     /// Open API connections at most; more are closed at once.

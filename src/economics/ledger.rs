@@ -43,24 +43,30 @@ pub struct ArmStats {
     cached: AtomicU64,
     output: AtomicU64,
     cost_pico: AtomicU64,
+    /// Requests answered completely, and their cost: the basis of cost per request.
+    answered: AtomicU64,
+    answered_cost_pico: AtomicU64,
     /// Requests per latency bucket; the last one is "above the largest bound".
     latency: [AtomicU64; LATENCY_MS.len() + 1],
 }
 
 impl ArmStats {
-    /// One finished request: `ok` when it was answered successfully.
-    pub fn record(&self, ok: bool, u: &Usage, cost_pico: u128, elapsed: Duration) {
+    /// One finished request: `ok` unless the upstream or tailor failed it; `answered` when it
+    /// was answered completely (a hang-up is neither an error nor an answer).
+    pub fn record(&self, ok: bool, answered: bool, u: &Usage, cost_pico: u128, elapsed: Duration) {
+        let cost = u64::try_from(cost_pico).unwrap_or(u64::MAX);
         self.requests.fetch_add(1, Ordering::Relaxed);
         if !ok {
             self.errors.fetch_add(1, Ordering::Relaxed);
         }
+        if answered {
+            self.answered.fetch_add(1, Ordering::Relaxed);
+            self.answered_cost_pico.fetch_add(cost, Ordering::Relaxed);
+        }
         self.input.fetch_add(u.input, Ordering::Relaxed);
         self.cached.fetch_add(u.cached, Ordering::Relaxed);
         self.output.fetch_add(u.output, Ordering::Relaxed);
-        self.cost_pico.fetch_add(
-            u64::try_from(cost_pico).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
+        self.cost_pico.fetch_add(cost, Ordering::Relaxed);
         let ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
         let b = LATENCY_MS
             .iter()
@@ -87,6 +93,8 @@ impl ArmStats {
             cached: self.cached.load(Ordering::Relaxed),
             output: self.output.load(Ordering::Relaxed),
             cost_pico: self.cost_pico.load(Ordering::Relaxed),
+            answered: self.answered.load(Ordering::Relaxed),
+            answered_cost_pico: self.answered_cost_pico.load(Ordering::Relaxed),
             p95_ms,
         }
     }
@@ -94,7 +102,7 @@ impl ArmStats {
 
 impl Subscriber for ArmStats {
     fn finished(&self, f: &Finished<'_>) {
-        self.record(!f.failed, &f.usage, f.cost_pico, f.elapsed);
+        self.record(!f.failed, f.answered, &f.usage, f.cost_pico, f.elapsed);
     }
 }
 
@@ -107,6 +115,9 @@ pub struct Counts {
     pub cached: u64,
     pub output: u64,
     pub cost_pico: u64,
+    /// Requests answered completely, and what they cost.
+    pub answered: u64,
+    pub answered_cost_pico: u64,
     /// Upper bound of the bucket holding the 95th percentile latency.
     pub p95_ms: Option<u64>,
 }

@@ -49,6 +49,7 @@ pub struct ArmReport {
     pub mean_input_tokens: f64,
     pub mean_cached_tokens: f64,
     pub mean_output_tokens: f64,
+    /// Cost per request answered completely (hang-ups and failures are in `spend_usd` only).
     pub cost_per_request_usd: f64,
     pub spend_usd: f64,
     /// Upper bound of the latency bucket holding the 95th percentile.
@@ -116,7 +117,8 @@ fn arm_report(
         mean_input_tokens: ratio(c.input, c.requests),
         mean_cached_tokens: ratio(c.cached, c.requests),
         mean_output_tokens: ratio(c.output, c.requests),
-        cost_per_request_usd: ratio(c.cost_pico, c.requests) / PICO_PER_USD,
+        // answered requests only: a hang-up's partial bill is spend, not a price per answer
+        cost_per_request_usd: ratio(c.answered_cost_pico, c.answered) / PICO_PER_USD,
         spend_usd: usd(c.cost_pico),
         p95_latency_ms: c.p95_ms,
         system_prompt: r.prompt_for(model).is_some(),
@@ -326,5 +328,44 @@ pub fn publish(metrics: &Metrics, r: &Report) {
         if let Some(d) = v.days_to_breakeven {
             f.breakeven_seconds.with_label_values(&l).set(d * 86_400.0);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::economics::ledger::Ledger;
+    use crate::usage::Usage;
+    use std::sync::Arc;
+
+    #[test]
+    fn cost_per_request_counts_answered_requests_only() {
+        let cfg = Config::from_yaml(
+            r#"
+upstreams: { u: { url: "http://127.0.0.1:1/v1" } }
+models: { m: { upstream: u, id: gpt-4o-2024-08-06 } }
+routes: [{ name: r, split: [{ model: m }] }]
+"#,
+            &|_| None,
+        )
+        .unwrap();
+        let ledger = Ledger::default();
+        let arm = ledger.arm(&Arc::from("r"), &Arc::from("m"), Traffic::Primary);
+        let u = Usage::default();
+        let ms = Duration::from_millis(10);
+        arm.record(true, true, &u, 2_000_000, ms);
+        arm.record(true, true, &u, 4_000_000, ms);
+        // a hang-up billed by estimate, and an upstream failure: spend, not a price per answer
+        arm.record(true, false, &u, 500_000, ms);
+        arm.record(false, false, &u, 0, ms);
+        let r = report(&cfg, &ledger.snapshot());
+        let a = &r.routes[0].arms[0];
+        assert_eq!((a.requests, a.errors), (4, 1));
+        assert!(
+            (a.cost_per_request_usd - 3e-6).abs() < 1e-18,
+            "{}",
+            a.cost_per_request_usd
+        );
+        assert!((a.spend_usd - 6.5e-6).abs() < 1e-18);
     }
 }

@@ -313,6 +313,7 @@ impl Attempt<'_> {
             idle: cfg.upstreams[model.upstream].timeouts.idle,
             deadline,
             drain: self.shared.drain_over.clone().cancelled_owned(),
+            max_sse_event: cfg.server.max_sse_event_bytes,
         };
         let is_sse = resp
             .headers()

@@ -2,6 +2,8 @@
 //! connection stay on one thread (no cross-thread wake-ups per request).
 
 use std::cell::Cell;
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -46,23 +48,45 @@ pub fn set_worker(i: usize) {
     WORKER.with(|w| w.set(i));
 }
 
+/// Clients kept across reloads, by connect timeout (the only client setting an upstream has): a
+/// reload that keeps an upstream's settings keeps its pooled connections. A client pools per
+/// host, so upstreams that share a timeout share a client.
+#[derive(Default)]
+pub struct ClientCache(Mutex<HashMap<Duration, Vec<HttpClient>>>);
+
 /// The upstream clients, one per upstream for each API worker thread. A pooled connection is
 /// driven by a task on the thread that opened it; each worker having its own pools keeps a
 /// request and its upstream connection on one thread (no cross-thread wake-ups per request).
 pub struct Pools(Vec<Vec<HttpClient>>);
 
 impl Pools {
-    /// Clients for `workers` threads, each with every upstream's connect timeout.
-    pub fn build(upstreams: &[Upstream], workers: usize) -> Result<Pools, rustls::Error> {
-        (0..workers.max(1))
-            .map(|_| {
-                upstreams
-                    .iter()
-                    .map(|u| client(u.timeouts.connect))
-                    .collect()
-            })
-            .collect::<Result<_, _>>()
-            .map(Pools)
+    /// Clients for `workers` threads, each with every upstream's connect timeout, taken from
+    /// `cache` where it has them.
+    pub fn build(
+        upstreams: &[Upstream],
+        workers: usize,
+        cache: &ClientCache,
+    ) -> Result<Pools, rustls::Error> {
+        let workers = workers.max(1);
+        let mut cache = cache.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut sets: Vec<Vec<HttpClient>> = vec![Vec::with_capacity(upstreams.len()); workers];
+        for u in upstreams {
+            let t = u.timeouts.connect;
+            let per_worker = match cache.get(&t).filter(|c| c.len() == workers) {
+                Some(c) => c.clone(),
+                None => {
+                    let c = (0..workers)
+                        .map(|_| client(t))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    cache.insert(t, c.clone());
+                    c
+                }
+            };
+            for (set, c) in sets.iter_mut().zip(per_worker) {
+                set.push(c);
+            }
+        }
+        Ok(Pools(sets))
     }
 
     /// The calling worker's client for upstream `i`.

@@ -2,6 +2,9 @@
 //! answer: final (the client gets it as it is), worth another try of the same model, or a reason
 //! to move on to the next model. Table-tested below; the attempt loop (attempt.rs) acts on them.
 
+// Reads untrusted bytes: no indexing that could panic (`.get()` instead).
+#![deny(clippy::indexing_slicing)]
+
 use std::time::Duration;
 
 use http::header::RETRY_AFTER;

@@ -6,6 +6,7 @@ use bytes::Bytes;
 use http::HeaderMap;
 use serde_json::{json, Value};
 
+use super::format::Format;
 use super::wire::{header_num, now};
 use crate::classify::stable_hash;
 
@@ -20,6 +21,10 @@ pub struct Sim {
     pub(super) tool: Option<String>,
     pub(super) created: u64,
     pub(super) id: String,
+    /// How the answer is written (`x-mock-format`).
+    pub(super) fmt: Format,
+    /// Extra bytes in the first streamed word (`x-mock-big-event`), to test event size limits.
+    pub(super) big_event: Option<usize>,
 }
 
 impl Sim {
@@ -46,7 +51,13 @@ impl Sim {
             .map(|m| m as usize);
         let n = max.map_or(want, |m| want.min(m));
         let finish = if n < want { "length" } else { "stop" };
-        let mut words: Vec<String> = format!("This is a simulated reply from {model}.")
+        let fmt = Format::from_headers(h);
+        let opening = if fmt.unicode {
+            "Voilà, 🚀"
+        } else {
+            "This is"
+        };
+        let mut words: Vec<String> = format!("{opening} a simulated reply from {model}.")
             .split(' ')
             .map(str::to_owned)
             .collect();
@@ -85,6 +96,10 @@ impl Sim {
             tool,
             created: now(),
             id,
+            fmt,
+            big_event: header_num(h, "x-mock-big-event")
+                .and_then(|n| usize::try_from(n).ok())
+                .map(|n| n.min(64 << 20)),
         }
     }
 
@@ -168,7 +183,7 @@ impl Sim {
             }),
             _ => self.response_object("completed", true),
         };
-        Bytes::from(serde_json::to_vec_pretty(&v).unwrap_or_default())
+        Bytes::from(self.fmt.body(&v))
     }
 
     pub fn embeddings(&self, req: &Value) -> Bytes {
@@ -201,6 +216,6 @@ impl Sim {
             })
             .collect();
         let v = json!({"object": "list", "data": data, "model": self.model, "usage": {"prompt_tokens": self.prompt_tokens, "total_tokens": self.prompt_tokens}});
-        Bytes::from(serde_json::to_vec_pretty(&v).unwrap_or_default())
+        Bytes::from(self.fmt.body(&v))
     }
 }

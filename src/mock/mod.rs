@@ -17,6 +17,9 @@
 //! | `x-mock-stall-after: N`  | streams: stop sending after N content chunks, keep the connection open |
 //! | `x-mock-fail-first: N` + `x-mock-fail-key: K` | the first N requests with key K answer `x-mock-status` (default 500) |
 //! | `x-mock-status: 307`     | a redirect to another host (tailor must not follow it) |
+//! | `x-mock-format: F[,F]`  | how the JSON and SSE are written: see [`format`] |
+//! | `x-mock-retry-after: V`  | with `x-mock-status: 429`: the `retry-after` value, as given |
+//! | `x-mock-big-event: N`    | chat streams: the first word's chunk carries N more bytes of text |
 //!
 //! and by the upstream model id: an id containing `broken` answers 500, one containing `deleted`
 //! answers 404 `model_not_found` (a deleted fine-tune), one containing `slow` answers after
@@ -29,9 +32,11 @@
 //!
 //! - this file: the server, and the dispatch by path, key and fault header.
 //! - [`answer`]: token counts and JSON answers. [`stream`]: SSE answers and stream faults.
-//! - [`wire`]: OpenAI's headers and error bodies.
+//! - [`wire`]: OpenAI's headers and error bodies. [`format`]: other servers' JSON and SSE styles
+//!   (`x-mock-format: spaced | crlf | nospace | noevent | usage-first | comments | unicode`).
 
 mod answer;
+pub mod format;
 mod stream;
 mod wire;
 
@@ -258,7 +263,12 @@ async fn handle(
             return Ok(error(status.unwrap_or(500), &model, &rid));
         }
     } else if let Some(st) = status.filter(|s| *s >= 400) {
-        return Ok(error(st, &model, &rid));
+        let mut r = error(st, &model, &rid);
+        // any retry-after an upstream may send, however odd (`1e20`, `soon`)
+        if let Some(v) = h.get("x-mock-retry-after").filter(|_| st == 429) {
+            r.headers_mut().insert("retry-after", v.clone());
+        }
+        return Ok(r);
     } else if let Some(st) = status.filter(|s| (300..400).contains(s)) {
         let mut r = respond(
             StatusCode::from_u16(st).unwrap_or(StatusCode::TEMPORARY_REDIRECT),

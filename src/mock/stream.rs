@@ -17,7 +17,8 @@ use super::wire::{common_headers, header_num, ChannelBody, MockBody};
 impl Sim {
     /// The SSE events of a streamed answer, as OpenAI frames them.
     fn events(&self, endpoint: &str, include_usage: bool) -> (Vec<String>, Vec<String>) {
-        let data = |v: Value| format!("data: {v}\n\n");
+        let f = self.fmt;
+        let data = |v: Value| f.event(None, &v);
         let usage_field = |v: &mut Value| {
             if include_usage {
                 v["usage"] = Value::Null;
@@ -55,7 +56,11 @@ impl Sim {
                             Value::Null,
                         ));
                         for (i, w) in self.words.iter().enumerate() {
-                            let piece = if i == 0 { w.clone() } else { format!(" {w}") };
+                            let piece = match (i, self.big_event) {
+                                (0, Some(n)) => format!("{w}{}", "x".repeat(n)),
+                                (0, None) => w.clone(),
+                                _ => format!(" {w}"),
+                            };
                             body.push(chunk(json!({"content": piece}), Value::Null));
                         }
                         body.push(chunk(json!({}), json!(self.finish)));
@@ -65,7 +70,7 @@ impl Sim {
                     body.push(data(json!({"id": format!("chatcmpl-{}", self.id), "object": "chat.completion.chunk", "created": self.created,
                         "model": self.model, "service_tier": "default", "system_fingerprint": "fp_tailor_mock", "choices": [], "usage": self.chat_usage()})));
                 }
-                body.push("data: [DONE]\n\n".to_owned());
+                body.push(f.done());
             }
             "/completions" => {
                 for (i, w) in self.words.iter().enumerate() {
@@ -79,7 +84,7 @@ impl Sim {
                 if include_usage {
                     body.push(data(json!({"id": format!("cmpl-{}", self.id), "object": "text_completion", "created": self.created, "model": self.model, "choices": [], "usage": self.chat_usage()})));
                 }
-                body.push("data: [DONE]\n\n".to_owned());
+                body.push(f.done());
             }
             _ => {
                 let mut seq = 0u64;
@@ -87,7 +92,7 @@ impl Sim {
                     v["type"] = json!(kind);
                     v["sequence_number"] = json!(seq);
                     seq += 1;
-                    format!("event: {kind}\ndata: {v}\n\n")
+                    f.event(Some(kind), &v)
                 };
                 let item_id = format!("msg_{}", self.id);
                 head.push(ev(

@@ -1,5 +1,8 @@
 //! Before anything is read: the header limits and the client's key.
 
+// Reads untrusted bytes: no indexing that could panic (`.get()` instead).
+#![deny(clippy::indexing_slicing)]
+
 use http::header::AUTHORIZATION;
 use http::HeaderMap;
 

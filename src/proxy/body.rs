@@ -1,5 +1,8 @@
 //! Reading the request body, within `server.max_body_bytes`.
 
+// Reads untrusted bytes: no indexing that could panic (`.get()` instead).
+#![deny(clippy::indexing_slicing)]
+
 use std::time::Duration;
 
 use bytes::Bytes;

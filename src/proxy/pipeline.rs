@@ -12,7 +12,6 @@
 use std::sync::Arc;
 
 use http::{Request, Response};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::body::{read_body, ReqBody};
@@ -20,17 +19,17 @@ use crate::capture;
 use crate::classify;
 use crate::error::ProxyError;
 use crate::forward::attempt::Attempt;
+use crate::limits::{InFlight, Slot};
 use crate::request::{Endpoint, RequestView};
 use crate::shadow;
 use crate::state::{LiveState, Shared};
 use crate::usage::body::RespBody;
 use crate::usage::meter::RequestMeter;
 
-fn try_slot(slots: &Arc<Semaphore>, scope: &str) -> Result<OwnedSemaphorePermit, ProxyError> {
-    slots
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| ProxyError::Overloaded {
+fn try_slot(in_flight: &Arc<InFlight>, limit: usize, scope: &str) -> Result<Slot, ProxyError> {
+    in_flight
+        .try_take(limit)
+        .ok_or_else(|| ProxyError::Overloaded {
             scope: scope.to_owned(),
         })
 }
@@ -45,7 +44,8 @@ pub async fn run<B: ReqBody>(
 ) -> Result<Response<RespBody>, ProxyError> {
     let started = Instant::now();
     let (parts, body) = req.into_parts();
-    let server_slot = try_slot(&shared.server_slots, "server")?;
+    let limit = live.config.server.max_concurrency;
+    let server_slot = try_slot(&shared.server_in_flight, limit, "server")?;
     let body = read_body(body, &parts.headers, live.config.server.max_body_bytes).await?;
     let view = RequestView::parse(&body, endpoint)?;
     let draw = shared.next_random();
@@ -54,8 +54,8 @@ pub async fn run<B: ReqBody>(
         .ok_or_else(|| ProxyError::Unrouted(view.model.chars().take(256).collect()))?;
     let route = &live.config.routes[decision.route];
     let mut permits = vec![server_slot];
-    if let Some(slots) = live.route_slots(decision.route) {
-        permits.push(try_slot(slots, &route.name)?);
+    if let Some((in_flight, limit)) = live.route_limit(decision.route) {
+        permits.push(try_slot(in_flight, *limit, &route.name)?);
     }
     let request_id = format!("tlr-{:016x}", shared.next_random());
     tracing::debug!(request_id, route = %route.name, model = %live.config.models[decision.model].name, pick = %decision.pick, "routed");

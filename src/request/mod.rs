@@ -2,13 +2,12 @@
 //! are read as borrowed raw JSON, and the one rewrite (model id, `include_usage`, an arm's system
 //! prompt) is spliced in by byte range, so every other byte reaches the upstream as it was sent.
 //!
-//! - [`endpoint`]: the four routed endpoints. [`json`]: borrowed field reader, nesting check.
+//! - [`endpoint`]: the four routed endpoints (the JSON readers are in [`crate::json`]).
 //! - [`view`]: [`RequestView`], parsed and validated with OpenAI's errors.
 //! - [`prompt`]: the system and user texts, for routing on them.
 //! - [`rewrite`]: the byte-preserving rewrite for the upstream.
 
 pub mod endpoint;
-pub mod json;
 pub mod prompt;
 pub mod rewrite;
 pub mod view;

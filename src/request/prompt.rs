@@ -2,6 +2,9 @@
 //! `content` condition needs them: strings are borrowed from the body unless they hold escapes,
 //! and everything else is skipped.
 
+// Reads untrusted bytes: no indexing that could panic (`.get()` instead).
+#![deny(clippy::indexing_slicing)]
+
 use std::borrow::Cow;
 use std::fmt;
 
@@ -9,7 +12,7 @@ use serde::de::{self, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::json::KeyStr;
+use crate::json::{skip_other_values, KeyStr};
 
 /// Message texts by role group, extracted only when a route needs them.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -36,27 +39,6 @@ pub fn collect_content(v: &RawValue, dst: &mut String) {
             push_line(dst, &s);
         }
     }
-}
-
-/// Visitor methods that accept and drop any value the visitor does not care about.
-macro_rules! skip_other_values {
-    ($value:expr) => {
-        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-            Ok($value)
-        }
-        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-            Ok($value)
-        }
-        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-            Ok($value)
-        }
-        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-            Ok($value)
-        }
-        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok($value)
-        }
-    };
 }
 
 /// The whole prompt: a string, or an array of messages (or of strings).

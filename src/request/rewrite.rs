@@ -2,15 +2,18 @@
 //! tailor must meter a stream, and an arm's system prompt, spliced in by byte range. Every other
 //! byte, including fields we have never heard of, stays exactly as the client sent it.
 
+// Reads untrusted bytes: no indexing that could panic (`.get()` instead).
+#![deny(clippy::indexing_slicing)]
+
 use std::ops::Range;
 
 use bytes::Bytes;
 use serde_json::value::RawValue;
 
 use super::endpoint::Endpoint;
-use super::json::{is_null, object_fields, span_in, KeyStr};
 use super::prompt::Texts;
 use super::view::RequestView;
+use crate::json::{is_null, object_fields, span_in, KeyStr};
 
 /// client's system and developer messages.
 #[derive(Debug, Clone, Copy)]
@@ -46,11 +49,11 @@ impl RequestView<'_> {
         let mut out = Vec::with_capacity(body.len() + 48);
         let mut at = 0;
         for (r, text) in edits {
-            out.extend_from_slice(&body[at..r.start]);
+            out.extend_from_slice(body.get(at..r.start).unwrap_or_default());
             out.extend_from_slice(&text);
             at = r.end;
         }
-        out.extend_from_slice(&body[at..]);
+        out.extend_from_slice(body.get(at..).unwrap_or_default());
         Bytes::from(out)
     }
 

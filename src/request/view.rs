@@ -2,6 +2,9 @@
 //! raw JSON (validating the whole document on the way), with the error OpenAI would give for a
 //! body it rejects.
 
+// Reads untrusted bytes: no indexing that could panic (`.get()` instead).
+#![deny(clippy::indexing_slicing)]
+
 use std::borrow::Cow;
 use std::ops::Range;
 use std::sync::OnceLock;
@@ -9,9 +12,9 @@ use std::sync::OnceLock;
 use serde_json::value::RawValue;
 
 use super::endpoint::Endpoint;
-use super::json::{check_depth, is_null, object_fields, span_in, KeyStr};
 use super::prompt::{collect_content, collect_prompt, PromptText};
 use crate::error::ProxyError;
+use crate::json::{check_depth, is_null, object_fields, span_in, KeyStr};
 
 /// What the router and the forwarder need from a request body.
 pub struct RequestView<'a> {
@@ -210,7 +213,7 @@ impl<'a> RequestView<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::request::json::MAX_JSON_DEPTH;
+    use crate::json::MAX_JSON_DEPTH;
 
     fn chat(body: &str) -> RequestView<'_> {
         RequestView::parse(body.as_bytes(), Endpoint::Chat).unwrap()

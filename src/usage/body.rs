@@ -50,6 +50,8 @@ pub struct BodyLimits {
     pub deadline: Option<Instant>,
     /// Fires when a shutdown's drain time is over: the body ends with an error.
     pub drain: WaitForCancellationFutureOwned,
+    /// Largest SSE event (`server.max_sse_event_bytes`): a larger one ends the stream.
+    pub max_sse_event: usize,
 }
 
 /// The response body wrapper: forwards frames as they arrive and meters the request.
@@ -104,12 +106,8 @@ impl<B> MeteredBody<B> {
         strip_usage_chunk: bool,
         limits: BodyLimits,
     ) -> MeteredBody<B> {
-        MeteredBody::new(
-            inner,
-            Mode::Sse(SseScanner::new(strip_usage_chunk)),
-            meter,
-            limits,
-        )
+        let scanner = SseScanner::with_limit(strip_usage_chunk, limits.max_sse_event);
+        MeteredBody::new(inner, Mode::Sse(scanner), meter, limits)
     }
 
     fn usage(&self) -> (Option<Usage>, u64) {
@@ -304,6 +302,18 @@ where
                         Mode::Sse(s) => s.feed(data),
                     };
                     this.meter.keep_answer(&out);
+                    if matches!(&this.mode, Mode::Sse(s) if s.overflowed()) {
+                        // the events before it go out, then the error event; the rest is dropped
+                        let _ = this.fail(
+                            Outcome::UpstreamError,
+                            "event_too_large",
+                            "The upstream sent an event larger than tailor's limit (server.max_sse_event_bytes).",
+                        );
+                        if !out.is_empty() {
+                            return Poll::Ready(Some(Ok(Frame::data(out))));
+                        }
+                        continue;
+                    }
                     // A body with a known length may never be polled to `None`: end it here.
                     if this.inner.is_end_stream() {
                         this.end_of_upstream();

@@ -7,13 +7,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use super::event::{Finished, Subscriber, MAX_KEPT_ANSWER_BYTES};
 use super::price::{Price, PICO_PER_USD};
 use super::Usage;
 use crate::forward::health::ModelHealth;
+use crate::limits::Slot;
 use crate::metrics::RouteModelMeter;
 
 /// How a request ended (the `outcome` label of `tailor_requests_total`).
@@ -70,7 +70,7 @@ pub struct RequestMeter {
     /// Estimated prompt tokens, recorded when the upstream answered but sent no usage.
     prompt_estimate: u64,
     /// Concurrency slots, released when the request is recorded.
-    permits: Vec<OwnedSemaphorePermit>,
+    permits: Vec<Slot>,
     done: bool,
     /// A shadow copy runs: the access line names the pair.
     shadowed: bool,
@@ -87,7 +87,7 @@ impl RequestMeter {
         stream: bool,
         request_id: String,
         prompt_estimate: u64,
-        permits: Vec<OwnedSemaphorePermit>,
+        permits: Vec<Slot>,
     ) -> RequestMeter {
         arm.metrics.in_flight.inc();
         RequestMeter {
@@ -196,6 +196,9 @@ impl RequestMeter {
         let cost = self.arm.price.cost_pico(&u);
         if usage.is_some() {
             m.record_usage(&u, cost);
+        }
+        if source == "estimate" {
+            m.record_estimate(&u, cost);
         }
         m.record_request(status, outcome.as_str());
         let elapsed = self.started.elapsed();

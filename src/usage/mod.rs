@@ -8,11 +8,16 @@
 //! - [`body::MeteredBody`]: the response body wrapper that sees every frame and ends the request.
 //! - [`meter::RequestMeter`]: records each request exactly once (counters, cost, access line).
 //! - [`event`]: the "request finished" event that side paths subscribe to.
+//! - [`payload`]: one SSE data payload (or a JSON body's top level) read with a borrowed view.
 //! - [`price`]: the built-in price table and exact cost arithmetic.
+
+// Reads untrusted bytes: no indexing that could panic (`.get()` instead).
+#![deny(clippy::indexing_slicing)]
 
 pub mod body;
 pub mod event;
 pub mod meter;
+pub mod payload;
 pub mod price;
 pub mod sse;
 
@@ -30,7 +35,7 @@ pub struct Usage {
 
 /// The `usage` object as OpenAI sends it: `prompt_tokens`/`completion_tokens` (chat, completions,
 /// embeddings) or `input_tokens`/`output_tokens` (Responses API). Unknown fields are ignored.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Default)]
 struct RawUsage {
     #[serde(default, alias = "input_tokens")]
     prompt_tokens: Option<u64>,
@@ -42,13 +47,13 @@ struct RawUsage {
     completion_tokens_details: Option<OutputDetails>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Default)]
 struct InputDetails {
     #[serde(default)]
     cached_tokens: Option<u64>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Default)]
 struct OutputDetails {
     #[serde(default)]
     reasoning_tokens: Option<u64>,
@@ -77,12 +82,17 @@ pub fn parse_usage_object(json: &[u8]) -> Option<Usage> {
     RawUsage::deserialize(&mut de).ok().map(Usage::from)
 }
 
-/// Finds the top-level `"usage": {...}` object in a JSON response body and parses only that.
+/// The top-level `usage` of a JSON response body, read with a borrowed serde view (any spacing,
+/// key order or escapes; the last non-null `usage` wins).
 ///
-/// Inside JSON strings a quote is always escaped, so a literal `"usage"` followed by `:` can only
-/// be a key. OpenAI puts the top-level usage last, so the last such key with an object value wins
-/// (a nested `usage` earlier in the body, e.g. in Responses `output`, is thereby skipped).
+/// When the body is not one whole JSON document (only the last window of a very long body is
+/// kept), the last `"usage"` key with an object value is taken: inside JSON strings a quote is
+/// always escaped, so a literal `"usage"` followed by `:` can only be a key, and OpenAI puts the
+/// top-level usage last.
 pub fn find_in_json(body: &[u8]) -> Option<Usage> {
+    if let Some(u) = payload::json_body_usage(body) {
+        return u;
+    }
     let finder = memchr::memmem::Finder::new(b"\"usage\"");
     let mut best = None;
     for pos in finder.find_iter(body) {
@@ -91,7 +101,7 @@ pub fn find_in_json(body: &[u8]) -> Option<Usage> {
         }
     }
     let start = best?;
-    let mut de = serde_json::Deserializer::from_slice(&body[start..]).into_iter::<RawUsage>();
+    let mut de = serde_json::Deserializer::from_slice(body.get(start..)?).into_iter::<RawUsage>();
     de.next()?.ok().map(Usage::from)
 }
 

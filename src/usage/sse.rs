@@ -3,19 +3,39 @@
 //!
 //! Only complete events are forwarded (an event ends at a blank line, `\n\n` or `\r\n\r\n`), so the
 //! bytes the client gets are the upstream's bytes, event for event; when nothing is dropped, a
-//! chunk made only of complete events is forwarded without a copy.
+//! chunk made only of complete events is forwarded without a copy. Each byte is searched once
+//! whatever the reads' sizes, and an event larger than its cap is dropped and flagged
+//! ([`SseScanner::overflowed`]): the caller ends the stream instead of buffering without limit.
+//!
+//! Each event's `data:` payload is read once with a borrowed serde view ([`payload`]): spacing,
+//! key order, `\u` escapes, `data:` with or without its space, `\r\n`, comments and missing
+//! `event:` lines all give the same answer.
+
+// Reads untrusted bytes: no indexing that could panic (`.get()` instead).
+#![deny(clippy::indexing_slicing)]
+
+use std::borrow::Cow;
 
 use bytes::{Bytes, BytesMut};
-use serde::de::IgnoredAny;
-use serde::Deserialize;
 
-use super::{RawUsage, Usage};
+use super::payload::{self, Payload};
+use super::Usage;
+
+/// Default cap on one SSE event's size (`server.max_sse_event_bytes`).
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 1024 * 1024;
 
 /// Scans one SSE response.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SseScanner {
     /// Bytes of an event that has not ended yet.
     pending: BytesMut,
+    /// Where the line being read starts, in `pending`.
+    line_start: usize,
+    /// How much of `pending` was already searched for line ends.
+    scanned: usize,
+    max_event: usize,
+    /// An event grew past `max_event`: its bytes were dropped.
+    overflowed: bool,
     /// Drop the `choices: []` usage chunk: the client did not ask for `include_usage`.
     strip_usage_chunk: bool,
     usage: Option<Usage>,
@@ -27,7 +47,7 @@ pub struct SseScanner {
     /// estimate when a stream ends before its usage arrives.
     text_bytes: u64,
     /// Byte ranges of the current buffer forwarded differently: dropped (`None`) or replaced.
-    edits: Option<Vec<Edit>>,
+    edits: Vec<Edit>,
 }
 
 /// Bytes `start..end` of the buffer are replaced (`Some`) or dropped (`None`).
@@ -40,28 +60,32 @@ enum Action {
     Replace(Vec<u8>),
 }
 
-/// What a data payload may carry that matters to us.
-#[derive(Deserialize)]
-struct Payload {
-    #[serde(default)]
-    usage: Option<RawUsage>,
-    #[serde(default)]
-    response: Option<ResponseObj>,
-    #[serde(default)]
-    choices: Option<Vec<IgnoredAny>>,
-}
-
-#[derive(Deserialize)]
-struct ResponseObj {
-    #[serde(default)]
-    usage: Option<RawUsage>,
+/// Where the complete events of a buffer end, and where its last, unfinished line starts.
+struct Scanned {
+    end: usize,
+    line_start: usize,
 }
 
 impl SseScanner {
+    /// A scanner with the default event cap.
     pub fn new(strip_usage_chunk: bool) -> SseScanner {
+        SseScanner::with_limit(strip_usage_chunk, DEFAULT_MAX_EVENT_BYTES)
+    }
+
+    /// A scanner whose events may be at most `max_event` bytes.
+    pub fn with_limit(strip_usage_chunk: bool, max_event: usize) -> SseScanner {
         SseScanner {
+            pending: BytesMut::new(),
+            line_start: 0,
+            scanned: 0,
+            max_event,
+            overflowed: false,
             strip_usage_chunk,
-            ..Default::default()
+            usage: None,
+            complete: false,
+            events: 0,
+            text_bytes: 0,
+            edits: Vec::new(),
         }
     }
 
@@ -85,30 +109,54 @@ impl SseScanner {
         self.text_bytes
     }
 
-    /// Feeds one chunk; returns the bytes to forward now (possibly empty).
+    /// Whether an event grew past the cap (its bytes were dropped; the stream must end).
+    pub fn overflowed(&self) -> bool {
+        self.overflowed
+    }
+
+    /// Feeds one chunk; returns the bytes to forward now (possibly empty): the events it
+    /// completed. After it, check [`SseScanner::overflowed`].
     pub fn feed(&mut self, chunk: Bytes) -> Bytes {
         if self.pending.is_empty() {
-            let end = self.process(&chunk);
-            let out = self.take_output(&chunk, end);
-            if end < chunk.len() {
-                self.pending.extend_from_slice(&chunk[end..]);
+            // the usual case: the chunk starts at an event boundary; complete events pass uncopied
+            let s = self.scan(&chunk, 0, 0);
+            let out = self.take_output(&chunk, s.end);
+            if let Some(rest) = chunk.get(s.end..).filter(|r| !r.is_empty()) {
+                self.pending.extend_from_slice(rest);
+                self.line_start = s.line_start - s.end;
+                self.scanned = rest.len();
             }
-            out
-        } else {
-            self.pending.extend_from_slice(&chunk);
-            let buf = std::mem::take(&mut self.pending).freeze();
-            let end = self.process(&buf);
-            let out = self.take_output(&buf, end);
-            if end < buf.len() {
-                self.pending.extend_from_slice(&buf[end..]);
-            }
-            out
+            self.check_size();
+            return out;
+        }
+        self.pending.extend_from_slice(&chunk);
+        let mut buf = std::mem::take(&mut self.pending);
+        let s = self.scan(&buf, self.scanned, self.line_start);
+        let len = buf.len();
+        let done = buf.split_to(s.end).freeze();
+        self.pending = buf;
+        self.line_start = s.line_start - s.end;
+        self.scanned = len - s.end;
+        let out = self.take_output(&done, s.end);
+        self.check_size();
+        out
+    }
+
+    /// An unfinished event past the cap is dropped, never buffered further.
+    fn check_size(&mut self) {
+        if self.pending.len() > self.max_event {
+            self.overflowed = true;
+            self.pending = BytesMut::new();
+            self.line_start = 0;
+            self.scanned = 0;
         }
     }
 
     /// At the end of the stream: an unterminated last event is forwarded as it is.
     pub fn finish(&mut self) -> Bytes {
         let rest = std::mem::take(&mut self.pending).freeze();
+        self.line_start = 0;
+        self.scanned = 0;
         if !rest.is_empty() {
             // inspect it for usage/[DONE] too, but never drop it
             let strip = std::mem::replace(&mut self.strip_usage_chunk, false);
@@ -120,45 +168,42 @@ impl SseScanner {
 
     /// Bytes `[0, end)` with the edits applied.
     fn take_output(&mut self, buf: &Bytes, end: usize) -> Bytes {
-        match self.edits.take() {
-            None => buf.slice(..end),
-            Some(edits) => {
-                let mut out = BytesMut::with_capacity(end);
-                let mut at = 0;
-                for (s, e, replacement) in edits {
-                    out.extend_from_slice(&buf[at..s]);
-                    if let Some(r) = replacement {
-                        out.extend_from_slice(&r);
-                    }
-                    at = e;
-                }
-                out.extend_from_slice(&buf[at..end]);
-                out.freeze()
-            }
+        if self.edits.is_empty() {
+            return buf.slice(..end);
         }
+        let mut out = BytesMut::with_capacity(end);
+        let mut at = 0;
+        for (s, e, replacement) in self.edits.drain(..) {
+            out.extend_from_slice(buf.get(at..s).unwrap_or_default());
+            if let Some(r) = replacement {
+                out.extend_from_slice(&r);
+            }
+            at = e;
+        }
+        out.extend_from_slice(buf.get(at..end).unwrap_or_default());
+        out.freeze()
     }
 
-    /// Walks complete events in `buf`; returns where the last complete event ends.
-    fn process(&mut self, buf: &[u8]) -> usize {
+    /// Walks the lines of `buf` from `from` (the line being read starts at `line_start`) and
+    /// inspects each event that ends; events start at 0, right after the previous one.
+    fn scan(&mut self, buf: &[u8], from: usize, mut line_start: usize) -> Scanned {
         let mut event_start = 0;
-        let mut line_start = 0;
         let mut end = 0;
-        for nl in memchr::memchr_iter(b'\n', buf) {
-            let line = &buf[line_start..nl];
+        let tail = buf.get(from..).unwrap_or_default();
+        for nl in memchr::memchr_iter(b'\n', tail).map(|i| i + from) {
+            let line = buf.get(line_start..nl).unwrap_or_default();
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             if line.is_empty() {
                 // a blank line right at the event start is a stray separator, not an event
                 if line_start > event_start {
-                    let event = &buf[event_start..nl + 1];
+                    let event = buf.get(event_start..=nl).unwrap_or_default();
                     let edit = match self.inspect(event) {
                         Action::Keep => None,
                         Action::Drop => Some(None),
                         Action::Replace(r) => Some(Some(r)),
                     };
                     if let Some(e) = edit {
-                        self.edits
-                            .get_or_insert_with(Vec::new)
-                            .push((event_start, nl + 1, e));
+                        self.edits.push((event_start, nl + 1, e));
                     }
                 }
                 event_start = nl + 1;
@@ -166,111 +211,124 @@ impl SseScanner {
             }
             line_start = nl + 1;
         }
-        end
+        Scanned { end, line_start }
     }
 
     /// Looks at one complete event: reads usage and end markers, and, when the client did not ask
-    /// for usage, drops the usage chunk and removes the `"usage":null` that `include_usage` adds to
-    /// every other chunk, so the client gets the stream it would have got without it.
+    /// for usage, drops the usage chunk and removes the `"usage": null` member that
+    /// `include_usage` adds to every other chunk, so the client gets the stream it would have got
+    /// without it (every other byte as the upstream sent it).
     fn inspect(&mut self, event: &[u8]) -> Action {
         self.events += 1;
-        let mut data: Option<std::borrow::Cow<'_, [u8]>> = None;
-        for line in event.split(|b| *b == b'\n') {
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if let Some(v) = line.strip_prefix(b"data:") {
-                let v = v.strip_prefix(b" ").unwrap_or(v);
-                data = Some(match data {
-                    None => std::borrow::Cow::Borrowed(v),
-                    Some(prev) => {
-                        let mut joined = prev.into_owned();
-                        joined.push(b'\n');
-                        joined.extend_from_slice(v);
-                        std::borrow::Cow::Owned(joined)
-                    }
-                });
-            } else if let Some(v) = line.strip_prefix(b"event:") {
-                let v = v.strip_prefix(b" ").unwrap_or(v);
-                if matches!(
-                    v,
-                    b"response.completed" | b"response.failed" | b"response.incomplete"
-                ) {
-                    self.complete = true;
-                }
-            }
+        let ev = Event::parse(event);
+        if ev.name.is_some_and(payload::is_terminal_response_event) {
+            self.complete = true;
         }
-        let Some(data) = data else {
+        let Some(data) = ev.data else {
             return Action::Keep;
         };
         if data.as_ref() == b"[DONE]" {
             self.complete = true;
             return Action::Keep;
         }
-        self.text_bytes += generated_text_len(&data);
-        if !has_usage_object(&data) {
-            if self.strip_usage_chunk {
-                return without_null_usage(event).map_or(Action::Keep, Action::Replace);
-            }
-            return Action::Keep;
-        }
-        let Ok(p) = serde_json::from_slice::<Payload>(&data) else {
+        let Some(p) = Payload::parse(&data) else {
             return Action::Keep;
         };
-        let top = p.usage.is_some();
-        if let Some(u) = p.usage.or(p.response.and_then(|r| r.usage)) {
-            self.usage = Some(u.into());
+        self.text_bytes += p.text_bytes;
+        if p.kind
+            .as_deref()
+            .is_some_and(payload::is_terminal_response_event_str)
+        {
+            self.complete = true;
         }
-        if self.strip_usage_chunk && top && p.choices.is_some_and(|c| c.is_empty()) {
-            Action::Drop
-        } else {
-            Action::Keep
+        if let Some(u) = p.usage() {
+            self.usage = Some(u);
+        }
+        if !self.strip_usage_chunk {
+            return Action::Keep;
+        }
+        match p.top_usage {
+            Some(u) if u.get() == "null" => {
+                // a multi-line payload is not a slice of the event: leave it as it is
+                let (Cow::Borrowed(d), Some(range)) = (&data, payload::member_span(&data, u))
+                else {
+                    return Action::Keep;
+                };
+                let at = (d.as_ptr() as usize).saturating_sub(event.as_ptr() as usize);
+                let mut out = Vec::with_capacity(event.len());
+                out.extend_from_slice(event.get(..at + range.start).unwrap_or_default());
+                out.extend_from_slice(event.get(at + range.end..).unwrap_or_default());
+                Action::Replace(out)
+            }
+            Some(_) if p.choices == Some(0) => Action::Drop,
+            Some(_) | None => Action::Keep,
         }
     }
 }
 
-/// The event without its `"usage":null` member (as OpenAI writes it: compact), if it has one.
-/// A quote inside a JSON string is escaped, so the pattern can only be a key.
-fn without_null_usage(event: &[u8]) -> Option<Vec<u8>> {
-    for pat in [&b",\"usage\":null"[..], &b"\"usage\":null,"[..]] {
-        if let Some(i) = memchr::memmem::find(event, pat) {
-            let mut out = Vec::with_capacity(event.len());
-            out.extend_from_slice(&event[..i]);
-            out.extend_from_slice(&event[i + pat.len()..]);
-            return Some(out);
-        }
-    }
-    None
+/// The fields of one SSE event that matter here.
+pub struct Event<'a> {
+    /// The `event:` field, if any.
+    pub name: Option<&'a [u8]>,
+    /// The `data:` lines, joined by `\n` (borrowed when there is one).
+    pub data: Option<Cow<'a, [u8]>>,
 }
 
-/// Length of the generated text in one chunk, without parsing it: the JSON string values of
-/// `content` (chat), `delta` (Responses text deltas), `arguments` (tool calls) and, for legacy
-/// completions, `text`. Escapes count as their escaped length: an estimate.
-fn generated_text_len(data: &[u8]) -> u64 {
-    let mut keys: [&[u8]; 4] = [b"\"content\":\"", b"\"delta\":\"", b"\"arguments\":\"", b""];
-    if memchr::memmem::find(data, b"\"text_completion\"").is_some() {
-        keys[3] = b"\"text\":\"";
-    }
-    let mut total = 0u64;
-    for key in keys.into_iter().filter(|k| !k.is_empty()) {
-        for start in memchr::memmem::find_iter(data, key) {
-            let body = &data[start + key.len()..];
-            let mut i = 0;
-            while let Some(q) = memchr::memchr2(b'"', b'\\', &body[i..]) {
-                if body[i + q] == b'\\' {
-                    i += q + 2;
-                } else {
-                    total += (i + q) as u64;
-                    break;
-                }
+impl<'a> Event<'a> {
+    /// Reads one event's lines: `\n` or `\r\n` ends a line, `data:` and `event:` take one
+    /// optional space after the colon, lines starting with `:` are comments.
+    pub fn parse(event: &'a [u8]) -> Event<'a> {
+        let mut name = None;
+        let mut data: Option<Cow<'a, [u8]>> = None;
+        for line in event.split(|b| *b == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let field = |prefix: &[u8]| {
+                line.strip_prefix(prefix)
+                    .map(|v| v.strip_prefix(b" ").unwrap_or(v))
+            };
+            if let Some(v) = field(b"data:") {
+                data = Some(match data {
+                    None => Cow::Borrowed(v),
+                    Some(prev) => {
+                        let mut joined = prev.into_owned();
+                        joined.push(b'\n');
+                        joined.extend_from_slice(v);
+                        Cow::Owned(joined)
+                    }
+                });
+            } else if let Some(v) = field(b"event:") {
+                name = Some(v);
             }
         }
+        Event { name, data }
     }
-    total
 }
 
-/// Cheap pre-check: does the payload contain a `"usage"` key with an object value?
-fn has_usage_object(data: &[u8]) -> bool {
-    memchr::memmem::find_iter(data, b"\"usage\"")
-        .any(|p| super::object_after_key(data, p + 7).is_some())
+/// The events of a whole SSE body (a blank line ends each; a last unterminated one counts too).
+pub fn events(body: &[u8]) -> impl Iterator<Item = Event<'_>> {
+    let mut rest = body;
+    std::iter::from_fn(move || loop {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut at = 0;
+        let mut cut = rest.len();
+        let mut next = rest.len();
+        for nl in memchr::memchr_iter(b'\n', rest) {
+            let line = rest.get(at..nl).unwrap_or_default();
+            if line.strip_suffix(b"\r").unwrap_or(line).is_empty() {
+                cut = at;
+                next = nl + 1;
+                break;
+            }
+            at = nl + 1;
+        }
+        let event = rest.get(..cut).unwrap_or_default();
+        rest = rest.get(next..).unwrap_or_default();
+        if !event.is_empty() {
+            return Some(Event::parse(event));
+        }
+    })
 }
 
 #[cfg(test)]
@@ -284,6 +342,13 @@ mod tests {
         "data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":2,\"total_tokens\":11,\"prompt_tokens_details\":{\"cached_tokens\":0}}}\n\n",
         "data: [DONE]\n\n",
     );
+
+    const USAGE: Usage = Usage {
+        input: 9,
+        cached: 0,
+        output: 2,
+        reasoning: 0,
+    };
 
     fn run(input: &[u8], split_every: usize, strip: bool) -> (Vec<u8>, SseScanner) {
         let mut s = SseScanner::new(strip);
@@ -300,15 +365,7 @@ mod tests {
         for n in 1..CHAT.len() {
             let (out, s) = run(CHAT.as_bytes(), n, false);
             assert_eq!(out, CHAT.as_bytes(), "split {n}");
-            assert_eq!(
-                s.usage(),
-                Some(Usage {
-                    input: 9,
-                    cached: 0,
-                    output: 2,
-                    reasoning: 0
-                })
-            );
+            assert_eq!(s.usage(), Some(USAGE));
             assert!(s.complete());
             assert_eq!(s.events(), 5);
         }
@@ -316,12 +373,7 @@ mod tests {
 
     #[test]
     fn strip_mode_gives_the_stream_without_include_usage() {
-        let expected = CHAT
-            .replace(
-                "data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":2,\"total_tokens\":11,\"prompt_tokens_details\":{\"cached_tokens\":0}}}\n\n",
-                "",
-            )
-            .replace(",\"usage\":null", "");
+        let expected = stripped_chat();
         assert!(!expected.contains("usage"));
         for n in [1, 7, 64, CHAT.len()] {
             let (out, s) = run(CHAT.as_bytes(), n, true);
@@ -330,37 +382,85 @@ mod tests {
         }
     }
 
+    fn stripped_chat() -> String {
+        CHAT.replace(
+            "data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":2,\"total_tokens\":11,\"prompt_tokens_details\":{\"cached_tokens\":0}}}\n\n",
+            "",
+        )
+        .replace(",\"usage\":null", "")
+    }
+
+    /// The same stream as other servers write it: every reading must agree, and stripping must
+    /// leave every byte but the usage members and the usage chunk.
     #[test]
-    fn counts_generated_text() {
-        let (_, s) = run(CHAT.as_bytes(), 7, false);
-        assert_eq!(s.text_bytes(), 2, "\"\" + \"Hi\"");
-        assert_eq!(generated_text_len(br#"{"delta":"a\"b","x":1}"#), 4);
-        assert_eq!(
-            generated_text_len(br#"{"object":"text_completion","choices":[{"text":"abc"}]}"#),
-            3
-        );
-        assert_eq!(
-            generated_text_len(br#"{"tool_calls":[{"function":{"arguments":"{\"q\":1}"}}]}"#),
-            9
-        );
+    fn every_format_reads_the_same() {
+        let spaced = |s: &str| {
+            s.replace("\":", "\": ")
+                .replace(",\"", ", \"")
+                .replace("\"Hi\"", "\"H\\u0069\"")
+        };
+        let crlf = |s: &str| s.replace('\n', "\r\n");
+        let nospace = |s: &str| s.replace("data: ", "data:");
+        let comments = |s: &str| s.replace("data: ", ": keep-alive\n\ndata: ");
+        let usage_first = CHAT
+            .replace(
+                "{\"id\":\"c\",\"choices\":[{",
+                "{\"usage\":null,\"id\":\"c\",\"choices\":[{",
+            )
+            .replace("}],\"usage\":null}", "}]}");
+        let e = stripped_chat();
+        for (name, input, expected) in [
+            ("spaced", spaced(CHAT), spaced(&e)),
+            ("crlf", crlf(CHAT), crlf(&e)),
+            ("nospace", nospace(CHAT), nospace(&e)),
+            (
+                "comments",
+                comments(CHAT),
+                // the usage chunk's comment stays: only the event itself goes
+                comments(&e).replace("data: [DONE]", ": keep-alive\n\ndata: [DONE]"),
+            ),
+            ("usage-first", usage_first, e.clone()),
+        ] {
+            for n in [1, 13, input.len()] {
+                let (out, s) = run(input.as_bytes(), n, false);
+                assert_eq!(out, input.as_bytes(), "{name}");
+                assert_eq!(s.usage(), Some(USAGE), "{name}");
+                assert!(s.complete(), "{name}");
+                assert_eq!(s.text_bytes(), 2, "{name}");
+                let (stripped, s) = run(input.as_bytes(), n, true);
+                assert_eq!(
+                    String::from_utf8(stripped).unwrap(),
+                    expected,
+                    "{name} split {n}"
+                );
+                assert_eq!(s.usage(), Some(USAGE), "{name}");
+            }
+        }
     }
 
     #[test]
-    fn crlf_and_responses_api_events() {
+    fn crlf_and_responses_api_events_with_or_without_event_lines() {
         let input = "event: response.created\r\ndata: {\"type\":\"response.created\",\"response\":{\"usage\":null}}\r\n\r\nevent: response.completed\r\ndata: {\"type\":\"response.completed\",\"response\":{\"id\":\"r\",\"usage\":{\"input_tokens\":7,\"input_tokens_details\":{\"cached_tokens\":3},\"output_tokens\":4,\"output_tokens_details\":{\"reasoning_tokens\":1}}}}\r\n\r\n";
-        for n in [1, 5, input.len()] {
-            let (out, s) = run(input.as_bytes(), n, true);
-            assert_eq!(out, input.as_bytes());
-            assert_eq!(
-                s.usage(),
-                Some(Usage {
-                    input: 7,
-                    cached: 3,
-                    output: 4,
-                    reasoning: 1
-                })
-            );
-            assert!(s.complete());
+        let no_event_lines: String = input
+            .split("\r\n")
+            .filter(|l| !l.starts_with("event:"))
+            .collect::<Vec<_>>()
+            .join("\r\n");
+        for text in [input, no_event_lines.as_str()] {
+            for n in [1, 5, text.len()] {
+                let (out, s) = run(text.as_bytes(), n, true);
+                assert_eq!(out, text.as_bytes());
+                assert_eq!(
+                    s.usage(),
+                    Some(Usage {
+                        input: 7,
+                        cached: 3,
+                        output: 4,
+                        reasoning: 1
+                    })
+                );
+                assert!(s.complete(), "{text}");
+            }
         }
     }
 
@@ -371,6 +471,7 @@ mod tests {
         assert_eq!(out, input.as_bytes());
         assert!(!s.complete());
         assert_eq!(s.usage(), None);
+        assert_eq!(s.text_bytes(), 1);
     }
 
     #[test]
@@ -379,5 +480,32 @@ mod tests {
         let chunk = Bytes::from_static(CHAT.as_bytes());
         let out = s.feed(chunk.clone());
         assert_eq!(out.as_ptr(), chunk.as_ptr());
+    }
+
+    #[test]
+    fn an_event_over_the_cap_is_dropped_and_flagged() {
+        let mut s = SseScanner::with_limit(false, 100);
+        let first = s.feed(Bytes::from_static(b"data: {\"a\":1}\n\ndata: {\"b\":\""));
+        assert_eq!(first.as_ref(), b"data: {\"a\":1}\n\n");
+        assert!(!s.overflowed());
+        for _ in 0..20 {
+            assert!(s.feed(Bytes::from_static(b"xxxxxxxxxx")).is_empty());
+        }
+        assert!(s.overflowed());
+        assert!(
+            s.finish().is_empty(),
+            "the oversized event is never forwarded"
+        );
+    }
+
+    #[test]
+    fn events_of_a_whole_body() {
+        let body = b": hi\r\n\r\nevent:x\r\ndata:{\"a\":1}\r\ndata: 2\r\n\r\ndata: [DONE]";
+        let evs: Vec<_> = events(body).collect();
+        assert_eq!(evs.len(), 3);
+        assert!(evs[0].data.is_none());
+        assert_eq!(evs[1].name, Some(&b"x"[..]));
+        assert_eq!(evs[1].data.as_deref(), Some(&b"{\"a\":1}\n2"[..]));
+        assert_eq!(evs[2].data.as_deref(), Some(&b"[DONE]"[..]));
     }
 }

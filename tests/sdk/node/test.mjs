@@ -5,7 +5,9 @@ import OpenAI from 'openai';
 
 const BASE = process.env.TAILOR_BASE_URL;
 const ADMIN = process.env.TAILOR_ADMIN_URL;
-const client = new OpenAI({ baseURL: BASE, apiKey: 'sk-client-key', maxRetries: 0 });
+// the simulator's wire format for this run (x-mock-format: spaced, crlf, ...; empty = OpenAI's)
+const FORMAT = process.env.TAILOR_MOCK_FORMAT ? { 'x-mock-format': process.env.TAILOR_MOCK_FORMAT } : {};
+const client = new OpenAI({ baseURL: BASE, apiKey: 'sk-client-key', maxRetries: 0, defaultHeaders: FORMAT });
 const messages = [{ role: 'user', content: 'Hello from the Node SDK' }];
 const tools = [{ type: 'function', function: { name: 'lookup_order', parameters: { type: 'object', properties: { query: { type: 'string' } } } } }];
 

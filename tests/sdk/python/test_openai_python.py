@@ -14,6 +14,8 @@ from openai import OpenAI
 
 BASE = os.environ["TAILOR_BASE_URL"]
 ADMIN = os.environ["TAILOR_ADMIN_URL"]
+# the simulator's wire format for this run (x-mock-format: spaced, crlf, ...; empty = OpenAI's)
+FORMAT = {"x-mock-format": os.environ["TAILOR_MOCK_FORMAT"]} if os.environ.get("TAILOR_MOCK_FORMAT") else {}
 MSG = [{"role": "user", "content": "Hello from the Python SDK"}]
 TOOLS = [{
     "type": "function",
@@ -28,7 +30,7 @@ TOOLS = [{
 @pytest.fixture
 def client():
     # max_retries=0: a 429 must surface at once, not after the SDK's own backoff
-    return OpenAI(base_url=BASE, api_key="sk-client-key", max_retries=0)
+    return OpenAI(base_url=BASE, api_key="sk-client-key", max_retries=0, default_headers=FORMAT)
 
 
 def metrics():
@@ -124,7 +126,7 @@ def test_authentication_error(client):
     with pytest.raises(openai.AuthenticationError):
         client.chat.completions.create(model="gpt-4o", messages=MSG, extra_headers={"x-mock-status": "401"})
     # a passthrough upstream sees the caller's own (bad) key
-    bad = OpenAI(base_url=BASE, api_key="sk-invalid", max_retries=0)
+    bad = OpenAI(base_url=BASE, api_key="sk-invalid", max_retries=0, default_headers=FORMAT)
     with pytest.raises(openai.AuthenticationError) as e:
         bad.chat.completions.create(model="own", messages=MSG)
     assert e.value.code == "invalid_api_key"

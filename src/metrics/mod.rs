@@ -5,20 +5,20 @@
 //! a path or an error message.
 //!
 //! Per (route, model) handles are resolved once per config snapshot ([`RouteModelMeter`]), so the
-//! request path only does atomic adds.
+//! request path only does atomic adds. Money counters are in [`cost`].
+
+pub mod cost;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use dashmap::DashMap;
-use prometheus::core::{Collector, Desc};
-use prometheus::proto::{self, MetricFamily, MetricType};
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::usage::price::PICO_PER_USD;
+pub use self::cost::{CostCollector, CostCounter};
 use crate::usage::Usage;
 
 const DURATION_BUCKETS: &[f64] = &[
@@ -33,6 +33,8 @@ pub struct Metrics {
     pub tokens: IntCounterVec,
     pub reasoning: IntCounterVec,
     pub cost: Arc<CostCounter>,
+    pub estimated_tokens: IntCounterVec,
+    pub estimated_cost: Arc<CostCounter>,
     pub duration: HistogramVec,
     pub ttft: HistogramVec,
     pub in_flight: IntGaugeVec,
@@ -105,7 +107,26 @@ impl Metrics {
                 )?,
             )?,
             cost: {
-                let c = Arc::new(CostCounter::new()?);
+                let c = Arc::new(CostCounter::new(
+                    "tailor_cost_usd_total",
+                    "Cost in USD at the configured prices",
+                )?);
+                registry.register(Box::new(CostCollector(c.clone())))?;
+                c
+            },
+            estimated_tokens: reg(
+                &registry,
+                counter(
+                    "tailor_estimated_tokens_total",
+                    "Tokens tailor estimated because the upstream reported none (hang-up, broken stream): already in tailor_tokens_total",
+                    &["route", "model", "type"],
+                )?,
+            )?,
+            estimated_cost: {
+                let c = Arc::new(CostCounter::new(
+                    "tailor_estimated_cost_usd_total",
+                    "The part of tailor_cost_usd_total that comes from estimated tokens",
+                )?);
                 registry.register(Box::new(CostCollector(c.clone())))?;
                 c
             },
@@ -341,6 +362,13 @@ impl Metrics {
             output: tok("output"),
             reasoning: self.reasoning.with_label_values(&rm),
             cost_pico: self.cost.handle(route, model, client),
+            estimated_input: self
+                .estimated_tokens
+                .with_label_values(&[route, model, "input"]),
+            estimated_output: self
+                .estimated_tokens
+                .with_label_values(&[route, model, "output"]),
+            estimated_cost_pico: self.estimated_cost.handle(route, model, client),
             duration: self.duration.with_label_values(&rm),
             ttft: self.ttft.with_label_values(&rm),
             in_flight: self.in_flight.with_label_values(&[route]),
@@ -406,6 +434,9 @@ pub struct RouteModelMeter {
     output: IntCounter,
     reasoning: IntCounter,
     cost_pico: Arc<AtomicU64>,
+    estimated_input: IntCounter,
+    estimated_output: IntCounter,
+    estimated_cost_pico: Arc<AtomicU64>,
     pub duration: Histogram,
     pub ttft: Histogram,
     pub in_flight: IntGauge,
@@ -420,6 +451,16 @@ impl RouteModelMeter {
         self.output.inc_by(u.output);
         self.reasoning.inc_by(u.reasoning);
         self.cost_pico.fetch_add(
+            u64::try_from(cost_pico).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Marks one request's usage (already added by [`Self::record_usage`]) as tailor's estimate.
+    pub fn record_estimate(&self, u: &Usage, cost_pico: u128) {
+        self.estimated_input.inc_by(u.input);
+        self.estimated_output.inc_by(u.output);
+        self.estimated_cost_pico.fetch_add(
             u64::try_from(cost_pico).unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
@@ -444,91 +485,6 @@ impl RouteModelMeter {
             .upstream_errors
             .with_label_values(&[&self.route, &self.model, kind])
             .inc();
-    }
-}
-
-/// `tailor_cost_usd_total`: summed as integer picodollars, exported in USD, so the exported value
-/// is the exact sum rounded once (a float counter would accumulate rounding error per request).
-/// One u64 of picodollars holds up to $18.4M per series per process lifetime.
-/// (route, model, client)
-type SeriesKey = (Arc<str>, Arc<str>, Arc<str>);
-
-pub struct CostCounter {
-    desc: Desc,
-    series: DashMap<SeriesKey, Arc<AtomicU64>>,
-}
-
-impl CostCounter {
-    fn new() -> Result<CostCounter, prometheus::Error> {
-        Ok(CostCounter {
-            desc: Desc::new(
-                "tailor_cost_usd_total".into(),
-                "Cost in USD at the configured prices".into(),
-                vec!["route".into(), "model".into(), "client".into()],
-                Default::default(),
-            )?,
-            series: DashMap::new(),
-        })
-    }
-
-    fn handle(&self, route: &str, model: &str, client: &str) -> Arc<AtomicU64> {
-        self.series
-            .entry((route.into(), model.into(), client.into()))
-            .or_default()
-            .clone()
-    }
-
-    /// The current total for a series, in picodollars (tests compare exactly).
-    pub fn pico(&self, route: &str, model: &str, client: &str) -> u64 {
-        self.series
-            .get(&(Arc::from(route), Arc::from(model), Arc::from(client)))
-            .map_or(0, |v| v.load(Ordering::Relaxed))
-    }
-}
-
-struct CostCollector(Arc<CostCounter>);
-
-impl Collector for CostCollector {
-    fn desc(&self) -> Vec<&Desc> {
-        vec![&self.0.desc]
-    }
-
-    fn collect(&self) -> Vec<MetricFamily> {
-        let mut mf = MetricFamily::default();
-        mf.set_name(self.0.desc.fq_name.clone());
-        mf.set_help(self.0.desc.help.clone());
-        mf.set_field_type(MetricType::COUNTER);
-        let mut metrics: Vec<proto::Metric> = self
-            .0
-            .series
-            .iter()
-            .map(|e| {
-                let (route, model, client) = e.key();
-                let label = |n: &str, v: &str| {
-                    let mut l = proto::LabelPair::default();
-                    l.set_name(n.to_owned());
-                    l.set_value(v.to_owned());
-                    l
-                };
-                let mut c = proto::Counter::default();
-                c.set_value(e.value().load(Ordering::Relaxed) as f64 / PICO_PER_USD);
-                let mut m = proto::Metric::from_label(vec![
-                    label("client", client),
-                    label("model", model),
-                    label("route", route),
-                ]);
-                m.set_counter(c);
-                m
-            })
-            .collect();
-        metrics.sort_by(|a, b| {
-            a.get_label()
-                .iter()
-                .map(|l| l.value())
-                .cmp(b.get_label().iter().map(|l| l.value()))
-        });
-        mf.set_metric(metrics);
-        vec![mf]
     }
 }
 

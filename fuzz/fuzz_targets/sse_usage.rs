@@ -1,0 +1,37 @@
+//! An upstream's bytes: the SSE scanner (any cut into reads, stripping on or off) and the JSON
+//! usage reader never panic, and without stripping the bytes pass unchanged.
+#![no_main]
+
+use bytes::Bytes;
+use libfuzzer_sys::fuzz_target;
+use tailor::usage::find_in_json;
+use tailor::usage::sse::SseScanner;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = find_in_json(data);
+    let Some((&cut, body)) = data.split_first() else {
+        return;
+    };
+    let step = usize::from(cut % 64) + 1;
+    for strip in [false, true] {
+        let mut s = SseScanner::with_limit(strip, 4096);
+        let mut out = Vec::new();
+        let mut ok = true;
+        for piece in body.chunks(step) {
+            match s.feed(Bytes::copy_from_slice(piece)) {
+                Ok(b) => out.extend_from_slice(&b),
+                Err(_) => {
+                    ok = false;
+                    break;
+                }
+            }
+        }
+        if ok {
+            out.extend_from_slice(&s.finish());
+            if !strip {
+                assert_eq!(out, body);
+            }
+        }
+        let _ = (s.usage(), s.complete(), s.text_bytes());
+    }
+});
