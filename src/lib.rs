@@ -9,6 +9,7 @@
 //!    ▼
 //!  proxy/ ─────────── dispatch by path; header limits, client key        (auth.rs)
 //!    │                 /v1/models                                        (models.rs)
+//!    │                 /v1/feedback: a score for an answer, by its signed id (feedback.rs, ids)
 //!    │  pipeline.rs    server slot ─▶ read body ≤ max_body_bytes         (body.rs)
 //!    │                 ─▶ request::RequestView (borrowed, validated)
 //!    │                 ─▶ classify (pure: config × view × draw × health ─▶ route, model, fallbacks)
@@ -30,7 +31,8 @@
 //! ```
 //!
 //! # Layout
-//! Dependencies point down this list: a module uses only modules below it.
+//! Roughly in the order of a request, then the shared pieces, the offline tools and the simulator.
+//! No file imports a file that imports it back (`../shared/tools/modloops.py src` checks it).
 //! - [`server`]: listeners, accept loops, connection limits, graceful shutdown.
 //! - [`admin`]: the admin endpoints. [`reload`]: SIGHUP and file-change reload.
 //! - [`proxy`]: the request path as a `tower::Service`, step by step.
@@ -44,6 +46,7 @@
 //! - [`usage`]: the metering body, the meter, the "request finished" event, usage from JSON and
 //!   SSE, exact pricing.
 //! - [`metrics`]: every metric, registered once. [`limits`]: concurrency counts kept across reloads.
+//! - [`ids`]: request ids signed so any replica can verify them (feedback).
 //! - [`classify`]: route selection, pure and table-tested.
 //! - [`request`]: the borrowed view of a request body and the byte-preserving rewrite.
 //! - [`config`]: `routes.yaml`, strict raw structs → validated runtime [`config::Config`].
@@ -61,6 +64,7 @@ pub mod config;
 pub mod economics;
 pub mod error;
 pub mod forward;
+pub mod ids;
 pub mod json;
 pub mod limits;
 pub mod metrics;

@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::economics::{Ledger, Traffic};
 use crate::forward::client::{ClientCache, Pools};
 use crate::forward::health::{HealthRegistry, ModelHealth};
+use crate::ids::RequestIds;
 use crate::limits::InFlight;
 use crate::metrics::Metrics;
 use crate::usage::meter::ArmMeter;
@@ -39,6 +40,8 @@ pub struct LiveState {
     route_limits: Vec<Option<(Arc<InFlight>, usize)>>,
     /// Unix time the config was loaded (`created` in `/v1/models`).
     pub loaded_at: u64,
+    /// Mints and checks request ids (`server.request_id_key_env`, else this process's key).
+    pub ids: RequestIds,
 }
 
 impl LiveState {
@@ -54,7 +57,12 @@ impl LiveState {
             ledger,
             route_in_flight,
             clients,
+            process_key,
         } = keep;
+        let ids = match &config.server.request_id_key {
+            Some(k) => RequestIds::new(k.expose().as_bytes()),
+            None => RequestIds::new(process_key),
+        };
         let client_names: Vec<&str> = if config.clients.is_empty() {
             vec![ANONYMOUS]
         } else {
@@ -118,6 +126,7 @@ impl LiveState {
             clients,
             route_limits,
             loaded_at,
+            ids,
         })
     }
 
@@ -152,7 +161,6 @@ impl LiveState {
 
 /// What outlives every config: a new [`LiveState`] resolves its handles from these (and from the
 /// metrics), so model health, the ledger, requests in flight and pooled connections carry over.
-#[derive(Default)]
 pub struct Keep {
     pub health: HealthRegistry,
     /// Per (route, model, traffic) counters behind `/economics` and the status page.
@@ -160,6 +168,8 @@ pub struct Keep {
     /// Requests in flight per route name.
     pub route_in_flight: DashMap<String, Arc<InFlight>>,
     pub clients: ClientCache,
+    /// Signs request ids when no `server.request_id_key_env` is set (random, this process only).
+    pub process_key: [u8; 32],
 }
 
 /// State shared by every request, for the life of the process.
@@ -184,7 +194,13 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(config: Config, metrics: Arc<Metrics>) -> Result<Arc<Shared>, rustls::Error> {
-        let keep = Keep::default();
+        let keep = Keep {
+            health: HealthRegistry::default(),
+            ledger: Ledger::default(),
+            route_in_flight: DashMap::new(),
+            clients: ClientCache::default(),
+            process_key: random_key(),
+        };
         let shadow_slots = Arc::new(tokio::sync::Semaphore::new(
             config.server.shadow_max_concurrency,
         ));
@@ -240,4 +256,16 @@ impl Shared {
             .wrapping_add(n.wrapping_mul(0x9e37_79b9_7f4a_7c15))
             .to_le_bytes()])
     }
+}
+
+/// 32 bytes from the OS-seeded hasher (a key that only this process uses).
+fn random_key() -> [u8; 32] {
+    use std::hash::{BuildHasher, Hasher};
+    let mut key = [0u8; 32];
+    for chunk in key.chunks_mut(8) {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(0);
+        chunk.copy_from_slice(&h.finish().to_le_bytes());
+    }
+    key
 }

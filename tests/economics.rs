@@ -473,3 +473,149 @@ routes: [{{ name: main, split: [{{ model: gpt-4o, system_prompt: prompts/p.md }}
     running.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn feedback_lands_on_the_arm_that_answered_whichever_replica_gets_it() {
+    // two replicas of one config (a shared request-id key) in front of one simulator
+    let with_key = |t: String| {
+        t.replace(
+            "admin_listen: 127.0.0.1:0",
+            "admin_listen: 127.0.0.1:0\n  request_id_key_env: TAILOR_TEST_ID_KEY",
+        )
+    };
+    let a = common::setup_edited("proxy.yaml", false, &with_key).await;
+    let url = format!("http://{}", a.mock.addr);
+    let b = tailor::server::start(
+        common::load_fixture_edited("proxy.yaml", &url, &with_key),
+        tailor::metrics::Metrics::new().unwrap(),
+    )
+    .await
+    .unwrap();
+    let post = |addr: std::net::SocketAddr, body: String| {
+        let req = http::Request::post(format!("http://{addr}/v1/feedback"))
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .unwrap();
+        let client = a.client.clone();
+        async move {
+            let r = client.request(req).await.unwrap();
+            let status = r.status();
+            let body = http_body_util::BodyExt::collect(r.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            (status, serde_json::from_slice::<Value>(&body).unwrap())
+        }
+    };
+    // answers from replica A on the A/B route (90% the fine-tune), and one after a fallback
+    let mut by_model: std::collections::HashMap<String, (u32, f64)> = Default::default();
+    for i in 0..20 {
+        let r = a
+            .chat(
+                &format!(r#"{{"model":"ab","user":"u{i}","messages":[]}}"#),
+                &[],
+            )
+            .await;
+        let (id, model) = (r.header("x-tailor-request-id"), r.header("x-tailor-model"));
+        let score = if i % 3 == 0 {
+            "true".to_owned()
+        } else {
+            format!("0.{i}")
+        };
+        let (status, v) = post(
+            b.api_addr,
+            format!(r#"{{"request_id":"{id}","score":{score}}}"#),
+        )
+        .await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(
+            (v["route"].as_str(), v["model"].as_str()),
+            (Some("ab"), Some(model))
+        );
+        let e = by_model.entry(model.to_owned()).or_default();
+        e.0 += 1;
+        e.1 += if score == "true" {
+            1.0
+        } else {
+            score.parse::<f64>().unwrap()
+        };
+    }
+    let fb = a.chat(r#"{"model":"fallback","messages":[]}"#, &[]).await;
+    assert_eq!(fb.header("x-tailor-model"), "mini");
+    let (status, v) = post(
+        b.api_addr,
+        format!(
+            r#"{{"request_id":"{}","score":1}}"#,
+            fb.header("x-tailor-request-id")
+        ),
+    )
+    .await;
+    assert_eq!(
+        (status.as_u16(), v["model"].as_str()),
+        (200, Some("mini")),
+        "the model that answered"
+    );
+    // counted on replica B, for the arm that answered on A
+    let text = metrics_of(b.admin_addr, &a).await;
+    let m = common::parse_metrics(&text);
+    for (model, (n, sum)) in &by_model {
+        let l = format!("{{model=\"{model}\",route=\"ab\"}}");
+        assert_eq!(
+            common::metric(&m, &format!("tailor_feedback_total{l}")),
+            f64::from(*n)
+        );
+        let got = common::metric(&m, &format!("tailor_feedback_score_total{l}"));
+        assert!((got - sum).abs() < 1e-9, "{model}: {got} vs {sum}");
+    }
+    assert_eq!(
+        common::metric(
+            &m,
+            "tailor_feedback_total{model=\"mini\",route=\"fallback\"}"
+        ),
+        1.0
+    );
+    // forged, altered or unknown ids and bad scores: 400, OpenAI-shaped, nothing counted
+    let id = fb.header("x-tailor-request-id").to_owned();
+    let altered = format!(
+        "{}{}",
+        &id[..id.len() - 1],
+        if id.ends_with('0') { '1' } else { '0' }
+    );
+    for body in [
+        format!(r#"{{"request_id":"{altered}","score":1}}"#),
+        r#"{"request_id":"tlr-0123456789abcdef","score":1}"#.to_owned(),
+        r#"{"score":1}"#.to_owned(),
+        format!(r#"{{"request_id":"{id}","score":1.5}}"#),
+        format!(r#"{{"request_id":"{id}","score":"good"}}"#),
+        format!(r#"{{"request_id":"{id}"}}"#),
+        "{".to_owned(),
+    ] {
+        let (status, v) = post(b.api_addr, body.clone()).await;
+        assert_eq!(status, 400, "{body}: {v}");
+        for k in ["message", "type", "param", "code"] {
+            assert!(v["error"].get(k).is_some(), "{body}: {v}");
+        }
+    }
+    let after = common::parse_metrics(&metrics_of(b.admin_addr, &a).await);
+    assert_eq!(
+        common::metric(
+            &after,
+            "tailor_feedback_total{model=\"mini\",route=\"fallback\"}"
+        ),
+        1.0
+    );
+    b.shutdown().await;
+}
+
+/// `/metrics` of a replica by its admin address.
+async fn metrics_of(admin: std::net::SocketAddr, env: &common::Env) -> String {
+    let req = http::Request::get(format!("http://{admin}/metrics"))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let r = env.client.request(req).await.unwrap();
+    let body = http_body_util::BodyExt::collect(r.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    String::from_utf8(body.to_vec()).unwrap()
+}

@@ -20,8 +20,10 @@ const ENDPOINTS: [Endpoint; 4] = [
     Endpoint::Responses,
 ];
 
-/// Parses `body` for every endpoint; whatever parses must read and rewrite into valid JSON.
+/// Parses `body` for every endpoint; whatever parses must read and rewrite without a panic, and
+/// a body that is strict JSON stays strict JSON.
 fn parse_everywhere(body: &[u8]) -> Result<(), TestCaseError> {
+    let strict = serde_json::from_slice::<serde_json::Value>(body).is_ok();
     for ep in ENDPOINTS {
         if let Ok(v) = RequestView::parse(body, ep) {
             let _ = (
@@ -36,7 +38,7 @@ fn parse_everywhere(body: &[u8]) -> Result<(), TestCaseError> {
             };
             let out = v.rewrite("m", v.needs_usage_injection(), Some(prompt));
             prop_assert!(
-                serde_json::from_slice::<serde_json::Value>(&out).is_ok(),
+                !strict || serde_json::from_slice::<serde_json::Value>(&out).is_ok(),
                 "{}",
                 String::from_utf8_lossy(&out)
             );

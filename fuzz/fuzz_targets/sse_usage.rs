@@ -16,17 +16,13 @@ fuzz_target!(|data: &[u8]| {
     for strip in [false, true] {
         let mut s = SseScanner::with_limit(strip, 4096);
         let mut out = Vec::new();
-        let mut ok = true;
         for piece in body.chunks(step) {
-            match s.feed(Bytes::copy_from_slice(piece)) {
-                Ok(b) => out.extend_from_slice(&b),
-                Err(_) => {
-                    ok = false;
-                    break;
-                }
+            out.extend_from_slice(&s.feed(Bytes::copy_from_slice(piece)));
+            if s.overflowed() {
+                break;
             }
         }
-        if ok {
+        if !s.overflowed() {
             out.extend_from_slice(&s.finish());
             if !strip {
                 assert_eq!(out, body);

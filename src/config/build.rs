@@ -105,6 +105,20 @@ fn build(
             raw.server.max_sse_event_bytes,
             crate::usage::sse::DEFAULT_MAX_EVENT_BYTES,
         )?,
+        request_id_key: match raw.server.request_id_key_env {
+            None => None,
+            Some(var) => Some(
+                env(&var)
+                    .filter(|k| !k.is_empty())
+                    .map(Secret::new)
+                    .ok_or_else(|| {
+                        invalid(
+                            "server.request_id_key_env",
+                            format!("environment variable {var} is not set"),
+                        )
+                    })?,
+            ),
+        },
         drain_timeout: dur(raw.server.drain_timeout, 30),
         max_connections: positive("server.max_connections", raw.server.max_connections, 10_000)?,
         workers: positive(
@@ -263,6 +277,15 @@ fn build(
             },
             (None, None) => None,
         };
+        let hosting_usd_per_hour = match m.hosting_usd_per_hour {
+            Some(h) if !h.is_finite() || h < 0.0 => {
+                return Err(invalid(
+                    format!("{path}.hosting_usd_per_hour"),
+                    "must be a number >= 0",
+                ))
+            }
+            h => h,
+        };
         model_index.insert(name.clone(), models.len());
         models.push(Model {
             name,
@@ -272,6 +295,7 @@ fn build(
             price,
             price_source,
             training_cost,
+            hosting_usd_per_hour,
         });
     }
 

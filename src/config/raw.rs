@@ -48,6 +48,7 @@ pub struct RawServer {
     pub admin_listen: Option<String>,
     pub max_body_bytes: Option<u64>,
     pub max_sse_event_bytes: Option<usize>,
+    pub request_id_key_env: Option<String>,
     pub drain_timeout: Option<Dur>,
     pub max_connections: Option<usize>,
     pub workers: Option<usize>,
@@ -128,6 +129,8 @@ pub struct RawModel {
     pub training_cost_usd: Option<f64>,
     /// Or: training tokens, priced at the built-in fine-tuning training rate.
     pub training_tokens: Option<u64>,
+    /// A fee billed per hour while the model is deployed (Azure fine-tuned deployments), USD.
+    pub hosting_usd_per_hour: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]

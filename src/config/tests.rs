@@ -72,6 +72,10 @@ fn training_cost_declared_or_priced_from_training_tokens() {
     for (extra, path) in [
         ("training_cost_usd: -1", "models.ft.training_cost_usd"),
         (
+            "hosting_usd_per_hour: -0.5",
+            "models.ft.hosting_usd_per_hour",
+        ),
+        (
             "training_cost_usd: 1, training_tokens: 5",
             "models.ft.training_tokens",
         ),

@@ -45,6 +45,9 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Largest SSE event read from an upstream; a larger one ends the stream with an error event.
     pub max_sse_event_bytes: usize,
+    /// The key request ids are signed with (`request_id_key_env`), shared by replicas; without
+    /// it each process signs with a random key of its own.
+    pub request_id_key: Option<Secret>,
     /// After SIGTERM: how long in-flight requests may take to finish.
     pub drain_timeout: Duration,
     /// Open API connections at most; more are closed at once.
@@ -142,6 +145,12 @@ impl Model {
         self.training_cost
     }
 
+    /// Whether the economics count it as the fine-tuned side of a comparison: an `ft:` id (or
+    /// base model), or a declared training cost or hosting fee (a fine-tune on another server).
+    pub fn counts_as_fine_tune(&self) -> bool {
+        self.is_fine_tune() || self.training_cost.is_some() || self.hosting_usd_per_hour.is_some()
+    }
+
     /// Whether this is a fine-tuned model (`ft:` id, or an Azure deployment of an `ft:` base).
     pub fn is_fine_tune(&self) -> bool {
         self.id.starts_with("ft:")
@@ -165,6 +174,8 @@ pub struct Model {
     pub price_source: PriceSource,
     /// One-off training cost, USD, declared or from `training_tokens` at the table's rate.
     pub training_cost: Option<f64>,
+    /// Billed per hour while deployed, whatever the traffic (Azure fine-tuned deployments).
+    pub hosting_usd_per_hour: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

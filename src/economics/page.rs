@@ -62,7 +62,7 @@ td:first-child,th:first-child{{text-align:left}}.rules{{color:#555}}.verdict{{pa
             route.spend_usd
         );
         if let Some(v) = &route.finetune {
-            let class = if v.savings_per_1k_requests_usd > 0.0 {
+            let class = if v.pays_back {
                 "verdict"
             } else {
                 "verdict loss"

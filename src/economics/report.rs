@@ -68,9 +68,21 @@ pub struct Verdict {
     /// What the fine-tune's requests so far saved against the base model's cost per request.
     pub savings_to_date_usd: f64,
     pub training_cost_usd: Option<f64>,
-    /// Savings to date minus the training cost.
+    /// The fine-tune's hosting fee per hour while deployed, if it has one.
+    pub hosting_usd_per_hour: Option<f64>,
+    /// The hosting fee over the window the figures cover.
+    pub hosting_to_date_usd: Option<f64>,
+    /// Savings to date minus the training cost and the hosting to date.
     pub net_usd: Option<f64>,
-    /// Fine-tune requests needed to recover the training cost (none while it saves nothing).
+    /// Requests per hour the fine-tune must save on to cover its hosting fee.
+    pub requests_per_hour_to_cover_hosting: Option<f64>,
+    /// The route's requests per hour over the window.
+    pub requests_per_hour: f64,
+    /// False when it saves nothing, or its savings per hour at the current traffic are below its
+    /// hosting fee: then it never pays back.
+    pub pays_back: bool,
+    /// Fine-tune requests needed to recover the training cost, net of hosting at the current
+    /// traffic (none while it does not pay back).
     pub breakeven_requests: Option<u64>,
     /// Of those, still to come.
     pub remaining_requests: Option<u64>,
@@ -92,11 +104,6 @@ fn ratio(a: u64, b: u64) -> f64 {
     }
 }
 
-/// A model is the fine-tuned side of a comparison if its id says so or it declares a training cost.
-fn is_fine_tune(m: &Model) -> bool {
-    m.is_fine_tune() || m.training_cost_usd().is_some()
-}
-
 fn arm_report(
     cfg: &Config,
     r: &Route,
@@ -108,7 +115,7 @@ fn arm_report(
     let m = &cfg.models[model];
     ArmReport {
         model: m.name.clone(),
-        fine_tune: is_fine_tune(m),
+        fine_tune: m.counts_as_fine_tune(),
         configured_share: share,
         observed_share: ratio(c.requests, route_n),
         requests: c.requests,
@@ -200,19 +207,31 @@ fn verdict(
     let saving = base.cost_per_request_usd - ft.cost_per_request_usd;
     // (+ 0.0: no "-0" when nothing was served yet)
     let savings_to_date = saving * served as f64 + 0.0;
-    let training = cfg
-        .models
-        .iter()
-        .find(|m| m.name == ft.model)
-        .and_then(Model::training_cost_usd);
+    let model = cfg.models.iter().find(|m| m.name == ft.model);
+    let training = model.and_then(Model::training_cost_usd);
+    let hosting = model.and_then(|m| m.hosting_usd_per_hour);
+    let hours = elapsed.as_secs_f64().max(1.0) / 3_600.0;
+    let per_hour = route_n as f64 / hours;
+    let hosting_to_date = hosting.map(|h| h * hours);
+    // what each request saves once the hosting fee is spread over the current traffic
+    let net_per_request = saving - hosting.map_or(0.0, |h| h / per_hour);
+    let pays_back = saving > 0.0 && net_per_request > 0.0;
     let breakeven = match training {
-        Some(t) if saving > 0.0 => Some((t / saving).ceil() as u64),
+        Some(t) if pays_back => Some((t / net_per_request).ceil() as u64),
         _ => None,
     };
     let remaining = breakeven.map(|b| b.saturating_sub(served));
-    let per_day = route_n as f64 / elapsed.as_secs_f64().max(1.0) * 86_400.0;
-    let days = remaining.map(|n| n as f64 / per_day);
-    let summary = summary(
+    let days = remaining.map(|n| n as f64 / (per_hour * 24.0));
+    let to_cover = hosting.filter(|h| *h > 0.0).map(|h| {
+        if saving > 0.0 {
+            h / saving
+        } else {
+            f64::INFINITY
+        }
+    });
+    let net = (training.is_some() || hosting.is_some())
+        .then(|| savings_to_date - training.unwrap_or(0.0) - hosting_to_date.unwrap_or(0.0));
+    let mut summary = summary(
         &ft.model,
         &base.model,
         saving,
@@ -222,13 +241,29 @@ fn verdict(
         remaining,
         days,
     );
+    if let (Some(h), Some(need)) = (hosting, to_cover) {
+        if saving > 0.0 && !pays_back {
+            summary = format!(
+                "{ft} saves ${:.2} per 1,000 requests against {base}, but its hosting fee of ${h:.2} per hour needs about {} requests per hour to pay back and the route has {per_hour:.0}: at this traffic it never pays back",
+                saving * 1_000.0,
+                thousands(need.ceil() as u64),
+                ft = ft.model,
+                base = base.model,
+            );
+        }
+    }
     Some(Verdict {
         fine_tune: ft.model.clone(),
         base: base.model.clone(),
         savings_per_1k_requests_usd: saving * 1_000.0,
         savings_to_date_usd: savings_to_date,
         training_cost_usd: training,
-        net_usd: training.map(|t| savings_to_date - t),
+        hosting_usd_per_hour: hosting,
+        hosting_to_date_usd: hosting_to_date,
+        net_usd: net,
+        requests_per_hour_to_cover_hosting: to_cover.filter(|n| n.is_finite()),
+        requests_per_hour: per_hour,
+        pays_back,
         breakeven_requests: breakeven,
         remaining_requests: remaining,
         days_to_breakeven: days,
@@ -334,7 +369,7 @@ pub fn publish(metrics: &Metrics, r: &Report) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::economics::ledger::Ledger;
+    use crate::economics::ledger::{Ledger, Snapshot};
     use crate::usage::Usage;
     use std::sync::Arc;
 
@@ -367,5 +402,65 @@ routes: [{ name: r, split: [{ model: m }] }]
             a.cost_per_request_usd
         );
         assert!((a.spend_usd - 6.5e-6).abs() < 1e-18);
+    }
+
+    fn hosted(fee: f64) -> Report {
+        let cfg = Config::from_yaml(
+            &format!(
+                r#"
+upstreams: {{ u: {{ url: "http://127.0.0.1:1/v1" }} }}
+models:
+  base: {{ upstream: u, id: gpt-4o-2024-08-06 }}
+  ft: {{ upstream: u, id: my-ft, price: {{ input: 1, output: 1 }}, training_cost_usd: 10, hosting_usd_per_hour: {fee} }}
+routes: [{{ name: r, split: [{{ model: base }}, {{ model: ft }}] }}]
+"#
+            ),
+            &|_| None,
+        )
+        .unwrap();
+        let counts = |cost_usd: f64| Counts {
+            requests: 500,
+            answered: 500,
+            answered_cost_pico: (cost_usd * 500.0 * 1e12) as u64,
+            cost_pico: (cost_usd * 500.0 * 1e12) as u64,
+            ..Counts::default()
+        };
+        let key = |m: &str| (Arc::from("r"), Arc::from(m), Traffic::Primary);
+        let snap = Snapshot {
+            arms: vec![(key("base"), counts(0.010)), (key("ft"), counts(0.006))],
+            // 1,000 requests over two hours: 500 per hour
+            elapsed: Duration::from_secs(7_200),
+        };
+        report(&cfg, &snap)
+    }
+
+    #[test]
+    fn a_hosting_fee_is_paid_from_the_savings() {
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-9;
+        // saves $0.004 a request, 500 an hour: $2 an hour against a $1 fee
+        let v = hosted(1.0).routes[0].finetune.take().unwrap();
+        assert!(v.pays_back, "{}", v.summary);
+        assert!(close(v.requests_per_hour, 500.0));
+        assert!(close(v.hosting_to_date_usd.unwrap(), 2.0));
+        assert!(close(v.savings_to_date_usd, 2.0));
+        assert!(close(v.net_usd.unwrap(), 2.0 - 10.0 - 2.0));
+        // $10 at $0.004 - $1/500 = $0.002 a request
+        assert_eq!(v.breakeven_requests, Some(5_000));
+        assert_eq!(v.remaining_requests, Some(4_500));
+        assert!(close(
+            v.days_to_breakeven.unwrap(),
+            4_500.0 / (500.0 * 24.0)
+        ));
+        assert!(close(v.requests_per_hour_to_cover_hosting.unwrap(), 250.0));
+        // a $3 fee needs 750 requests an hour: never at 500
+        let v = hosted(3.0).routes[0].finetune.take().unwrap();
+        assert!(!v.pays_back);
+        assert_eq!(v.breakeven_requests, None);
+        assert!(close(v.requests_per_hour_to_cover_hosting.unwrap(), 750.0));
+        assert!(
+            v.summary.contains("never pays back") && v.summary.contains("750"),
+            "{}",
+            v.summary
+        );
     }
 }

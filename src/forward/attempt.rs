@@ -44,6 +44,8 @@ pub struct Attempt<'a> {
     pub parts: &'a http::request::Parts,
     /// The client's index (its metric series).
     pub client: usize,
+    /// The random part of the request id (re-signed for the model that answers after a fallback).
+    pub nonce: u64,
     /// `stream_options.include_usage` is added upstream (and the usage removed for the client).
     pub inject_usage: bool,
 }
@@ -106,6 +108,8 @@ impl Attempt<'_> {
                     Some(arm) => meter.switch_model(arm),
                     None => break,
                 }
+                // the id names the model that answers: feedback must land on its arm
+                meter.set_request_id(self.live.ids.mint(&route.name, &model.name, self.nonce));
             }
             let upstream = &cfg.upstreams[model.upstream];
             if let Auth::Key { key: None, env } = &upstream.auth {

@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    CounterVec, Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub use self::cost::{CostCollector, CostCounter};
@@ -51,6 +51,10 @@ pub struct Metrics {
     pub shadow_tokens: IntCounterVec,
     pub shadow_dropped: IntCounterVec,
     pub capture_dropped: IntCounterVec,
+    /// Quality feedback per (route, model): count, sum of scores, sum of squared scores.
+    pub feedback: IntCounterVec,
+    pub feedback_score: CounterVec,
+    pub feedback_score_sq: CounterVec,
     pub shadow_comparisons: IntCounterVec,
     /// Sums of shadow − primary per pair (latency s, output tokens, cost USD): mean = sum / pairs.
     pub shadow_delta: GaugeVec,
@@ -256,6 +260,34 @@ impl Metrics {
                     &["route"],
                 )?,
             )?,
+            feedback: reg(
+                &registry,
+                counter(
+                    "tailor_feedback_total",
+                    "Quality scores posted to /v1/feedback, by the route and model that answered",
+                    &["route", "model"],
+                )?,
+            )?,
+            feedback_score: reg(
+                &registry,
+                CounterVec::new(
+                    Opts::new(
+                        "tailor_feedback_score_total",
+                        "Sum of the feedback scores (0..1): mean = this / tailor_feedback_total",
+                    ),
+                    &["route", "model"],
+                )?,
+            )?,
+            feedback_score_sq: reg(
+                &registry,
+                CounterVec::new(
+                    Opts::new(
+                        "tailor_feedback_score_squared_total",
+                        "Sum of the squared feedback scores: with the count and sum, the variance",
+                    ),
+                    &["route", "model"],
+                )?,
+            )?,
             capture_dropped: reg(
                 &registry,
                 counter(
@@ -381,7 +413,8 @@ impl Metrics {
     pub fn publish_config(&self, config: &crate::config::Config) {
         self.model_info.reset();
         for m in &config.models {
-            let kind = if m.is_fine_tune() {
+            // the same rule as the economics: an ft: id, or a declared training cost or hosting fee
+            let kind = if m.counts_as_fine_tune() {
                 "fine_tune"
             } else {
                 "base"
@@ -401,6 +434,20 @@ impl Metrics {
                     .training_cost
                     .with_label_values(&[&m.name])
                     .set(c);
+            }
+        }
+        // feedback series exist at zero for every model that can answer a route
+        for r in &config.routes {
+            let models = r
+                .arms
+                .iter()
+                .map(|a| a.model)
+                .chain(r.fallback.iter().copied());
+            for mi in models.chain(r.shadow.as_ref().map(|s| s.model)) {
+                let l = [r.name.as_str(), config.models[mi].name.as_str()];
+                self.feedback.with_label_values(&l);
+                self.feedback_score.with_label_values(&l);
+                self.feedback_score_sq.with_label_values(&l);
             }
         }
         self.arm_weight.reset();

@@ -4,6 +4,7 @@
 //! ```text
 //! request ─▶ header limits (431) ─▶ client key (401)            auth.rs
 //!         ─▶ GET /v1/models[/{id}]                               models.rs
+//!         ─▶ POST /v1/feedback (a score for an answer, any replica)  feedback.rs
 //!         ─▶ POST /v1/{chat/completions,completions,embeddings,responses}
 //!              ─▶ server slot ─▶ body ─▶ view ─▶ classify ─▶ meter ─▶ forward   pipeline.rs
 //!         ─▶ anything else: 404 / 405
@@ -14,6 +15,7 @@
 
 mod auth;
 mod body;
+mod feedback;
 mod models;
 mod pipeline;
 
@@ -97,6 +99,14 @@ async fn handle<B: ReqBody>(shared: Arc<Shared>, req: Request<B>) -> Response<Re
             match models::get(&live, id) {
                 Some(body) => return json_response(body),
                 None => ProxyError::UnknownModel(id.chars().take(256).collect()),
+            }
+        }
+        (Some("/feedback"), &Method::POST, Some(_)) => {
+            let (parts, body) = req.into_parts();
+            let body = body::read_body(body, &parts.headers, feedback::MAX_BODY).await;
+            match body.and_then(|b| feedback::record(&live, &shared.metrics, &b)) {
+                Ok(answer) => return json_response(answer),
+                Err(e) => e,
             }
         }
         (Some(s), m, Some(client)) if Endpoint::from_suffix(s).is_some() || s == "/models" => {

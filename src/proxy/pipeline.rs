@@ -57,7 +57,11 @@ pub async fn run<B: ReqBody>(
     if let Some((in_flight, limit)) = live.route_limit(decision.route) {
         permits.push(try_slot(in_flight, *limit, &route.name)?);
     }
-    let request_id = format!("tlr-{:016x}", shared.next_random());
+    // signed, with the route and model, so feedback to any replica finds the arm
+    let nonce = shared.next_random();
+    let request_id = live
+        .ids
+        .mint(&route.name, &live.config.models[decision.model].name, nonce);
     tracing::debug!(request_id, route = %route.name, model = %live.config.models[decision.model].name, pick = %decision.pick, "routed");
     let arm = live
         .arm_meter(decision.route, decision.model, client)
@@ -100,6 +104,7 @@ pub async fn run<B: ReqBody>(
         view: &view,
         parts: &parts,
         client,
+        nonce,
         inject_usage: view.needs_usage_injection(),
     };
     Ok(attempt.run(meter).await)

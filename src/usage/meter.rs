@@ -72,8 +72,8 @@ pub struct RequestMeter {
     /// Concurrency slots, released when the request is recorded.
     permits: Vec<Slot>,
     done: bool,
-    /// A shadow copy runs: the access line names the pair.
-    shadowed: bool,
+    /// A shadow copy runs: the pair's id (the request id when it was launched), for the access line.
+    shadow_pair: Option<String>,
     /// This request's own subscribers (a shadow pair, a capture sample).
     subscribers: Vec<Box<dyn Subscriber>>,
     answer: Option<Kept>,
@@ -100,7 +100,7 @@ impl RequestMeter {
             prompt_estimate,
             permits,
             done: false,
-            shadowed: false,
+            shadow_pair: None,
             subscribers: Vec::new(),
             answer: None,
         }
@@ -114,9 +114,10 @@ impl RequestMeter {
         self.subscribers.push(s);
     }
 
-    /// A shadow copy of this request runs: its access line carries the pair id.
+    /// A shadow copy of this request runs: its access line carries the pair id (the request id
+    /// now, which a fallback may change later).
     pub fn mark_shadowed(&mut self) {
-        self.shadowed = true;
+        self.shadow_pair = Some(self.request_id.clone());
     }
 
     /// Keeps (refcounted, not copied) what the client is sent, when a subscriber wants it.
@@ -144,6 +145,11 @@ impl RequestMeter {
 
     pub fn request_id(&self) -> &str {
         &self.request_id
+    }
+
+    /// A new id for the request (after a fallback, naming the model that answers now).
+    pub fn set_request_id(&mut self, id: String) {
+        self.request_id = id;
     }
 
     /// A stream that had started broke: that counts against the model's health (failures
@@ -221,7 +227,7 @@ impl RequestMeter {
             reasoning_tokens = u.reasoning,
             cost_usd = cost as f64 / PICO_PER_USD,
             duration_ms = elapsed.as_secs_f64() * 1e3,
-            shadow_pair = if self.shadowed { self.request_id.as_str() } else { "" },
+            shadow_pair = self.shadow_pair.as_deref().unwrap_or(""),
         );
         let kept = self.answer.take().unwrap_or_default();
         let event = Finished {

@@ -55,6 +55,7 @@ fn test_env(k: &str) -> Option<String> {
     match k {
         "TAILOR_TEST_KEY" => Some(UPSTREAM_KEY.to_owned()),
         "TAILOR_TEST_CLIENT_KEY" => Some(CLIENT_B_KEY.to_owned()),
+        "TAILOR_TEST_ID_KEY" => Some("fleet-shared-request-id-key".to_owned()),
         _ => None,
     }
 }

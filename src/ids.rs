@@ -1,0 +1,136 @@
+//! Request ids every replica can verify without shared state: `tlr-` + base64url(route/model/
+//! nonce) + `.` + an HMAC-SHA256 tag (128 bits) with the key named by
+//! `server.request_id_key_env` (replicas share it). Feedback posted to any replica for an answer
+//! from another counts for the route and model that answered; a forged or altered id is refused.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use sha2::{Digest, Sha256};
+
+/// Mints and checks request ids with one key.
+#[derive(Clone)]
+pub struct RequestIds {
+    key: [u8; 64],
+}
+
+impl std::fmt::Debug for RequestIds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RequestIds(***)")
+    }
+}
+
+/// Tag bytes kept from the HMAC (128 bits).
+const TAG: usize = 16;
+
+impl RequestIds {
+    /// Ids signed with `key` (any length: hashed when longer than a block, as HMAC does).
+    pub fn new(key: &[u8]) -> RequestIds {
+        let mut k = [0u8; 64];
+        if key.len() > 64 {
+            k[..32].copy_from_slice(&Sha256::digest(key));
+        } else {
+            k[..key.len()].copy_from_slice(key);
+        }
+        RequestIds { key: k }
+    }
+
+    fn tag(&self, payload: &[u8]) -> [u8; 32] {
+        let pad = |b: u8| self.key.map(|k| k ^ b);
+        let inner = Sha256::new()
+            .chain_update(pad(0x36))
+            .chain_update(payload)
+            .finalize();
+        Sha256::new()
+            .chain_update(pad(0x5c))
+            .chain_update(inner)
+            .finalize()
+            .into()
+    }
+
+    /// The id of a request of `route` answered by `model` (config names: no `/` in them).
+    pub fn mint(&self, route: &str, model: &str, nonce: u64) -> String {
+        let payload = format!("{route}/{model}/{nonce:016x}");
+        let tag = self.tag(payload.as_bytes());
+        let mut id = String::with_capacity(4 + payload.len() * 4 / 3 + 2 + 2 * TAG);
+        id.push_str("tlr-");
+        URL_SAFE_NO_PAD.encode_string(payload.as_bytes(), &mut id);
+        id.push('.');
+        for b in tag.iter().take(TAG) {
+            id.push_str(&format!("{b:02x}"));
+        }
+        id
+    }
+
+    /// The (route, model) an id was minted for, if its tag is right.
+    pub fn verify(&self, id: &str) -> Option<(String, String)> {
+        let (payload, tag) = id.strip_prefix("tlr-")?.split_once('.')?;
+        let payload = URL_SAFE_NO_PAD.decode(payload).ok()?;
+        let want = self.tag(&payload);
+        let got = hex16(tag)?;
+        // constant time: every byte compared
+        let diff = want
+            .iter()
+            .zip(got.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        if diff != 0 {
+            return None;
+        }
+        let text = String::from_utf8(payload).ok()?;
+        let mut parts = text.splitn(3, '/');
+        let (route, model) = (parts.next()?, parts.next()?);
+        parts.next()?;
+        Some((route.to_owned(), model.to_owned()))
+    }
+}
+
+fn hex16(s: &str) -> Option<[u8; TAG]> {
+    if s.len() != 2 * TAG {
+        return None;
+    }
+    let mut out = [0u8; TAG];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_verify_across_replicas_and_refuse_forgeries() {
+        let a = RequestIds::new(b"shared-secret");
+        let b = RequestIds::new(b"shared-secret");
+        let id = a.mint("support", "support-ft", 42);
+        assert!(id.starts_with("tlr-") && http::HeaderValue::from_str(&id).is_ok());
+        assert_eq!(
+            b.verify(&id),
+            Some(("support".to_owned(), "support-ft".to_owned()))
+        );
+        assert_eq!(RequestIds::new(b"other").verify(&id), None, "another key");
+        // another route under the same tag, a flipped tag digit, truncation, garbage
+        let (payload, tag) = id.split_once('.').unwrap();
+        let other = URL_SAFE_NO_PAD.encode("default/gpt-4o/000000000000002a");
+        for forged in [
+            format!("tlr-{other}.{tag}"),
+            format!(
+                "{payload}.{}{}",
+                if tag.starts_with('0') { '1' } else { '0' },
+                &tag[1..]
+            ),
+            id[..id.len() - 2].to_owned(),
+            "tlr-".to_owned(),
+            "tlr-!!!.zz".to_owned(),
+            String::new(),
+        ] {
+            assert_eq!(b.verify(&forged), None, "{forged}");
+        }
+        // HMAC-SHA256 as RFC 4231 test case 2 defines it
+        let t = RequestIds::new(b"Jefe").tag(b"what do ya want for nothing?");
+        assert_eq!(
+            t.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+}
