@@ -17,12 +17,12 @@ pub struct Slot(Arc<InFlight>);
 impl InFlight {
     /// A place if fewer than `limit` requests hold one.
     pub fn try_take(self: &Arc<Self>, limit: usize) -> Option<Slot> {
-        let before = self.0.fetch_add(1, Ordering::AcqRel);
-        if before >= limit {
-            self.0.fetch_sub(1, Ordering::AcqRel);
-            return None;
-        }
-        Some(Slot(self.clone()))
+        self.0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot(self.clone()))
     }
 
     /// Requests holding a place now.

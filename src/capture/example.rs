@@ -88,7 +88,13 @@ fn from_stream(body: &[u8]) -> Option<(Value, Option<String>)> {
         if v.get("error").is_some() {
             return None;
         }
-        let Some(choice) = v.get("choices").and_then(|c| c.get(0)) else {
+        // `n > 1` streams interleave their choices: only the first is the example
+        let first = |c: &&Value| c.get("index").and_then(Value::as_u64).unwrap_or(0) == 0;
+        let Some(choice) = v
+            .get("choices")
+            .and_then(Value::as_array)
+            .and_then(|c| c.iter().find(first))
+        else {
             continue;
         };
         if let Some(f) = choice.get("finish_reason").and_then(Value::as_str) {

@@ -340,8 +340,18 @@ impl Files {
         if self.size > 0 && self.size + example.len() as u64 > max {
             self.rotate()?;
         }
-        self.data.write_all(example)?;
-        self.meta.write_all(meta)?;
+        // both lines, or neither: a failed write (a full disk) is cut back in both files, so the
+        // files never go out of step while tailor runs
+        let meta_len = self.meta.metadata()?.len();
+        let written = self
+            .data
+            .write_all(example)
+            .and_then(|()| self.meta.write_all(meta));
+        if let Err(e) = written {
+            let _ = self.data.set_len(self.size);
+            let _ = self.meta.set_len(meta_len);
+            return Err(e);
+        }
         self.size += example.len() as u64;
         Ok(())
     }
@@ -409,8 +419,10 @@ fn open_repaired(path: &Path) -> std::io::Result<File> {
     Ok(f)
 }
 
-/// Cuts the longer of a dataset file and its metadata file back to the other's number of lines:
-/// a crash between writing an example and its metadata line must not shift every later line.
+/// Cuts the longer of a dataset file and its metadata file back to the other's number of lines
+/// when they differ by one (a crash between writing an example and its metadata line must not
+/// shift every later line). A larger difference is not a crash mid-append (a rotation cut short,
+/// a file edited by hand): nothing is cut then, and a warning says so.
 fn align(path: &Path, data: &mut File, meta: &mut File) -> std::io::Result<()> {
     // a FIFO or a device (a test's stand-in for a stuck disk) has no lines to count
     if !data.metadata()?.is_file() || !meta.metadata()?.is_file() {
@@ -418,6 +430,10 @@ fn align(path: &Path, data: &mut File, meta: &mut File) -> std::io::Result<()> {
     }
     let (d, m) = (count_lines(data)?, count_lines(meta)?);
     if d == m {
+        return Ok(());
+    }
+    if d.abs_diff(m) > 1 {
+        tracing::warn!(path = %path.display(), dataset_lines = d, metadata_lines = m, "capture files differ by more than one line: left as they are");
         return Ok(());
     }
     let (longer, keep) = if d > m { (data, m) } else { (meta, d) };

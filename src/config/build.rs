@@ -107,17 +107,24 @@ fn build(
         )?,
         request_id_key: match raw.server.request_id_key_env {
             None => None,
-            Some(var) => Some(
-                env(&var)
-                    .filter(|k| !k.is_empty())
-                    .map(Secret::new)
-                    .ok_or_else(|| {
-                        invalid(
-                            "server.request_id_key_env",
-                            format!("environment variable {var} is not set"),
-                        )
-                    })?,
-            ),
+            Some(var) => {
+                let key = env(&var).filter(|k| !k.is_empty()).ok_or_else(|| {
+                    invalid(
+                        "server.request_id_key_env",
+                        format!("environment variable {var} is not set"),
+                    )
+                })?;
+                if key.len() < 16 {
+                    return Err(invalid(
+                        "server.request_id_key_env",
+                        format!(
+                            "{var} holds {} bytes: a signing key needs at least 16",
+                            key.len()
+                        ),
+                    ));
+                }
+                Some(Secret::new(key))
+            }
         },
         drain_timeout: dur(raw.server.drain_timeout, 30),
         max_connections: positive("server.max_connections", raw.server.max_connections, 10_000)?,

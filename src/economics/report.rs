@@ -81,8 +81,8 @@ pub struct Verdict {
     /// False when it saves nothing, or its savings per hour at the current traffic are below its
     /// hosting fee: then it never pays back.
     pub pays_back: bool,
-    /// Fine-tune requests needed to recover the training cost, net of hosting at the current
-    /// traffic (none while it does not pay back).
+    /// Fine-tune requests at which the training cost (and hosting so far) is recovered: those
+    /// served plus the remaining ones (none while it does not pay back).
     pub breakeven_requests: Option<u64>,
     /// Of those, still to come.
     pub remaining_requests: Option<u64>,
@@ -216,11 +216,14 @@ fn verdict(
     // what each request saves once the hosting fee is spread over the current traffic
     let net_per_request = saving - hosting.map_or(0.0, |h| h / per_hour);
     let pays_back = saving > 0.0 && net_per_request > 0.0;
-    let breakeven = match training {
-        Some(t) if pays_back => Some((t / net_per_request).ceil() as u64),
+    let net = (training.is_some() || hosting.is_some())
+        .then(|| savings_to_date - training.unwrap_or(0.0) - hosting_to_date.unwrap_or(0.0));
+    // what is still to recover (training, and hosting so far) at the net saving per request
+    let remaining = match (training, net) {
+        (Some(_), Some(n)) if pays_back => Some(((-n).max(0.0) / net_per_request).ceil() as u64),
         _ => None,
     };
-    let remaining = breakeven.map(|b| b.saturating_sub(served));
+    let breakeven = remaining.map(|r| served + r);
     let days = remaining.map(|n| n as f64 / (per_hour * 24.0));
     let to_cover = hosting.filter(|h| *h > 0.0).map(|h| {
         if saving > 0.0 {
@@ -229,8 +232,6 @@ fn verdict(
             f64::INFINITY
         }
     });
-    let net = (training.is_some() || hosting.is_some())
-        .then(|| savings_to_date - training.unwrap_or(0.0) - hosting_to_date.unwrap_or(0.0));
     let mut summary = summary(
         &ft.model,
         &base.model,
@@ -444,12 +445,12 @@ routes: [{{ name: r, split: [{{ model: base }}, {{ model: ft }}] }}]
         assert!(close(v.hosting_to_date_usd.unwrap(), 2.0));
         assert!(close(v.savings_to_date_usd, 2.0));
         assert!(close(v.net_usd.unwrap(), 2.0 - 10.0 - 2.0));
-        // $10 at $0.004 - $1/500 = $0.002 a request
-        assert_eq!(v.breakeven_requests, Some(5_000));
-        assert_eq!(v.remaining_requests, Some(4_500));
+        // $10 still to recover (net -$10) at $0.004 - $1/500 = $0.002 a request
+        assert_eq!(v.remaining_requests, Some(5_000));
+        assert_eq!(v.breakeven_requests, Some(5_500));
         assert!(close(
             v.days_to_breakeven.unwrap(),
-            4_500.0 / (500.0 * 24.0)
+            5_000.0 / (500.0 * 24.0)
         ));
         assert!(close(v.requests_per_hour_to_cover_hosting.unwrap(), 250.0));
         // a $3 fee needs 750 requests an hour: never at 500

@@ -151,6 +151,8 @@ impl<B> MeteredBody<B> {
                     "The upstream stream ended before it was complete.",
                 ));
             } else if !rest.is_empty() {
+                // the client gets it: so do the subscribers that keep the answer
+                self.meter.keep_answer(&rest);
                 self.tail = Some(rest);
             }
         }
@@ -170,11 +172,18 @@ impl<B> MeteredBody<B> {
             kind,
             "response body ended early"
         );
+        // an SSE stream's unfinished last event is read first: its usage may be there
+        let rest = match &mut self.mode {
+            Mode::Json { .. } => None,
+            Mode::Sse(s) => Some(s.finish()),
+        };
+        if let Some(r) = &rest {
+            self.meter.keep_answer(r);
+        }
         self.finish(outcome);
-        match &mut self.mode {
-            Mode::Json { .. } => Some(message.to_owned().into()),
-            Mode::Sse(s) => {
-                let rest = s.finish();
+        match rest {
+            None => Some(message.to_owned().into()),
+            Some(rest) => {
                 self.tail = Some(with_error_event(rest, message));
                 None
             }

@@ -235,8 +235,9 @@ impl RequestMeter {
             model: &m.model,
             request_id: &self.request_id,
             answered: outcome == Outcome::Ok && status.is_success(),
-            // a client hanging up is no failure of the model
-            failed: !status.is_success() && outcome != Outcome::ClientCancelled,
+            // the upstream's or tailor's fault: a stream that broke after its 200 included; a
+            // client hanging up, or a request the upstream judged invalid (passed on as it is), not
+            failed: matches!(outcome, Outcome::UpstreamError | Outcome::Shutdown),
             usage: u,
             estimated: source == "estimate",
             cost_pico: cost,

@@ -82,8 +82,11 @@ impl<'de> Visitor<'de> for PayloadVisitor {
                     p.text_bytes += c.text_bytes;
                 }
                 "response" => {
-                    let r: ResponseObj = map.next_value()?;
-                    p.response_usage = r.usage;
+                    // a Responses event's object; any other shape carries no usage
+                    let r: &RawValue = map.next_value()?;
+                    p.response_usage = serde_json::from_str::<ResponseObj>(r.get())
+                        .ok()
+                        .and_then(|r| r.usage);
                 }
                 "delta" => p.text_bytes += map.next_value::<TextLen>()?.0,
                 "type" => p.kind = map.next_value::<Option<KeyStr<'de>>>()?.map(|k| k.0),
@@ -130,6 +133,11 @@ struct Choices {
     text_bytes: u64,
 }
 
+const NO_CHOICES: Choices = Choices {
+    count: None,
+    text_bytes: 0,
+};
+
 impl<'de> Deserialize<'de> for Choices {
     fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
@@ -149,12 +157,14 @@ impl<'de> Deserialize<'de> for Choices {
                 }
                 Ok(c)
             }
-            fn visit_unit<E: de::Error>(self) -> Result<Choices, E> {
-                Ok(Choices {
-                    count: None,
-                    text_bytes: 0,
-                })
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Choices, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(NO_CHOICES)
             }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Choices, E> {
+                Ok(NO_CHOICES)
+            }
+            skip_other_values!(NO_CHOICES);
         }
         d.deserialize_any(V)
     }

@@ -16,6 +16,8 @@ BASE = os.environ["TAILOR_BASE_URL"]
 ADMIN = os.environ["TAILOR_ADMIN_URL"]
 # the simulator's wire format for this run (x-mock-format: spaced, crlf, ...; empty = OpenAI's)
 FORMAT = {"x-mock-format": os.environ["TAILOR_MOCK_FORMAT"]} if os.environ.get("TAILOR_MOCK_FORMAT") else {}
+# how the simulated reply opens (the `unicode` format puts non-ASCII text there, escaped by `spaced`)
+OPENING = "Voilà, 🚀 a" if "unicode" in os.environ.get("TAILOR_MOCK_FORMAT", "") else "This is a"
 MSG = [{"role": "user", "content": "Hello from the Python SDK"}]
 TOOLS = [{
     "type": "function",
@@ -77,7 +79,7 @@ def test_stream_without_include_usage_reads_choices_on_every_chunk(client):
         assert chunk.usage is None
         n += 1
     assert n >= 12
-    assert text.startswith("This is a simulated reply")
+    assert text.startswith(f"{OPENING} simulated reply")
     after = counter(metrics(), "tailor_tokens_total", route="default", model="gpt-4o", type="output")
     assert after - before == 12, "tailor must meter the stream although the client did not ask for usage"
 
@@ -152,7 +154,7 @@ def test_embeddings_default_base64_and_float(client):
 
 def test_responses_api(client):
     r = client.responses.create(model="gpt-4o", input="hi there")
-    assert r.output_text.startswith("This is a simulated reply")
+    assert r.output_text.startswith(f"{OPENING} simulated reply")
     assert r.usage.output_tokens == 12
     events = [e.type for e in client.responses.create(model="gpt-4o", input="hi", stream=True)]
     assert events[0] == "response.created" and events[-1] == "response.completed"
@@ -164,7 +166,7 @@ def test_stream_broken_mid_way_raises(client):
         for chunk in client.chat.completions.create(
                 model="gpt-4o", messages=MSG, stream=True, extra_headers={"x-mock-fail-after": "4"}):
             got += chunk.choices[0].delta.content or ""
-    assert got.startswith("This is a")
+    assert got.startswith(OPENING)
 
 
 def test_fallback_is_invisible_to_the_client(client):
