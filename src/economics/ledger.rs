@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 
+use super::stats::Moments;
 use crate::usage::event::{Finished, Subscriber};
+use crate::usage::price::PICO_PER_USD;
 use crate::usage::Usage;
 
 /// Which traffic a request belongs to.
@@ -46,6 +48,12 @@ pub struct ArmStats {
     /// Requests answered completely, and their cost: the basis of cost per request.
     answered: AtomicU64,
     answered_cost_pico: AtomicU64,
+    /// Sum of the squared cost (USD²) of answered requests, as f64 bits: the spread of the cost.
+    answered_cost_sq: AtomicU64,
+    /// Feedback scores: count, sum and sum of squares (f64 bits).
+    feedback_n: AtomicU64,
+    feedback_sum: AtomicU64,
+    feedback_sq: AtomicU64,
     /// Requests per latency bucket; the last one is "above the largest bound".
     latency: [AtomicU64; LATENCY_MS.len() + 1],
 }
@@ -62,6 +70,8 @@ impl ArmStats {
         if answered {
             self.answered.fetch_add(1, Ordering::Relaxed);
             self.answered_cost_pico.fetch_add(cost, Ordering::Relaxed);
+            let usd = cost as f64 / PICO_PER_USD;
+            add_f64(&self.answered_cost_sq, usd * usd);
         }
         self.input.fetch_add(u.input, Ordering::Relaxed);
         self.cached.fetch_add(u.cached, Ordering::Relaxed);
@@ -73,6 +83,13 @@ impl ArmStats {
             .position(|&le| ms <= le)
             .unwrap_or(LATENCY_MS.len());
         self.latency[b].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One quality score (0..1) for an answer of this arm.
+    pub fn record_feedback(&self, score: f64) {
+        self.feedback_n.fetch_add(1, Ordering::Relaxed);
+        add_f64(&self.feedback_sum, score);
+        add_f64(&self.feedback_sq, score * score);
     }
 
     fn snapshot(&self) -> Counts {
@@ -95,9 +112,22 @@ impl ArmStats {
             cost_pico: self.cost_pico.load(Ordering::Relaxed),
             answered: self.answered.load(Ordering::Relaxed),
             answered_cost_pico: self.answered_cost_pico.load(Ordering::Relaxed),
+            answered_cost_sq_usd: f64::from_bits(self.answered_cost_sq.load(Ordering::Relaxed)),
+            feedback: Moments {
+                n: self.feedback_n.load(Ordering::Relaxed) as f64,
+                sum: f64::from_bits(self.feedback_sum.load(Ordering::Relaxed)),
+                sum_sq: f64::from_bits(self.feedback_sq.load(Ordering::Relaxed)),
+            },
             p95_ms,
         }
     }
+}
+
+/// Adds to an f64 kept as bits in an atomic.
+fn add_f64(cell: &AtomicU64, v: f64) {
+    let _ = cell.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+        Some((f64::from_bits(b) + v).to_bits())
+    });
 }
 
 impl Subscriber for ArmStats {
@@ -118,6 +148,10 @@ pub struct Counts {
     /// Requests answered completely, and what they cost.
     pub answered: u64,
     pub answered_cost_pico: u64,
+    /// Sum of their squared costs, USD².
+    pub answered_cost_sq_usd: f64,
+    /// Feedback scores posted for this arm.
+    pub feedback: Moments,
     /// Upper bound of the bucket holding the 95th percentile latency.
     pub p95_ms: Option<u64>,
 }

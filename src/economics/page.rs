@@ -68,6 +68,23 @@ td:first-child,th:first-child{{text-align:left}}.rules{{color:#555}}.verdict{{pa
                 "verdict loss"
             };
             let _ = write!(h, r#"<p class="{class}">{}</p>"#, esc(&v.summary));
+            // how sure: the decision rule and the cost difference with its 95% interval
+            let _ = write!(h, "<p>A/B: <b>{}</b>", esc(&v.decision));
+            if let Some(c) = &v.cost_difference_ci95 {
+                let _ = write!(
+                    h,
+                    "; fine-tune − base per request ${:.6} (95%: ${:.6} to ${:.6})",
+                    c.value, c.low, c.high
+                );
+            }
+            if let Some(q) = &v.quality_difference_ci95 {
+                let _ = write!(
+                    h,
+                    "; feedback score {:+.3} (95%: {:+.3} to {:+.3})",
+                    q.value, q.low, q.high
+                );
+            }
+            h.push_str("</p>");
         }
         h.push_str("<table><tr><th>model</th><th>configured share</th><th>observed share</th><th>requests</th><th>error rate</th><th>mean input tokens</th><th>mean cached</th><th>mean output</th><th>cost / request</th><th>spend</th><th>p95 latency</th></tr>");
         for a in route.arms.iter().chain(route.shadow.iter()) {

@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::ledger::{Counts, Snapshot, Traffic};
+use super::stats::{decide, score_interval, Interval, Moments};
 use crate::config::{Config, Model, Route};
 use crate::metrics::Metrics;
 use crate::usage::price::PICO_PER_USD;
@@ -56,6 +57,17 @@ pub struct ArmReport {
     pub p95_latency_ms: Option<u64>,
     /// The arm sends its own system prompt.
     pub system_prompt: bool,
+    /// Cost per answered request with its 95% interval (Student's t), once two have answered.
+    pub cost_per_request_ci95: Option<Interval>,
+    /// Feedback scores (`POST /v1/feedback`): how many, and their mean with a 95% interval
+    /// (Wilson when every score is 0 or 1, else Student's t).
+    pub feedback_n: u64,
+    pub feedback_ci95: Option<Interval>,
+    /// The moments the intervals come from (not in the JSON).
+    #[serde(skip)]
+    pub cost_moments: Moments,
+    #[serde(skip)]
+    pub feedback_moments: Moments,
 }
 
 /// Whether the fine-tune pays for itself, at the costs per request observed so far.
@@ -90,6 +102,13 @@ pub struct Verdict {
     pub days_to_breakeven: Option<f64>,
     /// One sentence a person can read.
     pub summary: String,
+    /// Fine-tune minus base cost per answered request, with its 95% interval (Welch).
+    pub cost_difference_ci95: Option<Interval>,
+    /// Fine-tune minus base mean feedback score, with its 95% interval (Welch), when both have
+    /// at least two scores.
+    pub quality_difference_ci95: Option<Interval>,
+    /// "fine-tune wins", "base wins", or "keep testing: ..." (the rule: `stats::decide`).
+    pub decision: String,
 }
 
 fn usd(pico: u64) -> f64 {
@@ -113,6 +132,11 @@ fn arm_report(
     route_n: u64,
 ) -> ArmReport {
     let m = &cfg.models[model];
+    let cost = Moments {
+        n: c.answered as f64,
+        sum: c.answered_cost_pico as f64 / PICO_PER_USD,
+        sum_sq: c.answered_cost_sq_usd,
+    };
     ArmReport {
         model: m.name.clone(),
         fine_tune: m.counts_as_fine_tune(),
@@ -129,6 +153,11 @@ fn arm_report(
         spend_usd: usd(c.cost_pico),
         p95_latency_ms: c.p95_ms,
         system_prompt: r.prompt_for(model).is_some(),
+        cost_per_request_ci95: cost.mean_ci95(),
+        feedback_n: c.feedback.n as u64,
+        feedback_ci95: score_interval(&c.feedback),
+        cost_moments: cost,
+        feedback_moments: c.feedback,
     }
 }
 
@@ -253,7 +282,16 @@ fn verdict(
             );
         }
     }
+    let d = decide(
+        &ft.cost_moments,
+        &base.cost_moments,
+        &ft.feedback_moments,
+        &base.feedback_moments,
+    );
     Some(Verdict {
+        cost_difference_ci95: d.cost,
+        quality_difference_ci95: d.quality,
+        decision: d.text,
         fine_tune: ft.model.clone(),
         base: base.model.clone(),
         savings_per_1k_requests_usd: saving * 1_000.0,

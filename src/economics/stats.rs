@@ -204,6 +204,71 @@ fn beta_inc(a: f64, b: f64, x: f64) -> f64 {
     front * (f - 1.0) / a
 }
 
+/// A fine-tune wins when its cost difference is surely below zero and its quality is not worse
+/// than this (mean feedback, on a 0..1 scale).
+pub const QUALITY_MARGIN: f64 = 0.02;
+
+/// An A/B answer and how sure it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// Fine-tune minus base cost per answered request, with its 95% interval.
+    pub cost: Option<Interval>,
+    /// Fine-tune minus base mean feedback score, with its 95% interval.
+    pub quality: Option<Interval>,
+    pub text: String,
+}
+
+/// The decision rule, from the cost per answered request and the feedback scores of each arm.
+/// "fine-tune wins": the 95% interval of (fine-tune − base) cost lies below zero, and quality is
+/// not worse by more than [`QUALITY_MARGIN`] (the lower end of its interval is above −margin;
+/// without feedback on both arms quality is not judged, and the sentence says so). "base wins":
+/// the cost interval lies above zero and quality is not better by the margin, or quality is
+/// surely worse by more than the margin. Otherwise "keep testing", with the requests per arm the
+/// cost interval needs to exclude zero at the current variances.
+pub fn decide(
+    ft_cost: &Moments,
+    base_cost: &Moments,
+    ft_q: &Moments,
+    base_q: &Moments,
+) -> Decision {
+    let cost = diff_ci95(ft_cost, base_cost);
+    let quality = diff_ci95(ft_q, base_q);
+    let quality_worse = quality.is_some_and(|q| q.high < -QUALITY_MARGIN);
+    let quality_ok = quality.is_none_or(|q| q.low > -QUALITY_MARGIN);
+    let quality_better = quality.is_some_and(|q| q.low > QUALITY_MARGIN);
+    let unjudged = if quality.is_none() {
+        " (quality not judged: no feedback on both arms)"
+    } else {
+        ""
+    };
+    let text = match cost {
+        Some(c) if c.high < 0.0 && quality_ok => format!("fine-tune wins{unjudged}"),
+        Some(c) if c.low > 0.0 && !quality_better => format!("base wins{unjudged}"),
+        _ if quality_worse => "base wins (the fine-tune's answers score worse)".to_owned(),
+        _ => match requests_per_arm_needed(ft_cost, base_cost) {
+            Some(n) => format!(
+                "keep testing: about {} more requests per arm at the current variance",
+                (n - ft_cost.n.min(base_cost.n)).max(1.0) as u64
+            ),
+            None => "keep testing: no cost difference seen yet".to_owned(),
+        },
+    };
+    Decision {
+        cost,
+        quality,
+        text,
+    }
+}
+
+/// The mean score with its 95% interval: Wilson when every score is 0 or 1 (their squares sum
+/// to their sum), Student's t otherwise.
+pub fn score_interval(m: &Moments) -> Option<Interval> {
+    if m.n > 0.0 && (m.sum_sq - m.sum).abs() < 1e-9 {
+        return wilson95(m.sum, m.n);
+    }
+    m.mean_ci95()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,5 +351,53 @@ mod tests {
         let half = Z_975 * ((a.variance().unwrap() + b.variance().unwrap()) / n).sqrt();
         assert!(half <= (a.mean().unwrap() - b.mean().unwrap()).abs() + 1e-18);
         assert_eq!(requests_per_arm_needed(&a, &a), None);
+    }
+
+    #[test]
+    fn the_decision_rule_says_how_sure_it_is() {
+        let spread = |center: f64, n: usize| -> Moments {
+            Moments::of(
+                &(0..n)
+                    .map(|i| center + 0.001 * ((i % 5) as f64 - 2.0))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let ones = Moments::of(&[1.0; 30]);
+        let none = Moments::default();
+        // clearly cheaper, quality as good: wins
+        let d = decide(&spread(0.006, 50), &spread(0.010, 50), &ones, &ones);
+        assert_eq!(d.text, "fine-tune wins", "{d:?}");
+        let c = d.cost.unwrap();
+        assert!(c.high < 0.0 && (c.value + 0.004).abs() < 1e-12, "{c:?}");
+        // no feedback: decided on cost, and it says quality was not judged
+        let d = decide(&spread(0.006, 50), &spread(0.010, 50), &none, &none);
+        assert!(
+            d.text.starts_with("fine-tune wins (quality not judged"),
+            "{}",
+            d.text
+        );
+        // cheaper but its answers score worse (half the 0/1 scores against nine in ten)
+        let half = Moments::of(&(0..40).map(|i| f64::from(i % 2)).collect::<Vec<_>>());
+        let most = Moments::of(
+            &(0..40)
+                .map(|i| if i % 10 == 0 { 0.0 } else { 1.0 })
+                .collect::<Vec<_>>(),
+        );
+        let d = decide(&spread(0.006, 50), &spread(0.010, 50), &half, &most);
+        assert!(d.text.starts_with("base wins"), "{}", d.text);
+        assert!(d.quality.unwrap().high < -QUALITY_MARGIN);
+        // dearer, quality the same: base wins
+        let d = decide(&spread(0.012, 50), &spread(0.010, 50), &ones, &ones);
+        assert_eq!(d.text, "base wins");
+        // three requests each and a small difference: keep testing, with a number
+        let d = decide(
+            &Moments::of(&[0.009, 0.011, 0.0095]),
+            &Moments::of(&[0.010, 0.0105, 0.0098]),
+            &none,
+            &none,
+        );
+        assert!(d.text.starts_with("keep testing: about "), "{}", d.text);
+        // 0/1 scores get Wilson's interval
+        assert_eq!(score_interval(&half), wilson95(20.0, 40.0));
     }
 }

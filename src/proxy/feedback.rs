@@ -7,6 +7,7 @@
 use bytes::Bytes;
 use serde::Deserialize;
 
+use crate::economics::{Ledger, Traffic};
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
 use crate::state::LiveState;
@@ -37,7 +38,12 @@ fn invalid(param: &'static str, code: &'static str, message: &str) -> ProxyError
 }
 
 /// Counts one score; the JSON answer names the route and model it was counted for.
-pub fn record(live: &LiveState, metrics: &Metrics, body: &[u8]) -> Result<Bytes, ProxyError> {
+pub fn record(
+    live: &LiveState,
+    metrics: &Metrics,
+    ledger: &Ledger,
+    body: &[u8],
+) -> Result<Bytes, ProxyError> {
     let f: Feedback =
         serde_json::from_slice(body).map_err(|e| ProxyError::InvalidJson(e.to_string()))?;
     let id = f.request_id.ok_or_else(|| {
@@ -94,6 +100,14 @@ pub fn record(live: &LiveState, metrics: &Metrics, body: &[u8]) -> Result<Bytes,
         .feedback_score_sq
         .with_label_values(&l)
         .inc_by(score * score);
+    // and on this replica's ledger, for the confidence in /economics
+    ledger
+        .arm(
+            &route.as_str().into(),
+            &model.as_str().into(),
+            Traffic::Primary,
+        )
+        .record_feedback(score);
     Ok(Bytes::from(
         serde_json::json!({ "route": route, "model": model }).to_string(),
     ))

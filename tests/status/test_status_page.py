@@ -71,6 +71,11 @@ def test_the_status_page_renders_every_route_and_the_verdict(demo):
     assert support["requests"] > 50, support
     verdict = support["finetune"]["summary"]
     assert verdict.startswith("support-ft "), verdict
+    # how sure the A/B answer is: one of the rule's three outcomes, with the cost interval
+    decision = support["finetune"]["decision"]
+    assert decision.split(" (")[0].split(":")[0] in ("fine-tune wins", "base wins", "keep testing"), decision
+    cost = support["finetune"]["cost_difference_ci95"]
+    assert cost is None or cost["low"] <= cost["value"] <= cost["high"], cost
 
     dom = browser("--dump-dom", demo + "/")
     assert dom.returncode == 0, dom.stderr[-2000:]
@@ -80,6 +85,7 @@ def test_the_status_page_renders_every_route_and_the_verdict(demo):
         assert f'id="route-{name}"' in html, f"route {name} not rendered"
     # the verdict as the page shows it (HTML-escaped text of the same numbers, a moment later)
     assert "support-ft saves $" in html or "support-ft costs $" in html
+    assert "A/B: <b>" in html
     assert "in rotation" in html
     assert "[shadow]" in html  # the summaries route's shadow arm
 
