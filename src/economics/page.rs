@@ -20,6 +20,12 @@ fn esc(s: &str) -> String {
     out
 }
 
+/// `−$0.000370` / `+$0.000120`: a difference in dollars, sign first.
+fn signed_usd(x: f64) -> String {
+    let sign = if x < 0.0 { "−" } else { "+" };
+    format!("{sign}${:.6}", x.abs())
+}
+
 fn pct(x: f64) -> String {
     format!("{:.1}%", x * 100.0)
 }
@@ -73,8 +79,10 @@ td:first-child,th:first-child{{text-align:left}}.rules{{color:#555}}.verdict{{pa
             if let Some(c) = &v.cost_difference_ci95 {
                 let _ = write!(
                     h,
-                    "; fine-tune − base per request ${:.6} (95%: ${:.6} to ${:.6})",
-                    c.value, c.low, c.high
+                    "; fine-tune − base per request {} (95%: {} to {})",
+                    signed_usd(c.value),
+                    signed_usd(c.low),
+                    signed_usd(c.high)
                 );
             }
             if let Some(q) = &v.quality_difference_ci95 {
