@@ -55,8 +55,11 @@ impl RequestIds {
         id.push_str("tlr-");
         URL_SAFE_NO_PAD.encode_string(payload.as_bytes(), &mut id);
         id.push('.');
+        // hex by hand: no allocation per byte on the request path
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         for b in tag.iter().take(TAG) {
-            id.push_str(&format!("{b:02x}"));
+            id.push(char::from(HEX[usize::from(b >> 4)]));
+            id.push(char::from(HEX[usize::from(b & 15)]));
         }
         id
     }
