@@ -14,10 +14,18 @@ use http_body_util::Full;
 use crate::economics::{self, Report};
 use crate::state::Shared;
 
-/// The economics of the live config over everything counted since start.
-fn report(shared: &Shared) -> Report {
+/// This replica's economics since it started (the `tailor_finetune_*` gauges).
+fn local_report(shared: &Shared) -> Report {
     let live = shared.live.load();
     economics::report(&live.config, &shared.keep.ledger.snapshot())
+}
+
+/// The economics `/economics` and the status page show: the fleet's from Prometheus when
+/// `economics.prometheus_url` is set, else this replica's (the report says which).
+async fn report(shared: &Shared) -> Report {
+    let live = shared.live.load_full();
+    let snap = economics::fleet::figures(&live.config, &shared.keep.ledger, None).await;
+    economics::report(&live.config, &snap)
 }
 
 /// Answers one admin request.
@@ -29,7 +37,7 @@ pub async fn handle<B>(
         match (req.method(), req.uri().path()) {
             (&Method::GET, "/metrics") => {
                 shared.refresh_health_gauges();
-                economics::publish(&shared.metrics, &report(&shared));
+                economics::publish(&shared.metrics, &local_report(&shared));
                 (
                     StatusCode::OK,
                     "text/plain; version=0.0.4; charset=utf-8",
@@ -39,9 +47,10 @@ pub async fn handle<B>(
             (&Method::GET, "/economics") => (
                 StatusCode::OK,
                 "application/json",
-                Bytes::from(serde_json::to_vec_pretty(&report(&shared)).unwrap_or_default()),
+                Bytes::from(serde_json::to_vec_pretty(&report(&shared).await).unwrap_or_default()),
             ),
             (&Method::GET, "/") => {
+                let r = report(&shared).await;
                 let live = shared.live.load();
                 let health: Vec<(String, bool)> = live
                     .config
@@ -53,7 +62,7 @@ pub async fn handle<B>(
                 (
                     StatusCode::OK,
                     "text/html; charset=utf-8",
-                    Bytes::from(economics::render_html(&report(&shared), &health)),
+                    Bytes::from(economics::render_html(&r, &health)),
                 )
             }
             (&Method::GET, "/healthz") => {

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::capture::Captures;
 use crate::classify::stable_hash;
 use crate::config::Config;
+use crate::economics::export::LedgerCollector;
 use crate::economics::{Ledger, Traffic};
 use crate::forward::client::{ClientCache, Pools};
 use crate::forward::health::{HealthRegistry, ModelHealth};
@@ -164,7 +165,7 @@ impl LiveState {
 pub struct Keep {
     pub health: HealthRegistry,
     /// Per (route, model, traffic) counters behind `/economics` and the status page.
-    pub ledger: Ledger,
+    pub ledger: Arc<Ledger>,
     /// Requests in flight per route name.
     pub route_in_flight: DashMap<String, Arc<InFlight>>,
     pub clients: ClientCache,
@@ -196,7 +197,7 @@ impl Shared {
     pub fn new(config: Config, metrics: Arc<Metrics>) -> Result<Arc<Shared>, rustls::Error> {
         let keep = Keep {
             health: HealthRegistry::default(),
-            ledger: Ledger::default(),
+            ledger: Arc::new(Ledger::default()),
             route_in_flight: DashMap::new(),
             clients: ClientCache::default(),
             process_key: random_key(),
@@ -204,6 +205,15 @@ impl Shared {
         let shadow_slots = Arc::new(tokio::sync::Semaphore::new(
             config.server.shadow_max_concurrency,
         ));
+        // the ledger on /metrics (tailor_arm_*): what the fleet's economics are read back from
+        match LedgerCollector::new(keep.ledger.clone()) {
+            Ok(c) => {
+                if let Err(e) = metrics.register(Box::new(c)) {
+                    tracing::error!("tailor_arm_* metrics not registered: {e}");
+                }
+            }
+            Err(e) => tracing::error!("tailor_arm_* metrics not registered: {e}"),
+        }
         let live = LiveState::build(config, &metrics, &keep)?;
         let captures: Arc<Captures> = Arc::default();
         live.start_captures(&captures);

@@ -204,7 +204,7 @@ async fn shadow_copies_never_slow_or_fail_the_primary_are_metered_apart_and_shed
     assert!(
         metric(
             &m,
-            r#"tailor_shadow_cost_usd{model="ft-slow",route="shadowed"}"#
+            r#"tailor_arm_cost_usd_total{model="ft-slow",route="shadowed",traffic="shadow"}"#
         ) > 0.0
     );
     // the latency delta per pair is about the shadow's delay

@@ -89,6 +89,9 @@ unset TAILOR_MOCK_FORMAT
 echo "-- monitoring: real Prometheus, the shipped dashboard and rules; deploy manifests"
 "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/monitoring tests/deploy
 
+echo "-- the fleet: two replicas, a restart and feedback across them, read back from a real Prometheus"
+"$venv/bin/python" -m pytest -q -p no:cacheprovider tests/fleet
+
 echo "-- status page: tailor demo --traffic, rendered by headless Chromium (screenshot: target/status-page.png)"
 "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/status
 

@@ -14,6 +14,7 @@ mod common;
 mod dataset;
 mod demo;
 mod mock;
+mod report;
 mod route;
 mod serve;
 mod simulate;
@@ -112,6 +113,23 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         draw: u64,
     },
+    /// Is the fine-tune worth it? The fleet's verdict from Prometheus (as /economics shows it).
+    Report {
+        #[arg(long, default_value = "routes.yaml")]
+        config: PathBuf,
+        /// Prometheus's URL (default: economics.prometheus_url of the config).
+        #[arg(long)]
+        prometheus: Option<String>,
+        /// Only this route.
+        #[arg(long)]
+        route: Option<String>,
+        /// Window start for every route: `7d`, `12h` (before now) or an RFC 3339 time (default:
+        /// each route's experiment.since, else all the data).
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: OutFormat,
+    },
     /// Run the simulated OpenAI server alone.
     MockUpstream {
         #[arg(long, default_value = "127.0.0.1:8000")]
@@ -202,6 +220,13 @@ pub fn run(cli: Cli) -> Result<()> {
             mock_listen,
             traffic,
         } => demo::run(config, overrides, mock_listen, traffic),
+        Cmd::Report {
+            config,
+            prometheus,
+            route,
+            since,
+            format,
+        } => report::run(&config, prometheus, route, since, format),
         Cmd::MockUpstream { listen } => mock::run(listen),
     }
 }

@@ -11,8 +11,8 @@ use super::raw::{self, Dur, RawAuth, RawConfig, RawRetries, RawTimeouts, Upstrea
 use super::route::build_route;
 use super::secret::Secret;
 use super::types::{
-    Auth, Client, Config, HealthPolicy, Model, PriceSource, RetryPolicy, Route, ServerConfig,
-    Timeouts, Upstream, DEFAULT_MAX_BODY_BYTES, MAX_HEADER_COUNT_LIMIT,
+    Auth, Client, Config, EconomicsSource, HealthPolicy, Model, PriceSource, RetryPolicy, Route,
+    ServerConfig, Timeouts, Upstream, DEFAULT_MAX_BODY_BYTES, MAX_HEADER_COUNT_LIMIT,
 };
 use crate::usage::price::{self, Price};
 
@@ -357,6 +357,30 @@ fn build(
             ));
         }
     }
+    let economics = match raw.economics {
+        None => None,
+        Some(e) => {
+            let url = e.prometheus_url.trim_end_matches('/');
+            let ok = url
+                .parse::<http::Uri>()
+                .is_ok_and(|u| u.scheme_str() == Some("http") && u.host().is_some());
+            if !ok {
+                return Err(invalid(
+                    "economics.prometheus_url",
+                    format!("`{url}` is not an http:// URL"),
+                ));
+            }
+            Some(EconomicsSource {
+                prometheus_url: url.to_owned(),
+                timeout: match e.timeout {
+                    Some(d) if d.0.is_zero() => {
+                        return Err(invalid("economics.timeout", "must be > 0"))
+                    }
+                    d => d.map_or(Duration::from_secs(5), |d| d.0),
+                },
+            })
+        }
+    };
     let cfg = Config {
         server,
         upstreams,
@@ -365,6 +389,7 @@ fn build(
         listed_models: listed,
         clients,
         health,
+        economics,
         files,
     };
     cfg.check_exposure()?;

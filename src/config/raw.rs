@@ -20,6 +20,16 @@ pub struct RawConfig {
     pub clients: Option<Vec<RawClient>>,
     #[serde(default)]
     pub health: RawHealth,
+    /// Where `/economics`, the status page and `tailor report` read the fleet's counters.
+    pub economics: Option<RawEconomics>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEconomics {
+    pub prometheus_url: String,
+    /// How long a page waits for Prometheus.
+    pub timeout: Option<Dur>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -159,6 +169,17 @@ pub struct RawRoute {
     pub shadow: Option<RawShadow>,
     /// Successful answers written as a fine-tuning dataset.
     pub capture: Option<RawCapture>,
+    /// The window and the quality margin of the route's A/B answer.
+    pub experiment: Option<RawExperiment>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawExperiment {
+    /// RFC 3339 time the comparison starts (default: the start of the data).
+    pub since: Option<String>,
+    /// How much lower the fine-tune's mean feedback may be and still count as "not worse".
+    pub quality_margin: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -177,6 +198,16 @@ pub struct RawCapture {
 pub struct RawShadow {
     pub model: String,
     pub percent: f64,
+    /// A model asked to compare the primary and shadow answers.
+    pub judge: Option<RawJudge>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJudge {
+    pub model: String,
+    /// A file with the judge's instructions (default: tailor's own).
+    pub prompt: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]

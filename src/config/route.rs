@@ -10,7 +10,13 @@ use regex::Regex;
 
 use super::error::{check_name, invalid, ConfigError};
 use super::raw::{RawMatch, RawRoute};
-use super::types::{Arm, ArmPrompt, CaptureConfig, Matcher, Route, Shadow, Sticky};
+use super::types::{
+    Arm, ArmPrompt, CaptureConfig, Experiment, Judge, Matcher, Route, Shadow, Sticky,
+};
+
+/// What a shadow's judge is asked when routes.yaml gives no prompt file. The request and both
+/// answers follow it; the judge answers with one word.
+pub const DEFAULT_JUDGE_PROMPT: &str = "You compare two answers to the same request. Answer A is the one the user received; answer B is a candidate. Judge helpfulness, correctness and following the request's instructions, not length or style. Reply with exactly one word: BETTER if B is better than A, SAME if they are about equally good, WORSE if B is worse than A.";
 
 pub(super) fn build_route(
     path: &str,
@@ -135,9 +141,38 @@ pub(super) fn build_route(
                     "must be > 0 and <= 100",
                 ));
             }
+            let judge = match s.judge {
+                None => None,
+                Some(j) => {
+                    let p = format!("{path}.shadow.judge");
+                    let jm = find(format!("{p}.model"), &j.model)?;
+                    let prompt = match j.prompt {
+                        None => DEFAULT_JUDGE_PROMPT.into(),
+                        Some(file) => {
+                            let f = base.join(file);
+                            let text = std::fs::read_to_string(&f).map_err(|e| {
+                                invalid(
+                                    format!("{p}.prompt"),
+                                    format!("cannot read {}: {e}", f.display()),
+                                )
+                            })?;
+                            if text.trim().is_empty() {
+                                return Err(invalid(
+                                    format!("{p}.prompt"),
+                                    format!("{} is empty", f.display()),
+                                ));
+                            }
+                            files.push(f);
+                            text.trim_end().into()
+                        }
+                    };
+                    Some(Judge { model: jm, prompt })
+                }
+            };
             Some(Shadow {
                 model,
                 percent: s.percent,
+                judge,
             })
         }
     };
@@ -185,6 +220,29 @@ pub(super) fn build_route(
             })
         }
     };
+    let experiment = match r.experiment {
+        None => Experiment::default(),
+        Some(e) => Experiment {
+            since: match e.since {
+                None => None,
+                Some(t) => Some(humantime::parse_rfc3339_weak(&t).map_err(|e| {
+                    invalid(
+                        format!("{path}.experiment.since"),
+                        format!("`{t}`: {e} (expected e.g. 2026-11-01T00:00:00Z)"),
+                    )
+                })?),
+            },
+            quality_margin: match e.quality_margin {
+                Some(m) if !(0.0..=1.0).contains(&m) => {
+                    return Err(invalid(
+                        format!("{path}.experiment.quality_margin"),
+                        "must be between 0 and 1",
+                    ))
+                }
+                m => m.unwrap_or(Experiment::default().quality_margin),
+            },
+        },
+    };
     Ok(Route {
         name: r.name,
         matcher,
@@ -208,6 +266,7 @@ pub(super) fn build_route(
         prompts,
         shadow,
         capture,
+        experiment,
     })
 }
 

@@ -34,6 +34,8 @@ pub struct Config {
     /// tailor's own API keys; empty = no client authentication.
     pub clients: Vec<Client>,
     pub health: HealthPolicy,
+    /// Read the economics from Prometheus (`economics:`); without it, from this process.
+    pub economics: Option<EconomicsSource>,
     /// Files the config reads besides itself (arm prompts): a change to one reloads it too.
     pub files: Vec<PathBuf>,
 }
@@ -200,12 +202,47 @@ pub struct ArmPrompt {
     pub replace: bool,
 }
 
+/// Where the fleet's counters are read (`economics:`).
+#[derive(Debug, Clone)]
+pub struct EconomicsSource {
+    /// Base URL of the Prometheus HTTP API, without a trailing slash.
+    pub prometheus_url: String,
+    pub timeout: Duration,
+}
+
 /// A sampled copy of a route's requests to another model, answered to no one.
 #[derive(Debug)]
 pub struct Shadow {
     pub model: usize,
     /// Percent of the route's requests, 0 < p <= 100.
     pub percent: f64,
+    pub judge: Option<Judge>,
+}
+
+/// A model that compares each primary answer with its shadow's.
+#[derive(Debug)]
+pub struct Judge {
+    pub model: usize,
+    /// Its instructions (a file, or tailor's default).
+    pub prompt: Arc<str>,
+}
+
+/// The window and margin of a route's A/B answer (`routes[].experiment`).
+#[derive(Debug, Clone, Copy)]
+pub struct Experiment {
+    /// Counting starts here (None: at the start of the data).
+    pub since: Option<std::time::SystemTime>,
+    /// The fine-tune's mean feedback may be this much lower and still count as not worse.
+    pub quality_margin: f64,
+}
+
+impl Default for Experiment {
+    fn default() -> Self {
+        Experiment {
+            since: None,
+            quality_margin: 0.02,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -225,6 +262,7 @@ pub struct Route {
     pub prompts: Vec<ArmPrompt>,
     pub shadow: Option<Shadow>,
     pub capture: Option<CaptureConfig>,
+    pub experiment: Experiment,
 }
 
 /// How a route captures its answers as a dataset (from `routes[].capture`).

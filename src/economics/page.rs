@@ -3,27 +3,32 @@
 
 use std::fmt::Write as _;
 
+use super::chart::{self, esc};
 use super::report::Report;
 
-fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// `−$0.000370` / `+$0.000120`: a difference in dollars, sign first.
-fn signed_usd(x: f64) -> String {
+pub fn signed_usd(x: f64) -> String {
     let sign = if x < 0.0 { "−" } else { "+" };
     format!("{sign}${:.6}", x.abs())
+}
+
+/// A window's length: `42 s`, `12 min`, `5.5 h`, `3.2 days`.
+pub fn span(seconds: f64) -> String {
+    match seconds {
+        s if s < 120.0 => format!("{s:.0} s"),
+        s if s < 7_200.0 => format!("{:.0} min", s / 60.0),
+        s if s < 172_800.0 => format!("{:.1} h", s / 3_600.0),
+        s => format!("{:.1} days", s / 86_400.0),
+    }
+}
+
+/// A bucket bound: `250 ms`, or `> 120 s` for the unbounded one.
+fn ms(v: u64) -> String {
+    if v == u64::MAX {
+        "more".to_owned()
+    } else {
+        format!("{v} ms")
+    }
 }
 
 fn pct(x: f64) -> String {
@@ -42,10 +47,17 @@ pub fn render_html(r: &Report, health: &[(String, bool)]) -> String {
 h2{{margin:1.6em 0 .3em;font-size:1.2em}}table{{border-collapse:collapse;margin:.4em 0}}
 td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:right}}th{{background:#f3f3f3}}
 td:first-child,th:first-child{{text-align:left}}.rules{{color:#555}}.verdict{{padding:.5em .8em;border-left:4px solid #2a7;background:#eef8f1}}
-.loss{{border-color:#c33;background:#fbeeee}}.down{{color:#c33;font-weight:bold}}.ok{{color:#2a7}}</style></head><body>
-<h1>tailor</h1><p>Counting since tailor started, {:.0} s ago. This page refreshes every 30 s; the same numbers are at <a href="/economics">/economics</a> (JSON) and <a href="/metrics">/metrics</a>.</p>
+.loss{{border-color:#c33;background:#fbeeee}}.down{{color:#c33;font-weight:bold}}.ok{{color:#2a7}}
+.source{{padding:.4em .8em;background:#f3f5f9;border-left:4px solid #2b6cb0}}.warn{{border-color:#c33;background:#fbeeee}}
+.charts{{display:flex;flex-wrap:wrap;gap:1.5em}}.chart{{background:#fafafa;border:1px solid #e3e3e3}}.quiet{{color:#777}}</style></head><body>
+<h1>tailor</h1><p class="source{}">Figures: <b>{}</b>. This page refreshes every 30 s; the same numbers are at <a href="/economics">/economics</a> (JSON) and <a href="/metrics">/metrics</a>.</p>
 "#,
-        r.window_seconds
+        if r.source.error.is_some() {
+            " warn"
+        } else {
+            ""
+        },
+        esc(&r.source.description),
     );
     h.push_str("<h2>Models</h2><table><tr><th>model</th><th>state</th></tr>");
     for (m, ok) in health {
@@ -58,14 +70,24 @@ td:first-child,th:first-child{{text-align:left}}.rules{{color:#555}}.verdict{{pa
         );
     }
     h.push_str("</table>");
-    for route in &r.routes {
+    // routes with traffic first, the busiest on top; the quiet ones after, in config order
+    let mut routes: Vec<_> = r.routes.iter().collect();
+    routes.sort_by_key(|x| std::cmp::Reverse(x.requests));
+    for route in routes {
         let _ = write!(
             h,
-            r#"<h2 id="route-{0}">Route {0}</h2><p class="rules">when: {1}</p><p>{2} requests, ${3:.4} spent</p>"#,
+            r#"<h2 id="route-{0}">Route {0}</h2><p class="rules">when: {1}</p><p{4}>{2} requests, ${3:.4} spent since {5} ({6})</p>"#,
             esc(&route.route),
             esc(&route.rules),
             route.requests,
-            route.spend_usd
+            route.spend_usd,
+            if route.requests == 0 {
+                r#" class="quiet""#
+            } else {
+                ""
+            },
+            esc(&route.since),
+            span(route.window_seconds),
         );
         if let Some(v) = &route.finetune {
             let class = if v.pays_back {
@@ -94,12 +116,20 @@ td:first-child,th:first-child{{text-align:left}}.rules{{color:#555}}.verdict{{pa
             }
             h.push_str("</p>");
         }
-        h.push_str("<table><tr><th>model</th><th>configured share</th><th>observed share</th><th>requests</th><th>error rate</th><th>mean input tokens</th><th>mean cached</th><th>mean output</th><th>cost / request</th><th>spend</th><th>p95 latency</th></tr>");
+        if route.requests > 0 {
+            let _ = write!(
+                h,
+                r#"<div class="charts">{}{}</div>"#,
+                chart::cost_per_request(route),
+                chart::spend_over_time(route)
+            );
+        }
+        h.push_str("<table><tr><th>model</th><th>configured share</th><th>observed share</th><th>requests</th><th>error rate</th><th>mean input tokens</th><th>mean cached</th><th>mean output</th><th>cost / request (95%)</th><th>spend</th><th>feedback (95%)</th><th>p50 / p95 latency</th></tr>");
         for a in route.arms.iter().chain(route.shadow.iter()) {
             let shadow = route.shadow.as_ref().is_some_and(|s| std::ptr::eq(s, a));
             let _ = write!(
                 h,
-                "<tr><td>{}{}{}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.0}</td><td>{:.0}</td><td>{:.0}</td><td>${:.6}</td><td>${:.4}</td><td>{}</td></tr>",
+                "<tr><td>{}{}{}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.0}</td><td>{:.0}</td><td>{:.0}</td><td>${:.6}{}</td><td>${:.4}</td><td>{}</td><td>{}</td></tr>",
                 esc(&a.model),
                 if a.fine_tune { " (fine-tune)" } else { "" },
                 if a.system_prompt { " + system prompt" } else { "" },
@@ -112,8 +142,19 @@ td:first-child,th:first-child{{text-align:left}}.rules{{color:#555}}.verdict{{pa
                 a.mean_cached_tokens,
                 a.mean_output_tokens,
                 a.cost_per_request_usd,
+                a.cost_per_request_ci95.map_or(String::new(), |c| format!(
+                    "<br><small>${:.6} to ${:.6}</small>",
+                    c.low, c.high
+                )),
                 a.spend_usd,
-                a.p95_latency_ms.map_or("-".to_owned(), |ms| format!("≤ {ms} ms")),
+                a.feedback_ci95.map_or("-".to_owned(), |q| format!(
+                    "{:.3} (n={})<br><small>{:.3} to {:.3}</small>",
+                    q.value, a.feedback_n, q.low, q.high
+                )),
+                match (a.p50_latency_ms, a.p95_latency_ms) {
+                    (Some(p50), Some(p95)) => format!("≤ {} / ≤ {}", ms(p50), ms(p95)),
+                    _ => "-".to_owned(),
+                },
             );
         }
         h.push_str("</table>");

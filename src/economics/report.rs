@@ -1,5 +1,5 @@
-//! The report: a pure function of the config and a ledger snapshot, so the numbers can be
-//! checked by hand in a test. Per route and arm, what each request cost; for a route whose split
+//! The report: a pure function of the config and a snapshot (this replica's ledger, or the
+//! fleet's from Prometheus: the same arithmetic), so the numbers can be checked by hand in a test. Per route and arm, what each request cost; for a route whose split
 //! (or shadow) has a fine-tune next to a base model, the savings per 1,000 requests, the savings
 //! so far against the training cost, and when that cost is recovered. [`publish`] sets the
 //! `tailor_finetune_*` gauges from it.
@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::ledger::{Counts, Snapshot, Traffic};
+use super::ledger::{rfc3339, Counts, Snapshot, Source, Traffic};
 use super::stats::{decide, score_interval, Interval, Moments};
 use crate::config::{Config, Model, Route};
 use crate::metrics::Metrics;
@@ -18,7 +18,10 @@ use crate::usage::price::PICO_PER_USD;
 /// The whole report: `/economics` as JSON, the status page as HTML.
 #[derive(Debug, Serialize)]
 pub struct Report {
-    /// Seconds the counters cover (since tailor started).
+    /// Where the figures come from: this replica or the fleet in Prometheus.
+    pub source: Source,
+    /// The window of routes without their own `experiment.since`: its start, and its length.
+    pub since: String,
     pub window_seconds: f64,
     pub routes: Vec<RouteReport>,
 }
@@ -26,6 +29,9 @@ pub struct Report {
 #[derive(Debug, Serialize)]
 pub struct RouteReport {
     pub route: String,
+    /// The route's window: from `since` (RFC 3339), `window_seconds` long.
+    pub since: String,
+    pub window_seconds: f64,
     /// The route's conditions, as `tailor check` prints them.
     pub rules: String,
     pub requests: u64,
@@ -53,8 +59,12 @@ pub struct ArmReport {
     /// Cost per request answered completely (hang-ups and failures are in `spend_usd` only).
     pub cost_per_request_usd: f64,
     pub spend_usd: f64,
-    /// Upper bound of the latency bucket holding the 95th percentile.
+    /// Upper bounds of the latency buckets holding the median and the 95th percentile.
+    pub p50_latency_ms: Option<u64>,
     pub p95_latency_ms: Option<u64>,
+    /// Cumulative spend over the window, (unix seconds, USD): the status page's chart.
+    #[serde(skip)]
+    pub spend_line: Vec<(f64, f64)>,
     /// The arm sends its own system prompt.
     pub system_prompt: bool,
     /// Cost per answered request with its 95% interval (Student's t), once two have answered.
@@ -151,7 +161,9 @@ fn arm_report(
         // answered requests only: a hang-up's partial bill is spend, not a price per answer
         cost_per_request_usd: ratio(c.answered_cost_pico, c.answered) / PICO_PER_USD,
         spend_usd: usd(c.cost_pico),
-        p95_latency_ms: c.p95_ms,
+        p50_latency_ms: c.latency_quantile_ms(0.5),
+        p95_latency_ms: c.latency_quantile_ms(0.95),
+        spend_line: Vec::new(),
         system_prompt: r.prompt_for(model).is_some(),
         cost_per_request_ci95: cost.mean_ci95(),
         feedback_n: c.feedback.n as u64,
@@ -188,16 +200,26 @@ pub fn report(cfg: &Config, snap: &Snapshot) -> Report {
                         .iter()
                         .find(|a| a.model == m)
                         .map_or(0.0, |a| f64::from(a.weight) / r.total_weight as f64);
-                    arm_report(cfg, r, m, *c, share, route_n)
+                    let mut a = arm_report(cfg, r, m, *c, share, route_n);
+                    a.spend_line = snap
+                        .spend_line(&r.name, &a.model, Traffic::Primary)
+                        .to_vec();
+                    a
                 })
                 .collect();
             let shadow = r.shadow.as_ref().map(|s| {
-                let c = snap.get(&r.name, &cfg.models[s.model].name, Traffic::Shadow);
-                arm_report(cfg, r, s.model, c, 0.0, c.requests)
+                let name = &cfg.models[s.model].name;
+                let c = snap.get(&r.name, name, Traffic::Shadow);
+                let mut a = arm_report(cfg, r, s.model, c, 0.0, c.requests);
+                a.spend_line = snap.spend_line(&r.name, name, Traffic::Shadow).to_vec();
+                a
             });
-            let finetune = verdict(cfg, r, &arms, shadow.as_ref(), route_n, snap.elapsed);
+            let (since, elapsed) = snap.window(&r.name);
+            let finetune = verdict(cfg, r, &arms, shadow.as_ref(), route_n, elapsed);
             RouteReport {
                 route: r.name.clone(),
+                since: rfc3339(since),
+                window_seconds: elapsed.as_secs_f64(),
                 rules: r.matcher.describe(),
                 requests: route_n,
                 spend_usd: arms.iter().map(|a| a.spend_usd).sum(),
@@ -208,6 +230,8 @@ pub fn report(cfg: &Config, snap: &Snapshot) -> Report {
         })
         .collect();
     Report {
+        source: snap.source.clone(),
+        since: rfc3339(snap.since_unix),
         window_seconds: snap.elapsed.as_secs_f64(),
         routes,
     }
@@ -287,6 +311,7 @@ fn verdict(
         &base.cost_moments,
         &ft.feedback_moments,
         &base.feedback_moments,
+        r.experiment.quality_margin,
     );
     Some(Verdict {
         cost_difference_ci95: d.cost,
@@ -367,7 +392,8 @@ fn summary(
     s
 }
 
-/// Sets the fine-tune and shadow-spend gauges from a report (replacing older values).
+/// Sets the fine-tune gauges from a report (replacing older values): this replica's view, since
+/// it started. Fleet-wide figures come from the `tailor_arm_*` counters (recording rules).
 pub fn publish(metrics: &Metrics, r: &Report) {
     let f = &metrics.finetune;
     for g in [
@@ -379,14 +405,7 @@ pub fn publish(metrics: &Metrics, r: &Report) {
     ] {
         g.reset();
     }
-    metrics.shadow_cost.reset();
     for route in &r.routes {
-        if let Some(s) = &route.shadow {
-            metrics
-                .shadow_cost
-                .with_label_values(&[&route.route, &s.model])
-                .set(s.spend_usd);
-        }
         let Some(v) = &route.finetune else { continue };
         let l = [route.route.as_str(), v.fine_tune.as_str()];
         f.savings_per_1k
@@ -469,6 +488,7 @@ routes: [{{ name: r, split: [{{ model: base }}, {{ model: ft }}] }}]
             arms: vec![(key("base"), counts(0.010)), (key("ft"), counts(0.006))],
             // 1,000 requests over two hours: 500 per hour
             elapsed: Duration::from_secs(7_200),
+            ..Snapshot::default()
         };
         report(&cfg, &snap)
     }

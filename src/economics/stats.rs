@@ -220,7 +220,8 @@ pub struct Decision {
 
 /// The decision rule, from the cost per answered request and the feedback scores of each arm.
 /// "fine-tune wins": the 95% interval of (fine-tune − base) cost lies below zero, and quality is
-/// not worse by more than [`QUALITY_MARGIN`] (the lower end of its interval is above −margin;
+/// not worse by more than `margin` (the route's `experiment.quality_margin`, default
+/// [`QUALITY_MARGIN`]; the lower end of its interval is above −margin;
 /// without feedback on both arms quality is not judged, and the sentence says so). "base wins":
 /// the cost interval lies above zero and quality is not better by the margin, or quality is
 /// surely worse by more than the margin. Otherwise "keep testing", with the requests per arm the
@@ -230,12 +231,13 @@ pub fn decide(
     base_cost: &Moments,
     ft_q: &Moments,
     base_q: &Moments,
+    margin: f64,
 ) -> Decision {
     let cost = diff_ci95(ft_cost, base_cost);
     let quality = diff_ci95(ft_q, base_q);
-    let quality_worse = quality.is_some_and(|q| q.high < -QUALITY_MARGIN);
-    let quality_ok = quality.is_none_or(|q| q.low > -QUALITY_MARGIN);
-    let quality_better = quality.is_some_and(|q| q.low > QUALITY_MARGIN);
+    let quality_worse = quality.is_some_and(|q| q.high < -margin);
+    let quality_ok = quality.is_none_or(|q| q.low > -margin);
+    let quality_better = quality.is_some_and(|q| q.low > margin);
     let unjudged = if quality.is_none() {
         " (quality not judged: no feedback on both arms)"
     } else {
@@ -365,12 +367,24 @@ mod tests {
         let ones = Moments::of(&[1.0; 30]);
         let none = Moments::default();
         // clearly cheaper, quality as good: wins
-        let d = decide(&spread(0.006, 50), &spread(0.010, 50), &ones, &ones);
+        let d = decide(
+            &spread(0.006, 50),
+            &spread(0.010, 50),
+            &ones,
+            &ones,
+            QUALITY_MARGIN,
+        );
         assert_eq!(d.text, "fine-tune wins", "{d:?}");
         let c = d.cost.unwrap();
         assert!(c.high < 0.0 && (c.value + 0.004).abs() < 1e-12, "{c:?}");
         // no feedback: decided on cost, and it says quality was not judged
-        let d = decide(&spread(0.006, 50), &spread(0.010, 50), &none, &none);
+        let d = decide(
+            &spread(0.006, 50),
+            &spread(0.010, 50),
+            &none,
+            &none,
+            QUALITY_MARGIN,
+        );
         assert!(
             d.text.starts_with("fine-tune wins (quality not judged"),
             "{}",
@@ -383,11 +397,26 @@ mod tests {
                 .map(|i| if i % 10 == 0 { 0.0 } else { 1.0 })
                 .collect::<Vec<_>>(),
         );
-        let d = decide(&spread(0.006, 50), &spread(0.010, 50), &half, &most);
+        let d = decide(
+            &spread(0.006, 50),
+            &spread(0.010, 50),
+            &half,
+            &most,
+            QUALITY_MARGIN,
+        );
         assert!(d.text.starts_with("base wins"), "{}", d.text);
         assert!(d.quality.unwrap().high < -QUALITY_MARGIN);
+        // a route that accepts a much lower score for the price: the fine-tune wins there
+        let d = decide(&spread(0.006, 50), &spread(0.010, 50), &half, &most, 0.6);
+        assert_eq!(d.text, "fine-tune wins", "{d:?}");
         // dearer, quality the same: base wins
-        let d = decide(&spread(0.012, 50), &spread(0.010, 50), &ones, &ones);
+        let d = decide(
+            &spread(0.012, 50),
+            &spread(0.010, 50),
+            &ones,
+            &ones,
+            QUALITY_MARGIN,
+        );
         assert_eq!(d.text, "base wins");
         // three requests each and a small difference: keep testing, with a number
         let d = decide(
@@ -395,6 +424,7 @@ mod tests {
             &Moments::of(&[0.010, 0.0105, 0.0098]),
             &none,
             &none,
+            QUALITY_MARGIN,
         );
         assert!(d.text.starts_with("keep testing: about "), "{}", d.text);
         // 0/1 scores get Wilson's interval

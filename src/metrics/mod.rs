@@ -8,6 +8,7 @@
 //! request path only does atomic adds. Money counters are in [`cost`].
 
 pub mod cost;
+pub mod judge;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -58,9 +59,9 @@ pub struct Metrics {
     pub shadow_comparisons: IntCounterVec,
     /// Sums of shadow − primary per pair (latency s, output tokens, cost USD): mean = sum / pairs.
     pub shadow_delta: GaugeVec,
-    /// Set at scrape from the economics report: shadow spend, and the fine-tune verdicts.
-    pub shadow_cost: GaugeVec,
+    /// Set at scrape from this replica's economics report: the fine-tune verdicts.
     pub finetune: FinetuneGauges,
+    pub judge: judge::JudgeMetrics,
 }
 
 /// The break-even verdict of each route that compares a fine-tune with its base model.
@@ -312,14 +313,7 @@ impl Metrics {
                     &["route", "model", "measure"],
                 )?,
             )?,
-            shadow_cost: reg(
-                &registry,
-                gauge(
-                    "tailor_shadow_cost_usd",
-                    "Spend on shadow requests since start, USD (not in tailor_cost_usd_total)",
-                    &["route", "model"],
-                )?,
-            )?,
+            judge: judge::JudgeMetrics::new(&registry)?,
             finetune: FinetuneGauges {
                 savings_per_1k: reg(
                     &registry,
@@ -462,6 +456,14 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition of every metric.
+    /// Adds a collector of another module (the economics ledger) to the one registry.
+    pub fn register(
+        &self,
+        c: Box<dyn prometheus::core::Collector>,
+    ) -> Result<(), prometheus::Error> {
+        self.registry.register(c)
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(16 * 1024);
         // encoding into a Vec only fails on malformed families, which we never build

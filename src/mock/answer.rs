@@ -27,6 +27,32 @@ pub struct Sim {
     pub(super) big_event: Option<usize>,
 }
 
+/// Follows a system message that asks for "exactly one word: A if ..., B if ..." (a judge's
+/// instructions) as a model would: one of the words, picked by a hash of the rest of the request,
+/// so the same request gets the same word.
+fn one_word_choice(req: &Value) -> Option<String> {
+    let msgs = req["messages"].as_array()?;
+    let system = msgs.iter().find(|m| m["role"] == "system")?["content"].as_str()?;
+    let (_, rest) = system.split_once("exactly one word:")?;
+    let words: Vec<&str> = rest
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .collect::<Vec<_>>()
+        .windows(2)
+        .filter(|w| w[1] == "if" && w[0].len() > 1 && w[0].chars().all(|c| c.is_ascii_uppercase()))
+        .map(|w| w[0])
+        .collect();
+    if words.is_empty() {
+        return None;
+    }
+    let others: String = msgs
+        .iter()
+        .filter(|m| m["role"] != "system")
+        .map(|m| m["content"].to_string())
+        .collect();
+    let i = stable_hash(&[others.as_bytes()]) % words.len() as u64;
+    Some(words[i as usize].to_owned())
+}
+
 impl Sim {
     pub fn new(req: &Value, endpoint: &str, model: &str, h: &HeaderMap) -> Sim {
         let prompt_field = match endpoint {
@@ -65,6 +91,9 @@ impl Sim {
             words.push(format!("word{}", words.len()));
         }
         words.truncate(n);
+        if let Some(choice) = one_word_choice(req) {
+            words = vec![choice];
+        }
         let tools = req["tools"].as_array().filter(|t| !t.is_empty());
         let tool = if req["tool_choice"] == "none" {
             None

@@ -11,10 +11,9 @@ computed here from the simulator's usage.
 import json
 import os
 import pathlib
-import re
 import shutil
-import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.parse
@@ -25,21 +24,8 @@ import pytest
 import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-BIN = ROOT / "target" / "release" / "tailor"
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_line(proc, prefix, timeout=10):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        line = proc.stdout.readline()
-        if line.startswith(prefix):
-            return line
-    raise AssertionError(f"no line starting with {prefix!r}")
+sys.path.insert(0, str(ROOT / "tests/helpers"))
+from procs import BIN, start_prometheus, wait_line  # noqa: E402
 
 
 def http(method, url, body=None, headers=None):
@@ -54,18 +40,8 @@ def http(method, url, body=None, headers=None):
         return e.code, dict(e.headers), e.read().decode()
 
 
-def ready_status(url):
-    """The status of `url`, 0 while nothing listens there."""
-    try:
-        return http("GET", url)[0]
-    except (urllib.error.URLError, ConnectionError):
-        return 0
-
-
 @pytest.fixture(scope="module")
 def stack():
-    if not shutil.which("prometheus") or not shutil.which("promtool"):
-        pytest.fail("prometheus and promtool are required (tests/run-all.sh installs Debian's prometheus)")
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="tailor-mon-"))
     procs = []
     try:
@@ -81,23 +57,9 @@ def stack():
         line = wait_line(tailor, "tailor listening on")
         api = line.split()[3].removesuffix("/v1")
         admin = line.rsplit("admin: ", 1)[1].strip().rstrip(")")
-        prom_port = free_port()
-        rules = ROOT / "deploy/prometheus/rules/tailor.rules.yml"
-        (tmp / "prometheus.yml").write_text(yaml.safe_dump({
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "rule_files": [str(rules)],
-            "scrape_configs": [{"job_name": "tailor", "static_configs": [{"targets": [admin.removeprefix("http://")]}]}],
-        }))
-        prom = subprocess.Popen(["prometheus", f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'data'}",
-                                 f"--web.listen-address=127.0.0.1:{prom_port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        prom, prom_url = start_prometheus(tmp, [admin.removeprefix("http://")])
         procs.append(prom)
-        # the query API answers 503 until Prometheus has opened its storage: wait for /-/ready
-        deadline = time.time() + 30
-        while ready_status(f"http://127.0.0.1:{prom_port}/-/ready") != 200:
-            assert time.time() < deadline, "Prometheus did not become ready in 30 s"
-            assert prom.poll() is None, "Prometheus exited"
-            time.sleep(0.2)
-        yield {"api": api, "admin": admin, "prom": f"http://127.0.0.1:{prom_port}", "config": yaml.safe_load(cfg_text)}
+        yield {"api": api, "admin": admin, "prom": prom_url, "config": yaml.safe_load(cfg_text)}
     finally:
         for p in procs:
             p.terminate()
@@ -133,6 +95,11 @@ def usage_of(status, headers, body):
 @pytest.fixture(scope="module")
 def traffic(stack):
     """Sends the known mix; returns the expected cost per route (Fractions of USD) and counts."""
+    # after Prometheus's first scrape, so the counters' rates see the traffic arrive
+    deadline = time.time() + 30
+    while not query(stack["prom"], "tailor_arm_requests_total"):
+        assert time.time() < deadline, "Prometheus never scraped tailor"
+        time.sleep(0.2)
     models = stack["config"]["models"]
     price = {name: {k: Fraction(str(v)) for k, v in m["price"].items()} for name, m in models.items()}
     cost = {}
@@ -159,6 +126,12 @@ def traffic(stack):
             assert status == 404
             continue
         answered += 1
+        rid = rh.get("x-tailor-request-id") or rh.get("X-Tailor-Request-Id")
+        if status == 200 and rid:
+            # a quality score for the answer (the dashboard's feedback panel)
+            fs, _, fb = http("POST", stack["api"] + "/v1/feedback", json.dumps({"request_id": rid, "score": len(plan) % 2 == 0}),
+                             {"authorization": "Bearer x"})
+            assert fs == 200, fb
         u = usage_of(status, rh, text)
         if u is None:
             continue

@@ -88,6 +88,18 @@ def test_the_status_page_renders_every_route_and_the_verdict(demo):
     assert "A/B: <b>" in html
     assert "in rotation" in html
     assert "[shadow]" in html  # the summaries route's shadow arm
+    # where the figures come from: the demo has no Prometheus, so this replica, since its start
+    assert econ["source"]["kind"] == "local" and econ["source"]["description"].startswith("this replica, since 20")
+    assert "Figures: <b>this replica, since 20" in html
+    # a chart of cost per request with its interval, and one of spend over the window, per A/B route
+    support_html = html[html.index('id="route-support"'):]
+    support_html = support_html[:support_html.index("<h2", 10)] if "<h2" in support_html[10:] else support_html
+    assert 'aria-label="cost per request per arm, 95% interval"' in support_html
+    assert 'aria-label="spend over the window per arm"' in support_html and "<polyline" in support_html
+    # routes with traffic first: the busiest route is the first one on the page
+    busiest = max(econ["routes"], key=lambda r: r["requests"])["route"]
+    first = min(routes, key=lambda name: html.index(f'id="route-{name}"'))
+    assert first == busiest, (first, busiest)
 
     SHOT.unlink(missing_ok=True)
     shot = browser(f"--screenshot={SHOT}", demo + "/")

@@ -3,6 +3,9 @@
 //! `server.shadow_max_concurrency` at a time (a copy that finds no slot is dropped and counted),
 //! and its tokens and cost go to their own series. When both have ended, the pair is compared:
 //! latency, output tokens, cost, and whether the answers agree (same text, or the same JSON value).
+//! With `shadow.judge`, a model also says which answer is better ([`judge`]).
+
+pub mod judge;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -110,7 +113,12 @@ pub fn launch(
     };
     let (tx, rx) = oneshot::channel();
     let client = live.clients.get(model.upstream).clone();
+    let judge = s
+        .judge
+        .as_ref()
+        .map(|j| judge::JudgeCtx::new(shared.live.load_full(), j, view));
     let ctx = Pair {
+        judge,
         id: request_id.to_owned(),
         route: route.name.as_str().into(),
         model: model.name.as_str().into(),
@@ -126,6 +134,7 @@ pub fn launch(
 }
 
 struct Pair {
+    judge: Option<judge::JudgeCtx>,
     id: String,
     route: Arc<str>,
     model: Arc<str>,
@@ -191,7 +200,10 @@ impl Pair {
             .await
             .ok()
             .and_then(Result::ok);
-        self.compare(&shadow, primary);
+        let primary = self.compare(&shadow, primary);
+        if let (Some(j), Some(a), Some(b)) = (&self.judge, primary, &shadow.answer) {
+            j.judge(&self.shared, &self.route, &self.model, &a, b).await;
+        }
     }
 
     fn record(&self, s: &ShadowResult) {
@@ -217,7 +229,8 @@ impl Pair {
             .record(s.ok, s.ok, &s.usage, s.cost_pico, s.latency);
     }
 
-    fn compare(&self, s: &ShadowResult, primary: Option<PrimaryResult>) {
+    /// Compares and counts a pair; returns the primary's answer text, for the judge.
+    fn compare(&self, s: &ShadowResult, primary: Option<PrimaryResult>) -> Option<String> {
         let m = &self.shared.metrics;
         let primary = primary.filter(|p| p.ok);
         let primary_answer = primary.as_ref().and_then(|p| {
@@ -265,6 +278,7 @@ impl Pair {
             output_tokens_delta = dt,
             cost_delta_usd = dc,
         );
+        primary_answer
     }
 }
 
