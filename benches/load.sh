@@ -5,6 +5,7 @@
 # concurrency 1), 3 (64-chunk streams paced 20 ms: time to first token, gaps), 4 (5,000 open
 # streams: no lost chunk, memory per stream), 5 (200 KB prompt), 6 (counters exact after load).
 # wrk drives 1, 2 and 5; benches/streams.rs (built here) times SSE events for 3 and 4.
+# Row "limits": tailor with one matching budget and rate limit counted in a loopback Redis.
 # Usage: benches/load.sh [seconds per measurement, default 10]
 # TAILOR_BIN=path measures that tailor binary instead of building this checkout's (before/after
 # runs); STREAMS_BIN=path uses an already built benches/streams client.
@@ -14,6 +15,7 @@ dur=${1:-10}
 need=()
 command -v wrk >/dev/null || need+=(wrk)
 command -v nginx >/dev/null || need+=(nginx-light)
+command -v redis-server >/dev/null || need+=(redis-server)
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
@@ -74,6 +76,20 @@ tailor=$(sed -n 's#^tailor listening on \(http://[^ ]*\)/v1 (admin: \(http://[^)
 admin=$(sed -n 's#^tailor listening on \(http://[^ ]*\)/v1 (admin: \(http://[^)]*\))#\2#p' "$tmp/tailor.out")
 idle_rss=$(awk '/VmRSS/{print $2}' /proc/$tailor_pid/status)
 
+# the same config with one limit that matches every request, counted in a loopback Redis
+redis_port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
+redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no >/dev/null 2>&1 & pids+=($!)
+for _ in $(seq 50); do redis-cli -p "$redis_port" ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
+cp "$tmp/routes.yaml" "$tmp/routes.limits.yaml"
+cat >>"$tmp/routes.limits.yaml" <<YAML
+shared_state: { redis: "redis://127.0.0.1:$redis_port/0", timeout: 50ms }
+limits:
+  - { name: bench, usd: { max: 1000000, per: day }, tokens_per_minute: 1000000000 }
+YAML
+TAILOR_BENCH_KEY=sk-bench "$bin" --no-access-log serve --config "$tmp/routes.limits.yaml" >"$tmp/tailorl.out" 2>"$tmp/tailorl.err" & tailorl_pid=$!; pids+=($tailorl_pid)
+wait_for "$tmp/tailorl.out" "tailor listening on"
+tailorl=$(sed -n 's#^tailor listening on \(http://[^ ]*\)/v1 .*#\1#p' "$tmp/tailorl.out")
+
 # scenario 4 on a second, fresh tailor (same config), so that memory per open stream is its RSS
 # growth over idle and the 5,000 connections it leaves pooled do not weigh on the other scenarios
 TAILOR_BENCH_KEY=sk-bench "$bin" --no-access-log serve --config "$tmp/routes.yaml" >"$tmp/tailor4.out" 2>/dev/null & t4=$!; pids+=($t4)
@@ -97,12 +113,12 @@ echo "$body_small" >"$tmp/small.json"
 mklua "$tmp/small.lua" "$tmp/small.json"
 mklua "$tmp/big.lua" "$tmp/big.json"
 
-url_of() { case $1 in direct) echo "$up";; nginx) echo "http://127.0.0.1:$nginx_port";; tailor) echo "$tailor";; esac; }
+url_of() { case $1 in direct) echo "$up";; nginx) echo "http://127.0.0.1:$nginx_port";; tailor) echo "$tailor";; limits) echo "$tailorl";; esac; }
 cpu_ticks() { awk '{print $14+$15}' /proc/$tailor_pid/stat; }
 # CPU ticks of a target's processes (tailor; nginx's workers; the simulator for direct)
 ticks_of() {
   local p t=0
-  case $1 in tailor) p=$tailor_pid;; nginx) p=$(pgrep -d' ' -P "$(cat "$tmp/nginx.pid")");; direct) p=${pids[0]};; esac
+  case $1 in tailor) p=$tailor_pid;; limits) p=$tailorl_pid;; nginx) p=$(pgrep -d' ' -P "$(cat "$tmp/nginx.pid")");; direct) p=${pids[0]};; esac
   for x in $p; do t=$((t + $(awk '{print $14+$15}' /proc/$x/stat))); done
   echo $t
 }
@@ -136,6 +152,12 @@ for scen in "thr:64:small" "c1:1:small" "big:16:big"; do
   total_tailor=$((total_tailor + $(echo "${R[$name.tailor]}" | cut -d' ' -f4)))
 done
 t1=$(cpu_ticks)
+# tailor with a limit in Redis, right after tailor without, for the same two scenarios
+for scen in "thr:64:small" "c1:1:small"; do
+  IFS=: read -r name conns lua <<<"$scen"
+  R[$name.limits]=$(run "$name.limits" "$(url_of limits)" "$conns" "$tmp/$lua.lua" limits)
+  R[$name.tailor2]=$(run "$name.tailor2" "$(url_of tailor)" "$conns" "$tmp/$lua.lua" tailor)
+done
 
 # scenario 3: 64 users at a time reading 64-chunk streams paced 20 ms apart
 for target in direct nginx tailor; do
@@ -170,12 +192,14 @@ PY
 python3 - "$idle_rss" "$peak_rss" "$t0" "$t1" "$(getconf CLK_TCK)" "$total_tailor" "$hold" \
   "${R[sse.direct]}" "${R[sse.nginx]}" "${R[sse.tailor]}" \
   "${R[thr.direct]}" "${R[thr.nginx]}" "${R[thr.tailor]}" "${R[c1.direct]}" "${R[c1.nginx]}" "${R[c1.tailor]}" \
-  "${R[big.direct]}" "${R[big.nginx]}" "${R[big.tailor]}" <<'PY'
+  "${R[big.direct]}" "${R[big.nginx]}" "${R[big.tailor]}" \
+  "${R[thr.limits]}" "${R[thr.tailor2]}" "${R[c1.limits]}" "${R[c1.tailor2]}" <<'PY'
 import json, sys
 idle, peak, t0, t1, hz, total = map(int, sys.argv[1:7])
 hold = json.loads(sys.argv[7])
 sse = [json.loads(a) for a in sys.argv[8:11]]
-rows = [list(map(float, a.split())) for a in sys.argv[11:]]
+rows = [list(map(float, a.split())) for a in sys.argv[11:20]]
+lim_thr, plain_thr, lim_c1, plain_c1 = [list(map(float, a.split())) for a in sys.argv[20:24]]
 targets = ["direct", "nginx", "tailor"]
 print("\n| scenario | target | req/s | p50 us | p99 us | non-2xx | CPU us/request |")
 print("|---|---|---|---|---|---|---|")
@@ -198,6 +222,13 @@ summary = [
     (f"memory per open stream (scenario 4: {hold['streams']:,} streams)", f"{per_stream:.1f} KiB ({hold['lost']} streams lost a chunk; all open after {hold['open_secs']} s; RSS {hold['rss_before_kib'] / 1024:.1f} -> {hold['rss_open_kib'] / 1024:.1f} MiB)", per_stream <= 64 and hold["lost"] == 0 and hold["finished_before_all_open"] == 0),
     ("idle RSS / peak RSS", f"{idle / 1024:.1f} MiB / {peak / 1024:.1f} MiB", idle <= 32 * 1024),
 ]
+print("\n| limits (one matching budget + rate in loopback Redis) | req/s | p50 us | p99 us | non-2xx | CPU us/request |")
+print("|---|---|---|---|---|---|")
+for name, r in [("64 conns, tailor + limits", lim_thr), ("64 conns, tailor", plain_thr), ("1 conn, tailor + limits", lim_c1), ("1 conn, tailor", plain_c1)]:
+    print(f"| {name} | {r[0]:.0f} | {r[1]:.0f} | {r[2]:.0f} | {r[4]:.0f} | {r[5]:.1f} |")
+summary.append(("limits in Redis: added p50 at 1 conn / throughput at 64 conns vs tailor without",
+                f"{lim_c1[1] - plain_c1[1]:+.0f} us / {lim_thr[0] / plain_thr[0]:.2f}",
+                lim_c1[1] - plain_c1[1] <= 30 and lim_thr[0] / plain_thr[0] >= 0.85 and lim_thr[4] == 0))
 print("\n| measure | this run | must met |")
 print("|---|---|---|")
 for m, v, ok in summary:

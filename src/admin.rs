@@ -11,6 +11,7 @@ use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 
+use crate::economics::page::LimitUse;
 use crate::economics::{self, Report};
 use crate::state::Shared;
 
@@ -26,6 +27,28 @@ async fn report(shared: &Shared) -> Report {
     let live = shared.live.load_full();
     let snap = economics::fleet::figures(&live.config, &shared.keep.ledger, None).await;
     economics::report(&live.config, &snap)
+}
+
+/// Each limit of the config with its dollar budget's spend as this replica last saw it.
+fn limits(shared: &Shared, cfg: &crate::config::Config) -> Vec<LimitUse> {
+    let m = &shared.metrics.limits;
+    cfg.limits
+        .iter()
+        .map(|l| {
+            let spent = m
+                .spent
+                .get_metric_with_label_values(&[&l.name])
+                .ok()
+                .map(|g| g.get())
+                .filter(|v| *v > 0.0);
+            LimitUse {
+                name: l.name.clone(),
+                caps: l.describe_caps(),
+                spent_usd: spent,
+                max_usd: l.usd.map(|(max, _)| max as f64 / 1e12),
+            }
+        })
+        .collect()
 }
 
 /// Answers one admin request.
@@ -62,7 +85,11 @@ pub async fn handle<B>(
                 (
                     StatusCode::OK,
                     "text/html; charset=utf-8",
-                    Bytes::from(economics::render_html(&r, &health)),
+                    Bytes::from(economics::render_html(
+                        &r,
+                        &health,
+                        &limits(&shared, &live.config),
+                    )),
                 )
             }
             (&Method::GET, "/healthz") => {

@@ -39,6 +39,28 @@ pub enum ProxyError {
     /// A concurrency limit is full (`scope`: `server` or the route's name).
     #[error("Too many requests in flight ({scope} limit): retry shortly.")]
     Overloaded { scope: String },
+    /// A dollar budget of `limits:` is spent for its window.
+    #[error("Budget `{limit}` is spent for this {per}: it resets in {reset_secs} s.")]
+    BudgetExceeded {
+        limit: String,
+        per: &'static str,
+        reset_secs: u64,
+    },
+    /// A requests- or tokens-per-minute limit of `limits:` is reached (`what`: requests | tokens).
+    #[error("Rate limit `{limit}` reached on {what} per min: limit {max}, used {used}, requested {requested}. Retry in {reset_secs} s.")]
+    RateLimited {
+        limit: String,
+        what: &'static str,
+        max: u64,
+        used: u64,
+        requested: u64,
+        reset_secs: u64,
+        /// OpenAI's `x-ratelimit-*` headers for the limits that matched.
+        headers: Vec<(&'static str, String)>,
+    },
+    /// The shared store (Redis) is down or slow and `shared_state.on_error` is `deny`.
+    #[error("The shared budget store is unavailable: retry shortly.")]
+    SharedStateUnavailable,
     /// The path is not one tailor serves.
     #[error("Invalid URL ({method} {path})")]
     NotFound { method: String, path: String },
@@ -75,7 +97,10 @@ impl ProxyError {
             ProxyError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::Unauthorized => StatusCode::UNAUTHORIZED,
             ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            ProxyError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::Overloaded { .. }
+            | ProxyError::BudgetExceeded { .. }
+            | ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::SharedStateUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamUnavailable { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::UpstreamKeyMissing { .. } | ProxyError::Internal(_) => {
@@ -97,6 +122,9 @@ impl ProxyError {
             ProxyError::Unauthorized => "unauthorized",
             ProxyError::HeadersTooLarge { .. } => "headers_too_large",
             ProxyError::Overloaded { .. } => "overloaded",
+            ProxyError::BudgetExceeded { .. } => "budget_exceeded",
+            ProxyError::RateLimited { .. } => "rate_limited",
+            ProxyError::SharedStateUnavailable => "shared_state_unavailable",
             ProxyError::UpstreamUnavailable { .. } => "upstream_unavailable",
             ProxyError::UpstreamTimeout { .. } => "upstream_timeout",
             ProxyError::UpstreamKeyMissing { .. } => "upstream_key_missing",
@@ -131,6 +159,13 @@ impl ProxyError {
             }
             ProxyError::MethodNotAllowed { .. } => {
                 ("invalid_request_error", None, Some("method_not_allowed"))
+            }
+            ProxyError::BudgetExceeded { .. } => {
+                ("insufficient_quota", None, Some("budget_exceeded"))
+            }
+            ProxyError::RateLimited { what, .. } => (what, None, Some("rate_limit_exceeded")),
+            ProxyError::SharedStateUnavailable => {
+                ("server_error", None, Some("shared_state_unavailable"))
             }
             ProxyError::UpstreamUnavailable { .. } => {
                 ("upstream_error", None, Some("upstream_unavailable"))
@@ -170,9 +205,29 @@ impl ProxyError {
             http::header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        if let ProxyError::Overloaded { .. } = self {
+        let retry_after = |h: &mut http::HeaderMap, secs: u64| {
+            h.insert(http::header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        };
+        if let ProxyError::Overloaded { .. } | ProxyError::SharedStateUnavailable = self {
             // transient: the SDK's retry with backoff is what we want
             headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+        } else if let ProxyError::RateLimited {
+            reset_secs,
+            headers: limits,
+            ..
+        } = &self
+        {
+            // the SDK waits retry-after and tries again: right for a rate within its window
+            retry_after(headers, *reset_secs);
+            for (k, v) in limits {
+                if let Ok(v) = HeaderValue::from_str(v) {
+                    headers.insert(*k, v);
+                }
+            }
+        } else if let ProxyError::BudgetExceeded { reset_secs, .. } = self {
+            // a spent budget stays spent until its window resets: no automatic retry
+            retry_after(headers, reset_secs);
+            headers.insert("x-should-retry", HeaderValue::from_static("false"));
         } else {
             // a client error would fail again; an upstream failure was already retried by tailor
             headers.insert("x-should-retry", HeaderValue::from_static("false"));
@@ -229,13 +284,28 @@ mod tests {
                 env: "AZURE_KEY".into(),
             },
             ProxyError::Internal("secret detail".into()),
+            ProxyError::BudgetExceeded {
+                limit: "team".into(),
+                per: "day",
+                reset_secs: 60,
+            },
+            ProxyError::RateLimited {
+                limit: "tpm".into(),
+                what: "tokens",
+                max: 10,
+                used: 9,
+                requested: 2,
+                reset_secs: 3,
+                headers: vec![("x-ratelimit-limit-tokens", "10".into())],
+            },
+            ProxyError::SharedStateUnavailable,
         ]
     }
 
     #[test]
     fn every_error_has_four_keys_and_a_fitting_status() {
         let expected = [
-            400, 400, 413, 404, 404, 401, 431, 429, 404, 405, 502, 504, 500, 500,
+            400, 400, 413, 404, 404, 401, 431, 429, 404, 405, 502, 504, 500, 500, 429, 429, 503,
         ];
         for (e, code) in all().into_iter().zip(expected) {
             assert_eq!(e.status().as_u16(), code, "{e:?}");

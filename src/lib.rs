@@ -58,6 +58,7 @@
 //! The command line (`src/main.rs`, `src/cli/`) is the binary's: one file per command.
 
 pub mod admin;
+pub mod budget;
 pub mod capture;
 pub mod classify;
 pub mod config;

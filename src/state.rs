@@ -13,6 +13,8 @@ use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use tokio_util::sync::CancellationToken;
 
+use crate::budget::store::Store;
+use crate::budget::Budgets;
 use crate::capture::Captures;
 use crate::classify::stable_hash;
 use crate::config::Config;
@@ -43,6 +45,8 @@ pub struct LiveState {
     pub loaded_at: u64,
     /// Mints and checks request ids (`server.request_id_key_env`, else this process's key).
     pub ids: RequestIds,
+    /// Budgets and rate limits: the store of `shared_state` (kept across reloads).
+    pub budgets: Budgets,
 }
 
 impl LiveState {
@@ -59,7 +63,14 @@ impl LiveState {
             route_in_flight,
             clients,
             process_key,
+            stores,
         } = keep;
+        let budgets = Budgets {
+            store: stores.get(config.shared_state.redis.as_deref()),
+            timeout: config.shared_state.timeout,
+            on_error: config.shared_state.on_error,
+            metrics: metrics.clone(),
+        };
         let ids = match &config.server.request_id_key {
             Some(k) => RequestIds::new(k.expose().as_bytes()),
             None => RequestIds::new(process_key),
@@ -128,6 +139,7 @@ impl LiveState {
             route_limits,
             loaded_at,
             ids,
+            budgets,
         })
     }
 
@@ -171,6 +183,33 @@ pub struct Keep {
     pub clients: ClientCache,
     /// Signs request ids when no `server.request_id_key_env` is set (random, this process only).
     pub process_key: [u8; 32],
+    /// Limit counters: in this process, or a connection to Redis per URL.
+    pub stores: Stores,
+}
+
+/// The stores of `shared_state`, one per Redis URL and one in memory: a reload keeps what was
+/// counted.
+#[derive(Default)]
+pub struct Stores(std::sync::Mutex<Vec<(Option<String>, Arc<Store>)>>);
+
+impl Stores {
+    pub fn get(&self, redis: Option<&str>) -> Arc<Store> {
+        let mut v = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, s)) = v.iter().find(|(u, _)| u.as_deref() == redis) {
+            return s.clone();
+        }
+        let store = match redis {
+            None => Store::memory(),
+            Some(url) => Store::redis(url).unwrap_or_else(|e| {
+                // the URL was checked with the config: this is not expected
+                tracing::error!(error = %e, "shared_state.redis unusable; counting in this process");
+                Store::memory()
+            }),
+        };
+        let s = Arc::new(store);
+        v.push((redis.map(str::to_owned), s.clone()));
+        s
+    }
 }
 
 /// State shared by every request, for the life of the process.
@@ -201,6 +240,7 @@ impl Shared {
             route_in_flight: DashMap::new(),
             clients: ClientCache::default(),
             process_key: random_key(),
+            stores: Stores::default(),
         };
         let shadow_slots = Arc::new(tokio::sync::Semaphore::new(
             config.server.shadow_max_concurrency,

@@ -34,7 +34,7 @@ fn parse_everywhere(body: &[u8]) -> Result<(), TestCaseError> {
             );
             let prompt = SystemPrompt {
                 text: "p",
-                replace: body.len() % 2 == 0,
+                replace: body.len().is_multiple_of(2),
             };
             let out = v.rewrite("m", v.needs_usage_injection(), Some(prompt));
             prop_assert!(

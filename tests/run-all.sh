@@ -21,6 +21,14 @@ if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
 fi
 prometheus --version 2>&1 | head -1
 
+echo "== installing Redis (Debian's redis-server, brings redis-cli) if missing, for the limits test"
+if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+fi
+redis-server --version | head -1
+
 echo "== installing Chromium (Debian's package) if missing, for the status page test"
 if ! command -v chromium >/dev/null; then
   export DEBIAN_FRONTEND=noninteractive
@@ -91,6 +99,9 @@ echo "-- monitoring: real Prometheus, the shipped dashboard and rules; deploy ma
 
 echo "-- the fleet: two replicas, a restart and feedback across them, read back from a real Prometheus"
 "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/fleet
+
+echo "-- budgets and rate limits: two replicas sharing a real Redis"
+"$venv/bin/python" -m pytest -q -p no:cacheprovider tests/limits
 
 echo "-- status page: tailor demo --traffic, rendered by headless Chromium (screenshot: target/status-page.png)"
 "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/status

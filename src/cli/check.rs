@@ -102,6 +102,45 @@ pub fn run(path: &Path) -> Result<()> {
                 s.percent,
                 cfg.models[s.model].name
             );
+            if let Some(j) = &s.judge {
+                out!("     judged by {}", cfg.models[j.model].name);
+            }
+        }
+    }
+    if !cfg.limits.is_empty() {
+        let store = match &cfg.shared_state.redis {
+            Some(_) => "Redis (shared by every replica)",
+            None => "this process",
+        };
+        out!(
+            "\nlimits (counted in {store}; store timeout {:?}, on error: {}):",
+            cfg.shared_state.timeout,
+            match cfg.shared_state.on_error {
+                tailor::config::OnError::Allow => "allow",
+                tailor::config::OnError::Deny => "deny",
+            }
+        );
+        for l in &cfg.limits {
+            let mut scope = Vec::new();
+            if let Some(c) = &l.client {
+                scope.push(format!("client={c}"));
+            }
+            if let Some(r) = l.route {
+                scope.push(format!("route={}", cfg.routes[r].name));
+            }
+            if let Some(m) = l.model {
+                scope.push(format!("model={}", cfg.models[m].name));
+            }
+            out!(
+                "  {:<24} {}; for {}",
+                l.name,
+                l.describe_caps(),
+                if scope.is_empty() {
+                    "every request".to_owned()
+                } else {
+                    scope.join(" ")
+                }
+            );
         }
     }
     Ok(())

@@ -14,7 +14,7 @@ use tailor::server;
 use super::common::{load, runtime};
 
 /// What the command line overrides in every config it loads (at start and on each reload).
-#[derive(Clone, Copy, clap::Args)]
+#[derive(Clone, clap::Args)]
 pub struct Overrides {
     /// Override server.listen (port 0 picks a free port).
     #[arg(long)]
@@ -26,6 +26,10 @@ pub struct Overrides {
     /// server.allow_unauthenticated), e.g. in a container whose port is published on loopback.
     #[arg(long)]
     pub allow_unauthenticated: bool,
+    /// Override shared_state.redis: count budgets and rate limits in this Redis (or Valkey),
+    /// shared by every replica, e.g. redis://redis:6379/0.
+    #[arg(long, env = "TAILOR_REDIS_URL")]
+    pub redis: Option<String>,
 }
 
 impl Overrides {
@@ -37,6 +41,9 @@ impl Overrides {
             cfg.server.admin_listen = a;
         }
         cfg.server.allow_unauthenticated |= self.allow_unauthenticated;
+        if let Some(r) = &self.redis {
+            cfg.shared_state.redis = Some(r.clone());
+        }
     }
 }
 

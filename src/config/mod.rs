@@ -11,6 +11,7 @@
 
 mod build;
 mod error;
+mod limits;
 pub mod raw;
 mod route;
 mod secret;

@@ -22,6 +22,44 @@ pub struct RawConfig {
     pub health: RawHealth,
     /// Where `/economics`, the status page and `tailor report` read the fleet's counters.
     pub economics: Option<RawEconomics>,
+    /// The store budgets and rate limits are counted in (default: this process).
+    #[serde(default)]
+    pub shared_state: RawSharedState,
+    #[serde(default)]
+    pub limits: Vec<RawLimit>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawSharedState {
+    /// `redis://host:port/db` (or a Valkey server).
+    pub redis: Option<String>,
+    /// The longest the request path waits on the store.
+    pub timeout: Option<Dur>,
+    /// allow | deny, when the store is down or slow.
+    pub on_error: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimit {
+    pub name: String,
+    pub client: Option<String>,
+    pub route: Option<String>,
+    pub model: Option<String>,
+    pub usd: Option<RawUsd>,
+    pub tokens_per_minute: Option<u64>,
+    pub requests_per_minute: Option<u64>,
+    /// Output tokens reserved for a request that sets no max_tokens (default 4,096).
+    pub default_max_tokens: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUsd {
+    pub max: f64,
+    /// minute | hour | day | month (calendar, UTC)
+    pub per: String,
 }
 
 #[derive(Debug, Deserialize)]

@@ -176,6 +176,38 @@ fn semantic_errors_name_their_path() {
             format!("server: {{ workers: 0 }}\n{BASE}"),
             "server.workers",
         ),
+        (
+            format!("{BASE}limits: [{{ name: a, route: nope, requests_per_minute: 5 }}]\n"),
+            "limits[0].route",
+        ),
+        (
+            format!("{BASE}limits: [{{ name: a, usd: {{ max: 5, per: week }} }}]\n"),
+            "limits[0].usd.per",
+        ),
+        (
+            format!("{BASE}limits: [{{ name: a, client: team }}]\n"),
+            "limits[0].client",
+        ),
+        (
+            format!("{BASE}limits: [{{ name: a }}]\n"),
+            "limits[0]",
+        ),
+        (
+            format!("{BASE}shared_state: {{ redis: \"http://x\" }}\n"),
+            "shared_state.redis",
+        ),
+        (
+            format!("{BASE}shared_state: {{ on_error: maybe }}\n"),
+            "shared_state.on_error",
+        ),
+        (
+            BASE.replace("sticky: user", "sticky: user\n    experiment: { since: yesterday }"),
+            "routes[0].experiment.since",
+        ),
+        (
+            format!("{BASE}economics: {{ prometheus_url: \"prom:9090\" }}\n"),
+            "economics.prometheus_url",
+        ),
     ];
     for (yaml, path) in cases {
         let e = err(&yaml);

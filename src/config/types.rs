@@ -36,6 +36,9 @@ pub struct Config {
     pub health: HealthPolicy,
     /// Read the economics from Prometheus (`economics:`); without it, from this process.
     pub economics: Option<EconomicsSource>,
+    /// Where budgets and rate limits are counted.
+    pub shared_state: SharedState,
+    pub limits: Vec<Limit>,
     /// Files the config reads besides itself (arm prompts): a change to one reloads it too.
     pub files: Vec<PathBuf>,
 }
@@ -200,6 +203,73 @@ pub struct ArmPrompt {
     pub text: Arc<str>,
     /// Instead of the client's system and developer messages (else before them).
     pub replace: bool,
+}
+
+/// The store of `limits:` counters (`shared_state:`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedState {
+    /// None: an in-process store (one replica).
+    pub redis: Option<String>,
+    pub timeout: Duration,
+    pub on_error: OnError,
+}
+
+/// What a request gets when the shared store is down or slower than its timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnError {
+    Allow,
+    Deny,
+}
+
+/// A calendar window of a dollar budget (UTC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Per {
+    Minute,
+    Hour,
+    Day,
+    Month,
+}
+
+impl Per {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Per::Minute => "minute",
+            Per::Hour => "hour",
+            Per::Day => "day",
+            Per::Month => "month",
+        }
+    }
+}
+
+/// One entry of `limits:`: the scopes it applies to (all given must match) and its caps.
+#[derive(Debug, Clone)]
+pub struct Limit {
+    pub name: String,
+    pub client: Option<String>,
+    pub route: Option<usize>,
+    pub model: Option<usize>,
+    /// A dollar budget in picodollars per calendar window.
+    pub usd: Option<(u64, Per)>,
+    pub tokens_per_minute: Option<u64>,
+    pub requests_per_minute: Option<u64>,
+    pub default_max_tokens: u64,
+}
+
+impl Limit {
+    /// "$25.00 per day, 200000 tokens/min, 600 requests/min"
+    pub fn describe_caps(&self) -> String {
+        let mut caps = Vec::new();
+        if let Some((max, per)) = self.usd {
+            caps.push(format!("${:.2} per {}", max as f64 / 1e12, per.as_str()));
+        }
+        if let Some(t) = self.tokens_per_minute {
+            caps.push(format!("{t} tokens/min"));
+        }
+        if let Some(r) = self.requests_per_minute {
+            caps.push(format!("{r} requests/min"));
+        }
+        caps.join(", ")
+    }
 }
 
 /// Where the fleet's counters are read (`economics:`).

@@ -35,9 +35,19 @@ fn pct(x: f64) -> String {
     format!("{:.1}%", x * 100.0)
 }
 
+/// One budget or rate limit as the status page lists it.
+pub struct LimitUse {
+    pub name: String,
+    /// "$25.00 per day, 200000 tokens/min".
+    pub caps: String,
+    /// The current window's spend of its dollar budget as last seen, and the cap.
+    pub spent_usd: Option<f64>,
+    pub max_usd: Option<f64>,
+}
+
 /// The status page: one self-contained HTML document (no scripts, no external assets).
 /// `health`: each model's name and whether it is in rotation.
-pub fn render_html(r: &Report, health: &[(String, bool)]) -> String {
+pub fn render_html(r: &Report, health: &[(String, bool)], limits: &[LimitUse]) -> String {
     let mut h = String::with_capacity(16 * 1024);
     let _ = write!(
         h,
@@ -70,6 +80,23 @@ td:first-child,th:first-child{{text-align:left}}.rules{{color:#555}}.verdict{{pa
         );
     }
     h.push_str("</table>");
+    if !limits.is_empty() {
+        h.push_str("<h2>Budgets and rate limits</h2><table><tr><th>limit</th><th>caps</th><th>spent this window</th><th>used</th></tr>");
+        for l in limits {
+            let (spent, used) = match (l.spent_usd, l.max_usd) {
+                (Some(s), Some(m)) if m > 0.0 => (format!("${s:.4} of ${m:.2}"), pct(s / m)),
+                (None, Some(m)) => (format!("$0 of ${m:.2}"), pct(0.0)),
+                _ => ("-".to_owned(), "-".to_owned()),
+            };
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{spent}</td><td>{used}</td></tr>",
+                esc(&l.name),
+                esc(&l.caps)
+            );
+        }
+        h.push_str("</table>");
+    }
     // routes with traffic first, the busiest on top; the quiet ones after, in config order
     let mut routes: Vec<_> = r.routes.iter().collect();
     routes.sort_by_key(|x| std::cmp::Reverse(x.requests));

@@ -9,6 +9,7 @@
 
 pub mod cost;
 pub mod judge;
+pub mod limits;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -62,6 +63,7 @@ pub struct Metrics {
     /// Set at scrape from this replica's economics report: the fine-tune verdicts.
     pub finetune: FinetuneGauges,
     pub judge: judge::JudgeMetrics,
+    pub limits: limits::LimitMetrics,
 }
 
 /// The break-even verdict of each route that compares a fine-tune with its base model.
@@ -314,6 +316,7 @@ impl Metrics {
                 )?,
             )?,
             judge: judge::JudgeMetrics::new(&registry)?,
+            limits: limits::LimitMetrics::new(&registry)?,
             finetune: FinetuneGauges {
                 savings_per_1k: reg(
                     &registry,

@@ -2,7 +2,9 @@
 //! replica. The id says (and its HMAC proves) which route and model answered; the score is
 //! counted there: `tailor_feedback_total`, `tailor_feedback_score_total` and its squares.
 //!
-//! A repeated id counts again: without a shared store, replicas cannot tell a repeat.
+//! Once per id: with `shared_state.redis`, the first score for an id counts across the fleet and
+//! a repeat answers `"counted": false`. Without a shared store a repeated id counts again
+//! (replicas cannot tell a repeat).
 
 use bytes::Bytes;
 use serde::Deserialize;
@@ -37,8 +39,9 @@ fn invalid(param: &'static str, code: &'static str, message: &str) -> ProxyError
     }
 }
 
-/// Counts one score; the JSON answer names the route and model it was counted for.
-pub fn record(
+/// Counts one score; the JSON answer names the route and model it was counted for, and whether
+/// it counted (false: a repeat).
+pub async fn record(
     live: &LiveState,
     metrics: &Metrics,
     ledger: &Ledger,
@@ -93,6 +96,12 @@ pub fn record(
     if !known {
         return Err(unknown());
     }
+    let shared = live.config.shared_state.redis.is_some();
+    if !live.budgets.feedback_once(shared, &id).await? {
+        return Ok(Bytes::from(
+            serde_json::json!({ "route": route, "model": model, "counted": false }).to_string(),
+        ));
+    }
     let l = [route.as_str(), model.as_str()];
     metrics.feedback.with_label_values(&l).inc();
     metrics.feedback_score.with_label_values(&l).inc_by(score);
@@ -109,6 +118,6 @@ pub fn record(
         )
         .record_feedback(score);
     Ok(Bytes::from(
-        serde_json::json!({ "route": route, "model": model }).to_string(),
+        serde_json::json!({ "route": route, "model": model, "counted": true }).to_string(),
     ))
 }

@@ -104,9 +104,11 @@ async fn handle<B: ReqBody>(shared: Arc<Shared>, req: Request<B>) -> Response<Re
         (Some("/feedback"), &Method::POST, Some(_)) => {
             let (parts, body) = req.into_parts();
             let body = body::read_body(body, &parts.headers, feedback::MAX_BODY).await;
-            match body
-                .and_then(|b| feedback::record(&live, &shared.metrics, &shared.keep.ledger, &b))
-            {
+            let answer = match body {
+                Ok(b) => feedback::record(&live, &shared.metrics, &shared.keep.ledger, &b).await,
+                Err(e) => Err(e),
+            };
+            match answer {
                 Ok(answer) => return json_response(answer),
                 Err(e) => e,
             }

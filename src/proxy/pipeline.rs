@@ -2,8 +2,8 @@
 //!
 //! ```text
 //! server slot (429) ─▶ read body (413) ─▶ RequestView::parse (400) ─▶ classify (404)
-//!   ─▶ route slot (429) ─▶ RequestMeter::start
-//!   ─▶ side paths subscribe: capture sample, shadow copy
+//!   ─▶ route slot (429) ─▶ budgets and rate limits reserved (429, 503) ─▶ RequestMeter::start
+//!   ─▶ side paths subscribe: limits settle, capture sample, shadow copy
 //!   ─▶ forward::attempt (try, retry, fall back) ─▶ response with MeteredBody
 //! ```
 //!
@@ -15,6 +15,7 @@ use http::{Request, Response};
 use tokio::time::Instant;
 
 use super::body::{read_body, ReqBody};
+use crate::budget;
 use crate::capture;
 use crate::classify;
 use crate::error::ProxyError;
@@ -66,6 +67,25 @@ pub async fn run<B: ReqBody>(
     let arm = live
         .arm_meter(decision.route, decision.model, client)
         .ok_or_else(|| ProxyError::Internal("no meter for the routed model".into()))?;
+    // the worst case against every matching budget and rate, for the whole fleet
+    let client_name = live
+        .config
+        .clients
+        .get(client)
+        .map_or(crate::state::ANONYMOUS, |c| c.name.as_str());
+    let reservation = live
+        .budgets
+        .reserve(
+            &live.config,
+            &budget::Ask {
+                route: decision.route,
+                model: decision.model,
+                client: client_name,
+                prompt_tokens: view.estimated_prompt_tokens(),
+                max_output_tokens: view.max_output_tokens,
+            },
+        )
+        .await?;
     let mut meter = RequestMeter::start(
         arm,
         started,
@@ -74,6 +94,9 @@ pub async fn run<B: ReqBody>(
         view.estimated_prompt_tokens(),
         permits,
     );
+    if let Some(r) = reservation {
+        meter.subscribe(Box::new(r));
+    }
     if let Some(c) = &route.capture {
         // sample in millionths
         if shared.next_random() % 1_000_000 < (c.sample * 1e6).round() as u64 {

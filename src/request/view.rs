@@ -33,6 +33,9 @@ pub struct RequestView<'a> {
     pub(super) tools: Option<&'a RawValue>,
     pub(super) functions: Option<&'a RawValue>,
     pub(super) text: OnceLock<PromptText>,
+    /// The answer's token cap the client set (`max_completion_tokens`, `max_tokens` or
+    /// `max_output_tokens`), for budget reservations. Not validated: the upstream does that.
+    pub max_output_tokens: Option<u64>,
 }
 
 fn missing(param: &'static str) -> ProxyError {
@@ -72,6 +75,7 @@ impl<'a> RequestView<'a> {
             tools: None,
             functions: None,
             text: OnceLock::new(),
+            max_output_tokens: None,
         };
         let prompt_field = endpoint.prompt_field();
         for f in fields {
@@ -112,6 +116,12 @@ impl<'a> RequestView<'a> {
                 }
                 "tools" => view.tools = Some(f.value),
                 "functions" => view.functions = Some(f.value),
+                "max_tokens" | "max_completion_tokens" | "max_output_tokens" => {
+                    if let Ok(n) = serde_json::from_str::<u64>(f.value.get()) {
+                        view.max_output_tokens =
+                            Some(view.max_output_tokens.map_or(n, |m| m.min(n)));
+                    }
+                }
                 k if k == prompt_field => view.prompt = Some(f.value),
                 _ => {}
             }

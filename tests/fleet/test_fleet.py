@@ -181,7 +181,7 @@ def traffic(fleet):
             score = (i % 4 != 0) if arm == "support-ft" else 0.5  # true/false for one arm, numbers for the other
             status, body = http("POST", other.api + "/v1/feedback", {"request_id": rid, "score": score})
             assert status == 200, body
-            assert json.loads(body) == {"route": "support", "model": arm}
+            assert json.loads(body) == {"route": "support", "model": arm, "counted": True}
             want["fb_n"][arm] = want["fb_n"].get(arm, 0) + 1
             want["fb_sum"][arm] = want["fb_sum"].get(arm, 0.0) + float(score)
 
