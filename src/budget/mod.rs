@@ -10,6 +10,7 @@
 //! `allow` forwards the request without counting it in the shared counters (its spend is still in
 //! `tailor_cost_usd_total`), `deny` answers 503.
 
+pub mod lease;
 pub mod store;
 pub mod window;
 
@@ -197,51 +198,136 @@ impl Budgets {
                 );
             }
         }
-        let got = tokio::time::timeout(self.timeout, self.store.reserve(&ops))
-            .await
-            .unwrap_or_else(|_| Err(StoreError(format!("no answer in {:?}", self.timeout))));
-        match got {
-            Ok(Reserved::Yes(values)) => {
-                self.set_usd_gauges(&held, &values);
-                Ok(Some(Reservation {
-                    budgets: self.clone(),
-                    held,
-                }))
-            }
-            Ok(Reserved::No { index, used }) => {
-                let (h, (end, per)) = (&held[index], ends[index]);
-                self.m()
-                    .rejections
-                    .with_label_values(&[&h.limit, h.kind.as_str()])
-                    .inc();
-                let reset_secs = end.saturating_sub(now);
-                Err(match h.kind {
-                    Kind::Usd => ProxyError::BudgetExceeded {
-                        limit: h.limit.clone(),
-                        per: per.as_str(),
-                        reset_secs,
-                    },
-                    Kind::Tokens | Kind::Requests => {
-                        let what = h.kind.as_str();
-                        let left = (h.max - used).max(0);
-                        ProxyError::RateLimited {
-                            limit: h.limit.clone(),
-                            what,
-                            max: h.max as u64,
-                            used: used.max(0) as u64,
-                            requested: h.amount.max(0) as u64,
-                            reset_secs,
-                            headers: vec![
-                                (limit_header(h.kind, "limit"), h.max.to_string()),
-                                (limit_header(h.kind, "remaining"), left.to_string()),
-                                (limit_header(h.kind, "reset"), format!("{reset_secs}s")),
-                            ],
-                        }
-                    }
-                })
-            }
-            Err(e) => self.store_failed("reserve", &e).map(|()| None),
+        let admitted = |budgets: &Budgets, held: Vec<Held>| {
+            Ok(Some(Reservation {
+                budgets: budgets.clone(),
+                held,
+            }))
+        };
+        let Some((leases, grant_lock)) = self.store.leases() else {
+            // in this process: every request goes to the store, which is cheap here
+            return match self.store_reserve(&ops).await {
+                Ok(Reserved::Yes(values)) => {
+                    self.set_usd_gauges(&held, &values);
+                    admitted(self, held)
+                }
+                Ok(Reserved::No { index, used }) => {
+                    Err(self.refuse(&held[index], ends[index], used, now))
+                }
+                Err(e) => self.store_failed("reserve", &e).map(|()| None),
+            };
+        };
+        // Redis: from this replica's slices when they cover the request; else a new slice of
+        // each counter that is short (or, for a rate near its cap, just what the request needs)
+        let adds: Vec<(&str, i64)> = ops.iter().map(|o| (o.key.as_str(), o.add)).collect();
+        if leases.take(&adds).is_ok() {
+            return admitted(self, held);
         }
+        // one slice request at a time: the one before may have covered this request too
+        let _one = grant_lock.lock().await;
+        let short = match leases.take(&adds) {
+            Ok(()) => return admitted(self, held),
+            Err(short) => short,
+        };
+        if self.store.claim_flusher() {
+            self.start_flusher();
+        }
+        let mut last = None;
+        for whole_slice in [true, false] {
+            let grants: Vec<Op> = short
+                .iter()
+                .map(|&i| {
+                    let o = &ops[i];
+                    let add = if whole_slice {
+                        lease::slice(o.max, o.add, held[i].kind == Kind::Usd)
+                    } else {
+                        o.add
+                    };
+                    Op { add, ..o.clone() }
+                })
+                .collect();
+            match self.store_reserve(&grants).await {
+                Ok(Reserved::Yes(values)) => {
+                    let granted: Vec<(&str, i64, u64)> = grants
+                        .iter()
+                        .map(|g| (g.key.as_str(), g.add, g.expire_at))
+                        .collect();
+                    leases.grant_and_take(&granted, &adds);
+                    let short_held: Vec<Held> = short.iter().map(|&i| held[i].clone()).collect();
+                    self.set_usd_gauges(&short_held, &values);
+                    return admitted(self, held);
+                }
+                Ok(Reserved::No { index, used }) => last = Some((short[index], used)),
+                Err(e) => return self.store_failed("reserve", &e).map(|()| None),
+            }
+        }
+        let (i, used) = last.unwrap_or((0, 0));
+        Err(self.refuse(&held[i], ends[i], used, now))
+    }
+
+    async fn store_reserve(&self, ops: &[Op]) -> Result<Reserved, StoreError> {
+        tokio::time::timeout(self.timeout, self.store.reserve(ops))
+            .await
+            .unwrap_or_else(|_| Err(StoreError(format!("no answer in {:?}", self.timeout))))
+    }
+
+    /// The 429 for a counter that refused, and its count.
+    fn refuse(&self, h: &Held, (end, per): (u64, Per), used: i64, now: u64) -> ProxyError {
+        self.m()
+            .rejections
+            .with_label_values(&[&h.limit, h.kind.as_str()])
+            .inc();
+        let reset_secs = end.saturating_sub(now);
+        match h.kind {
+            Kind::Usd => ProxyError::BudgetExceeded {
+                limit: h.limit.clone(),
+                per: per.as_str(),
+                reset_secs,
+            },
+            Kind::Tokens | Kind::Requests => {
+                let what = h.kind.as_str();
+                let left = (h.max - used).max(0);
+                ProxyError::RateLimited {
+                    limit: h.limit.clone(),
+                    what,
+                    max: h.max as u64,
+                    used: used.max(0) as u64,
+                    requested: h.amount.max(0) as u64,
+                    reset_secs,
+                    headers: vec![
+                        (limit_header(h.kind, "limit"), h.max.to_string()),
+                        (limit_header(h.kind, "remaining"), left.to_string()),
+                        (limit_header(h.kind, "reset"), format!("{reset_secs}s")),
+                    ],
+                }
+            }
+        }
+    }
+
+    /// Every 250 ms, gives the slices idle for a second back to Redis (on its own task).
+    fn start_flusher(&self) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let b = self.clone();
+        rt.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                tick.tick().await;
+                let Some((leases, _)) = b.store.leases() else {
+                    return;
+                };
+                let back = leases.drain_idle(unix_now());
+                if back.is_empty() {
+                    continue;
+                }
+                let got = tokio::time::timeout(Duration::from_secs(1), b.store.adjust(&back)).await;
+                if !matches!(got, Ok(Ok(_))) {
+                    b.m().store_errors.with_label_values(&["settle"]).inc();
+                    leases.restore(&back);
+                }
+            }
+        });
     }
 
     /// Whether feedback for `id` is the first for it in the fleet (always true without a shared
@@ -288,6 +374,14 @@ impl Subscriber for Reservation {
                 (real != h.amount).then(|| (h.key.clone(), real - h.amount))
             })
             .collect();
+        // with Redis, what a request did not use goes back to this replica's slice
+        let deltas: Vec<(String, i64)> = match self.budgets.store.leases() {
+            Some((l, _)) => deltas
+                .into_iter()
+                .filter(|(k, d)| !l.give_back(k, -d))
+                .collect(),
+            None => deltas,
+        };
         if deltas.is_empty() {
             return;
         }

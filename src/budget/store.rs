@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 
+use super::lease::Leases;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 /// One counter a request adds to.
 #[derive(Debug, Clone)]
 pub struct Op {
@@ -76,6 +79,13 @@ pub enum Store {
         conn: ConnectionManager,
         reserve: redis::Script,
         adjust: redis::Script,
+        /// This replica's slices of the counters ([`super::lease`]).
+        leases: Leases,
+        /// Whether the task that gives idle slices back runs.
+        flusher: AtomicBool,
+        /// One slice request to Redis at a time per replica: concurrent requests that find their
+        /// slice short wait for it instead of each taking one.
+        grant: tokio::sync::Mutex<()>,
     },
 }
 
@@ -104,7 +114,27 @@ impl Store {
             conn,
             reserve: redis::Script::new(RESERVE),
             adjust: redis::Script::new(ADJUST),
+            leases: Leases::default(),
+            flusher: AtomicBool::new(false),
+            grant: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// The leases of a Redis store (a store in memory needs none), and the lock that lets one
+    /// request at a time ask Redis for slices.
+    pub fn leases(&self) -> Option<(&Leases, &tokio::sync::Mutex<()>)> {
+        match self {
+            Store::Memory(_) => None,
+            Store::Redis { leases, grant, .. } => Some((leases, grant)),
+        }
+    }
+
+    /// True the first time it is asked (the caller starts the task that returns idle slices).
+    pub fn claim_flusher(&self) -> bool {
+        match self {
+            Store::Memory(_) => false,
+            Store::Redis { flusher, .. } => !flusher.swap(true, Ordering::Relaxed),
+        }
     }
 
     pub async fn reserve(&self, ops: &[Op]) -> Result<Reserved, StoreError> {

@@ -188,10 +188,7 @@ fn semantic_errors_name_their_path() {
             format!("{BASE}limits: [{{ name: a, client: team }}]\n"),
             "limits[0].client",
         ),
-        (
-            format!("{BASE}limits: [{{ name: a }}]\n"),
-            "limits[0]",
-        ),
+        (format!("{BASE}limits: [{{ name: a }}]\n"), "limits[0]"),
         (
             format!("{BASE}shared_state: {{ redis: \"http://x\" }}\n"),
             "shared_state.redis",
@@ -201,7 +198,10 @@ fn semantic_errors_name_their_path() {
             "shared_state.on_error",
         ),
         (
-            BASE.replace("sticky: user", "sticky: user\n    experiment: { since: yesterday }"),
+            BASE.replace(
+                "sticky: user",
+                "sticky: user\n    experiment: { since: yesterday }",
+            ),
             "routes[0].experiment.since",
         ),
         (

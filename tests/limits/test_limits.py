@@ -4,7 +4,7 @@ simulator, and the official Python SDK as the client.
 
 - 8 concurrent clients spend against a small daily budget through both replicas: the spend
   admitted (priced from the usage the SDK received) stays within the budget plus one request's
-  worst case, and the refusals are OpenAI-shaped 429s (`budget_exceeded`, no retry, retry-after
+  worst case per replica, and the refusals are OpenAI-shaped 429s (`budget_exceeded`, no retry, retry-after
   to midnight UTC).
 - a tokens-per-minute limit holds within 5% over two whole windows.
 - a per-minute budget lets traffic through again once its window resets.
@@ -171,7 +171,8 @@ def test_a_daily_budget_holds_across_replicas(stack):
     budget = Fraction("0.02")
     # the worst case of one request: its prompt (well under 100 tokens here) and max_tokens
     worst = (100 * PRICE["input"] + MAX_TOKENS * PRICE["output"]) / 1_000_000
-    assert budget - worst <= spent[0] <= budget + worst, float(spent[0])
+    # at most one request's worst case over the budget per replica (each may cross it once)
+    assert budget - 2 * worst <= spent[0] <= budget + 2 * worst, float(spent[0])
     e = refused[-1]
     body = e.response.json()["error"]
     assert (e.status_code, body["code"], body["type"]) == (429, "budget_exceeded", "insufficient_quota"), body
@@ -182,32 +183,15 @@ def test_a_daily_budget_holds_across_replicas(stack):
     assert metric_sum(a.admin, "tailor_limit_rejections_total", limit="daily-budget", reason="usd") \
         + metric_sum(b.admin, "tailor_limit_rejections_total", limit="daily-budget", reason="usd") == len(refused)
     seen = max(metric_sum(r.admin, "tailor_limit_spent_usd", limit="daily-budget") for r in (a, b))
-    assert 0.02 - float(worst) <= seen <= 0.02 + float(worst), seen
+    assert 0.02 - 2 * float(worst) <= seen <= 0.02 + 2 * float(worst), seen
     with urllib.request.urlopen(a.admin + "/", timeout=10) as r:
         page = r.read().decode()
     assert "Budgets and rate limits" in page and "daily-budget" in page and "$0.02 per day" in page
 
 
-def test_a_tokens_per_minute_limit_holds_over_two_windows(stack):
+def test_rates_hold_over_two_windows_and_budgets_reset(stack):
     a, b = stack["a"], stack["b"]
-    # from the start of the next minute, for two whole minutes
-    start = (int(time.time()) // 60 + 1) * 60
-    time.sleep(max(0.0, start - time.time()))
-    per_window = {}
-
-    def ok(raw, started):
-        u = raw.parse().usage
-        w = int(started) // 60
-        per_window[w] = per_window.get(w, 0) + u.prompt_tokens + u.completion_tokens
-
-    hammer([a, b], "metered", lambda: time.time() >= start + 120, ok, lambda e, s: None)
-    for w in (start // 60, start // 60 + 1):
-        used = per_window.get(w, 0)
-        assert 3000 * 0.95 <= used <= 3000 * 1.05, (w, used, per_window)
-
-
-def test_a_minute_budget_lets_traffic_through_after_its_window(stack):
-    a = stack["a"]
+    # a per-minute budget, spent now; it must let traffic through again after its window
     client = a.client()
     refused = None
     for i in range(200):
@@ -219,15 +203,34 @@ def test_a_minute_budget_lets_traffic_through_after_its_window(stack):
     assert refused is not None and refused.response.json()["error"]["code"] == "budget_exceeded"
     wait = int(refused.response.headers["retry-after"])
     assert 1 <= wait <= 60
-    time.sleep(wait + 1)
+    # a tokens-per-minute limit, from the start of the next minute, for two whole minutes
+    start = (int(time.time()) // 60 + 1) * 60
+    time.sleep(max(0.0, start - time.time()))
+    per_window = {}
+    refusals = []
+
+    def ok(raw, started):
+        u = raw.parse().usage
+        w = int(started) // 60
+        per_window[w] = per_window.get(w, 0) + u.prompt_tokens + u.completion_tokens
+
+    hammer([a, b], "metered", lambda: time.time() >= start + 120, ok, lambda e, s: refusals.append(e))
+    for w in (start // 60, start // 60 + 1):
+        used = per_window.get(w, 0)
+        assert 3000 * 0.95 <= used <= 3000 * 1.05, (w, used, per_window)
+    e = refusals[-1]
+    assert (e.status_code, e.response.json()["error"]["code"], e.response.json()["error"]["type"]) == (429, "rate_limit_exceeded", "tokens")
+    h = e.response.headers
+    assert h["x-ratelimit-limit-tokens"] == "3000" and int(h["x-ratelimit-remaining-tokens"]) < 100
+    assert h["x-ratelimit-reset-tokens"].endswith("s") and 1 <= int(h["retry-after"]) <= 60
+    # the minute budget's window is over: traffic passes again
     assert ask(client, "minute", "after").parse().usage.completion_tokens > 0
 
 
 def test_redis_down_then_back(stack):
     a, b, redis = stack["a"], stack["b"], stack["redis"]
-    # the daily budget was spent by the first test: both replicas refuse
-    with pytest.raises(openai.RateLimitError):
-        ask(a.client(), "budgeted", "before")
+    # idle slices go back to Redis after a second: then every request needs Redis
+    time.sleep(1.6)
     redis.stop()
     errors = metric_sum(a.admin, "tailor_shared_state_errors_total", op="reserve")
     # allow: A serves (uncounted) and counts the store's errors
@@ -240,16 +243,19 @@ def test_redis_down_then_back(stack):
     assert e.value.status_code == 503
     assert e.value.response.json()["error"]["code"] == "shared_state_unavailable"
     redis.start()
-    # back (its append-only file kept the spend): enforcement resumes on its own
+    # back (its append-only file kept what the first test spent, all but what was left under
+    # the cap): enforcement resumes on its own, within the few requests the budget has left
     deadline = time.time() + 20
+    admitted = 0
     while True:
         try:
             ask(a.client(), "budgeted", "back")
+            admitted += 1
         except openai.RateLimitError as e:
             assert e.response.json()["error"]["code"] == "budget_exceeded"
             break
         assert time.time() < deadline, "enforcement did not resume after Redis came back"
-        time.sleep(0.2)
+    assert admitted <= 10, admitted
 
 
 def test_feedback_counts_once_across_replicas(stack):
