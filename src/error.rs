@@ -49,6 +49,8 @@ pub enum ProxyError {
     /// A requests- or tokens-per-minute limit of `limits:` is reached (`what`: requests | tokens).
     #[error("Rate limit `{limit}` reached on {what} per min: limit {max}, used {used}, requested {requested}. Retry in {reset_secs} s.")]
     RateLimited {
+        /// The request alone is larger than the limit: a retry cannot help.
+        never_fits: bool,
         limit: String,
         what: &'static str,
         max: u64,
@@ -214,11 +216,16 @@ impl ProxyError {
         } else if let ProxyError::RateLimited {
             reset_secs,
             headers: limits,
+            never_fits,
             ..
         } = &self
         {
-            // the SDK waits retry-after and tries again: right for a rate within its window
+            // the SDK waits retry-after and tries again: right for a rate within its window,
+            // not for a request larger than the whole rate
             retry_after(headers, *reset_secs);
+            if *never_fits {
+                headers.insert("x-should-retry", HeaderValue::from_static("false"));
+            }
             for (k, v) in limits {
                 if let Ok(v) = HeaderValue::from_str(v) {
                     headers.insert(*k, v);
@@ -290,6 +297,7 @@ mod tests {
                 reset_secs: 60,
             },
             ProxyError::RateLimited {
+                never_fits: false,
                 limit: "tpm".into(),
                 what: "tokens",
                 max: 10,

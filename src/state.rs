@@ -112,6 +112,16 @@ impl LiveState {
                         })
                         .collect();
                     v.push((m, per_client));
+                    // feedback series from zero, so the fleet's figures see a first score
+                    // arrive (a series born between two scrapes would hide it)
+                    for c in [&metrics.feedback_score, &metrics.feedback_score_sq] {
+                        c.with_label_values(&[&r.name, &model.name]);
+                    }
+                    metrics.feedback.with_label_values(&[&r.name, &model.name]);
+                }
+                if let Some(s) = &r.shadow {
+                    let name: Arc<str> = config.models[s.model].name.as_str().into();
+                    ledger.arm(&r.name.as_str().into(), &name, Traffic::Shadow);
                 }
                 v
             })

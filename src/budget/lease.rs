@@ -50,7 +50,7 @@ impl Leases {
         let now = Instant::now();
         for (k, a) in adds {
             if let Some(l) = m.get_mut(*k) {
-                l.available -= a;
+                l.available = l.available.saturating_sub(*a);
                 l.last_used = now;
             }
         }
@@ -67,12 +67,12 @@ impl Leases {
                 last_used: now,
                 expire_at: *exp,
             });
-            l.available += n;
+            l.available = l.available.saturating_add(*n);
             l.expire_at = *exp;
         }
         for (k, a) in adds {
             if let Some(l) = m.get_mut(*k) {
-                l.available -= a;
+                l.available = l.available.saturating_sub(*a);
                 l.last_used = now;
             }
         }
@@ -84,7 +84,7 @@ impl Leases {
         let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
         match m.get_mut(key) {
             Some(l) => {
-                l.available += unused;
+                l.available = l.available.saturating_add(unused);
                 true
             }
             None => false,
@@ -111,7 +111,7 @@ impl Leases {
         let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
         for (k, neg) in returned {
             if let Some(l) = m.get_mut(k) {
-                l.available -= neg;
+                l.available = l.available.saturating_sub(*neg);
             }
         }
     }

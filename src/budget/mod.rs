@@ -25,6 +25,8 @@ use crate::usage::event::{Finished, Subscriber};
 use crate::usage::price::PICO_PER_USD;
 use crate::usage::Usage;
 
+/// The most output tokens a request reserves (a larger `max_tokens` counts as this).
+const MAX_OUTPUT_TOKENS: u64 = 10_000_000;
 /// Seconds a key outlives its window (clock skew between replicas).
 const SLACK: u64 = 120;
 /// How long a feedback id is remembered for "once only".
@@ -143,7 +145,12 @@ impl Budgets {
         let mut ops = Vec::new();
         let mut ends = Vec::new();
         for l in &limits {
-            let output = ask.max_output_tokens.unwrap_or(l.default_max_tokens);
+            // a client's max_tokens is not checked here (the upstream does that): bounded so the
+            // arithmetic cannot overflow
+            let output = ask
+                .max_output_tokens
+                .unwrap_or(l.default_max_tokens)
+                .min(MAX_OUTPUT_TOKENS);
             let mut add = |kind: Kind, per: Per, amount: i64, max: i64, strict: bool| {
                 let (start, end) = window::window(per, now);
                 let k = key(&l.name, kind, start);
@@ -198,6 +205,13 @@ impl Budgets {
                 );
             }
         }
+        // a request larger than a whole rate never fits: refused without asking the store
+        if let Some(i) = held
+            .iter()
+            .position(|h| h.kind != Kind::Usd && h.amount > h.max)
+        {
+            return Err(self.refuse(&held[i], ends[i], 0, now));
+        }
         let admitted = |budgets: &Budgets, held: Vec<Held>| {
             Ok(Some(Reservation {
                 budgets: budgets.clone(),
@@ -224,7 +238,13 @@ impl Budgets {
             return admitted(self, held);
         }
         // one slice request at a time: the one before may have covered this request too
-        let _one = grant_lock.lock().await;
+        let Ok(_one) = tokio::time::timeout(self.timeout * 2, grant_lock.lock()).await else {
+            let e = StoreError(format!(
+                "slice request queue longer than {:?}",
+                self.timeout * 2
+            ));
+            return self.store_failed("reserve", &e).map(|()| None);
+        };
         let short = match leases.take(&adds) {
             Ok(()) => return admitted(self, held),
             Err(short) => short,
@@ -246,7 +266,7 @@ impl Budgets {
                     Op { add, ..o.clone() }
                 })
                 .collect();
-            match self.store_reserve(&grants).await {
+            match self.grant(grants.clone()).await {
                 Ok(Reserved::Yes(values)) => {
                     let granted: Vec<(&str, i64, u64)> = grants
                         .iter()
@@ -263,6 +283,37 @@ impl Budgets {
         }
         let (i, used) = last.unwrap_or((0, 0));
         Err(self.refuse(&held[i], ends[i], used, now))
+    }
+
+    /// Asks Redis for slices in a task of its own: when the answer comes after the timeout, the
+    /// request has moved on, but a granted slice still reaches this replica's lease (else it
+    /// would be held in Redis, unused, until its window ends).
+    async fn grant(&self, grants: Vec<Op>) -> Result<Reserved, StoreError> {
+        let store = self.store.clone();
+        let late = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let late2 = late.clone();
+        let task = tokio::spawn(async move {
+            let got = store.reserve(&grants).await;
+            if late2.load(std::sync::atomic::Ordering::Acquire) {
+                if let (Ok(Reserved::Yes(_)), Some((leases, _))) = (&got, store.leases()) {
+                    let granted: Vec<(&str, i64, u64)> = grants
+                        .iter()
+                        .map(|g| (g.key.as_str(), g.add, g.expire_at))
+                        .collect();
+                    leases.grant_and_take(&granted, &[]);
+                }
+            }
+            got
+        });
+        tokio::pin!(task);
+        match tokio::time::timeout(self.timeout, &mut task).await {
+            Ok(Ok(got)) => got,
+            Ok(Err(e)) => Err(StoreError(e.to_string())),
+            Err(_) => {
+                late.store(true, std::sync::atomic::Ordering::Release);
+                Err(StoreError(format!("no answer in {:?}", self.timeout)))
+            }
+        }
     }
 
     async fn store_reserve(&self, ops: &[Op]) -> Result<Reserved, StoreError> {
@@ -288,6 +339,7 @@ impl Budgets {
                 let what = h.kind.as_str();
                 let left = (h.max - used).max(0);
                 ProxyError::RateLimited {
+                    never_fits: h.amount > h.max,
                     limit: h.limit.clone(),
                     what,
                     max: h.max as u64,
@@ -321,10 +373,16 @@ impl Budgets {
                 if back.is_empty() {
                     continue;
                 }
-                let got = tokio::time::timeout(Duration::from_secs(1), b.store.adjust(&back)).await;
-                if !matches!(got, Ok(Ok(_))) {
-                    b.m().store_errors.with_label_values(&["settle"]).inc();
-                    leases.restore(&back);
+                match tokio::time::timeout(Duration::from_secs(1), b.store.adjust(&back)).await {
+                    Ok(Ok(_)) => {}
+                    // not applied: the slices are still this replica's
+                    Ok(Err(_)) => {
+                        b.m().store_errors.with_label_values(&["settle"]).inc();
+                        leases.restore(&back);
+                    }
+                    // maybe applied: not restored, so never returned twice (Redis may keep
+                    // counting them until their window ends)
+                    Err(_) => b.m().store_errors.with_label_values(&["settle"]).inc(),
                 }
             }
         });

@@ -29,6 +29,14 @@ const ALL_DATA: Duration = Duration::from_secs(10 * 365 * 86_400);
 const LOOKBACK: f64 = 300.0;
 /// Points per spend line on the status page.
 const LINE_POINTS: usize = 60;
+/// The largest answer read from Prometheus (a longer window needs `experiment.since`).
+const MAX_ANSWER_BYTES: usize = 256 << 20;
+/// How long a fleet snapshot is reused: pages that refresh every 30 s, and several viewers, do
+/// not each read every sample again.
+const CACHE_FOR: Duration = Duration::from_secs(10);
+
+type Cached = Option<(std::time::Instant, String, Snapshot)>;
+static CACHE: std::sync::Mutex<Cached> = std::sync::Mutex::new(None);
 
 /// One series as Prometheus returns it: labels and raw samples (unix seconds, value).
 #[derive(Debug, Clone, Deserialize)]
@@ -59,12 +67,13 @@ fn target(s: &Series) -> String {
 }
 
 /// A series' increase over (since, end]: see the module doc. `start_at(t)`: the process start
-/// time its target reported at `t`. Values are compared exactly, so money is passed in integer
+/// time its target reported at `t`; `first_scraped(start)`: when that process was first scraped. Values are compared exactly, so money is passed in integer
 /// picodollars (as f64, exact below 2^53). Also returns each sample's increment, for the charts.
 pub fn increase(
     samples: &[(f64, f64)],
     since: Option<f64>,
     start_at: &dyn Fn(f64) -> Option<f64>,
+    first_scraped: &dyn Fn(f64) -> Option<f64>,
 ) -> (f64, Vec<(f64, f64)>) {
     let mut total = 0.0;
     let mut steps = Vec::new();
@@ -88,10 +97,12 @@ pub fn increase(
                     v - pv
                 }
             }
-            // no value at the window's start: from zero if the process started inside it
+            // no value at the window's start: from zero if the process started inside it, or
+            // if it was scraped before without this series (the series was born after)
             None => match since {
                 None => v,
                 Some(s) if st.is_some_and(|st| st >= s) => v,
+                Some(_) if st.and_then(first_scraped).is_some_and(|seen| seen < t) => v,
                 Some(_) => 0.0,
             },
         };
@@ -175,7 +186,9 @@ pub fn snapshot_from(
         } else {
             s.values.clone()
         };
-        let (inc, steps) = increase(&values, win, &start_at);
+        let first_scraped =
+            |start: f64| -> Option<f64> { st?.iter().find(|p| p.1 == start).map(|p| p.0) };
+        let (inc, steps) = increase(&values, win, &start_at, &first_scraped);
         if inc != 0.0 {
             seen_targets.insert(tgt.clone());
             for (t, _) in &steps {
@@ -351,11 +364,15 @@ async fn fetch(
     let work = async {
         let resp = client.get(uri).await.map_err(|e| format!("{url}: {e}"))?;
         let status = resp.status();
-        let body = resp
-            .into_body()
+        let body = http_body_util::Limited::new(resp.into_body(), MAX_ANSWER_BYTES)
             .collect()
             .await
-            .map_err(|e| format!("{url}: {e}"))?
+            .map_err(|e| {
+                format!(
+                    "{url}: {e} (over {} MiB: set experiment.since)",
+                    MAX_ANSWER_BYTES >> 20
+                )
+            })?
             .to_bytes();
         let a: Answer = serde_json::from_slice(&body)
             .map_err(|e| format!("{url} answered {status} with no Prometheus JSON: {e}"))?;
@@ -410,8 +427,25 @@ pub async fn figures(cfg: &Config, ledger: &Ledger, since: Option<f64>) -> Snaps
     let Some(src) = &cfg.economics else {
         return ledger.snapshot();
     };
+    let key = format!(
+        "{} {since:?} {:?}",
+        src.prometheus_url,
+        cfg.routes
+            .iter()
+            .map(|r| (&r.name, r.experiment.since))
+            .collect::<Vec<_>>()
+    );
+    if let Some((at, k, s)) = CACHE.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        if *k == key && at.elapsed() < CACHE_FOR {
+            return s.clone();
+        }
+    }
     match snapshot(cfg, src, since).await {
-        Ok(s) => s,
+        Ok(s) => {
+            *CACHE.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some((std::time::Instant::now(), key, s.clone()));
+            s
+        }
         Err(e) => {
             let mut s = ledger.snapshot();
             s.source.description = format!(
@@ -434,12 +468,27 @@ mod tests {
     }
 
     #[test]
+    fn a_series_born_inside_the_window_counts_from_zero() {
+        // the process (start 1) was scraped at 8 without the series; it appears at 12 with 3
+        let s = [(12.0, 3.0), (13.0, 5.0)];
+        assert_eq!(
+            increase(&s, Some(10.0), &|_| Some(1.0), &|_| Some(8.0)).0,
+            5.0
+        );
+        // first scraped together with it: its value may hold what came before the window
+        assert_eq!(
+            increase(&s, Some(10.0), &|_| Some(1.0), &|_| Some(12.0)).0,
+            2.0
+        );
+    }
+
+    #[test]
     fn increase_reads_every_sample_and_restarts_from_zero() {
         // 5, 8, restart (3), 4: 8 + 3 + 1 from zero
         let s = [(1.0, 5.0), (2.0, 8.0), (3.0, 3.0), (4.0, 4.0)];
-        assert_eq!(increase(&s, None, &none).0, 12.0);
+        assert_eq!(increase(&s, None, &none, &none).0, 12.0);
         // from 1.5 on: the value at the start is 5
-        assert_eq!(increase(&s, Some(1.5), &none).0, 3.0 + 3.0 + 1.0);
+        assert_eq!(increase(&s, Some(1.5), &none, &none).0, 3.0 + 3.0 + 1.0);
     }
 
     #[test]
@@ -447,8 +496,8 @@ mod tests {
         // the counter went 10 → 12 across a restart: the new process counted 12 from zero
         let s = [(1.0, 4.0), (2.0, 10.0), (3.0, 12.0)];
         let start = |t: f64| Some(if t < 2.5 { 100.0 } else { 200.0 });
-        assert_eq!(increase(&s, None, &start).0, 10.0 + 12.0);
-        assert_eq!(increase(&s, None, &none).0, 12.0);
+        assert_eq!(increase(&s, None, &start, &none).0, 10.0 + 12.0);
+        assert_eq!(increase(&s, None, &none, &none).0, 12.0);
     }
 
     fn series(name: &str, instance: &str, extra: &[(&str, &str)], values: &[(f64, f64)]) -> Series {
@@ -526,8 +575,8 @@ routes: [{ name: r, split: [{ model: m }] }]
     fn a_first_sample_counts_from_zero_only_if_its_process_started_inside_the_window() {
         let s = [(10.0, 7.0), (11.0, 9.0)];
         // started at 9.5, window from 5: all of it
-        assert_eq!(increase(&s, Some(5.0), &|_| Some(9.5)).0, 9.0);
+        assert_eq!(increase(&s, Some(5.0), &|_| Some(9.5), &none).0, 9.0);
         // started at 1, before the window, no sample at its start: only what came after
-        assert_eq!(increase(&s, Some(5.0), &|_| Some(1.0)).0, 2.0);
+        assert_eq!(increase(&s, Some(5.0), &|_| Some(1.0), &none).0, 2.0);
     }
 }

@@ -314,7 +314,7 @@ pub fn rfc3339(unix: f64) -> String {
 }
 
 /// Counters of every arm at one moment, and how long they have been counting.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Snapshot {
     pub arms: Vec<(Key, Counts)>,
     /// The window every route without its own covers, and where it starts (unix seconds).

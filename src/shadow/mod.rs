@@ -69,7 +69,7 @@ impl Subscriber for PairTx {
 /// percent and a slot is free. Returns the primary's end of the pair, for the primary's meter.
 pub fn launch(
     shared: &Arc<Shared>,
-    live: &LiveState,
+    live: &Arc<LiveState>,
     route: &Route,
     view: &RequestView<'_>,
     parts: &http::request::Parts,
@@ -116,7 +116,7 @@ pub fn launch(
     let judge = s
         .judge
         .as_ref()
-        .map(|j| judge::JudgeCtx::new(shared.live.load_full(), j, view));
+        .map(|j| judge::JudgeCtx::new(live.clone(), j, view));
     let ctx = Pair {
         judge,
         id: request_id.to_owned(),

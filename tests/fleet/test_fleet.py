@@ -284,8 +284,10 @@ def test_the_status_page_and_the_text_report_name_their_source(fleet, traffic):
     assert status == 200
     assert "the fleet: 2 replicas (3 processes) in Prometheus at " + fleet["prom"] in page
     assert page.count("<svg") >= 2
-    # routes with traffic first
-    assert page.index("Route support") < page.index("Route summaries") or route_requests(page, "summaries") >= route_requests(page, "support")
+    # routes with traffic first, the busiest on top (support: 80 requests, summaries: 20)
+    support, summaries = route_requests(page, "support"), route_requests(page, "summaries")
+    assert support == 80 and summaries == traffic["pairs"], (support, summaries)
+    assert page.index("Route support") < page.index("Route summaries")
     out = subprocess.run([str(BIN), "report", "--config", str(a.cfg), "--route", "support", "--since", "1h"],
                          capture_output=True, text=True, timeout=60, env=ENV)
     assert out.returncode == 0, out.stderr
