@@ -46,7 +46,8 @@ def test_kustomization_lists_every_file_and_routes_yaml_loads():
     listed = set(k["resources"]) | {f.split("=", 1)[1] for g in k["configMapGenerator"] for f in g["files"]} | {"kustomization.yaml"}
     assert listed == {p.name for p in BASE.iterdir()}, "a manifest is not in kustomization.yaml, or missing"
     out = subprocess.run([str(ROOT / "target/release/tailor"), "check", "--config", str(BASE / "routes.yaml")],
-                         capture_output=True, text=True, env={**os.environ, "OPENAI_API_KEY": "x", "TAILOR_CLIENT_KEY": "y"})
+                         capture_output=True, text=True, env={**os.environ, "OPENAI_API_KEY": "x", "TAILOR_CLIENT_KEY": "y",
+                              "TAILOR_REQUEST_ID_KEY": "0123456789abcdef0123"})
     assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -61,7 +62,12 @@ def test_deployment_is_hardened_probed_and_drains():
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
     assert spec["securityContext"]["runAsNonRoot"] is True
     assert {"cpu", "memory"} <= set(c["resources"]["requests"]) and {"cpu", "memory"} <= set(c["resources"]["limits"])
-    assert c["envFrom"][0]["secretRef"]["name"] == by_kind("Secret")["metadata"]["name"]
+    # keys come from a Secret the user creates: the base never ships one (it would overwrite theirs)
+    assert c["envFrom"][0]["secretRef"]["name"] == "tailor-keys"
+    assert not [d for ds in resources().values() for d in ds if d["kind"] == "Secret"]
+    example = (ROOT / "deploy/k8s/keys.env.example").read_text()
+    assert "create secret generic tailor-keys --from-env-file=deploy/k8s/keys.env" in example
+    assert "/deploy/k8s/keys.env" in (ROOT / ".gitignore").read_text().splitlines()
     assert spec["volumes"][0]["configMap"]["name"] == kustomization()["configMapGenerator"][0]["name"]
     # the grace period covers the preStop sleep plus tailor's drain_timeout
     drain = yaml.safe_load((BASE / "routes.yaml").read_text())["server"]["drain_timeout"]
