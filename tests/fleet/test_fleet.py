@@ -28,7 +28,7 @@ from openai import OpenAI
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests/helpers"))
-from procs import BIN, free_port, start_prometheus, wait_line  # noqa: E402
+from procs import BIN, free_port, start_prometheus, stop_all, wait_line  # noqa: E402
 
 ID_KEY = "fleet-test-request-id-key-0123456789"
 ENV = {**os.environ, "TAILOR_TEST_KEY": "sk-fleet", "TAILOR_ID_KEY": ID_KEY}
@@ -97,13 +97,7 @@ def fleet():
             if r.proc.poll() is None:
                 r.stop()
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -66,3 +66,14 @@ def start_prometheus(tmp, targets, port=None):
             raise AssertionError("Prometheus did not become ready in 30 s")
         time.sleep(0.2)
     return prom, url
+
+
+def stop_all(procs):
+    """Terminates every process, then waits for each (10 s, then kill)."""
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()

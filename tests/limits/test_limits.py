@@ -31,7 +31,7 @@ from openai import OpenAI
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests/helpers"))
-from procs import BIN, free_port, wait_line  # noqa: E402
+from procs import BIN, free_port, stop_all, wait_line  # noqa: E402
 
 ENV = {**os.environ, "TAILOR_TEST_KEY": "sk-limits", "TAILOR_ID_KEY": "limits-test-request-id-key-012345"}
 PRICE = {"input": Fraction("2.50"), "cached_input": Fraction("1.25"), "output": Fraction("10.00")}
@@ -106,13 +106,7 @@ def stack():
         procs += [a.proc, b.proc]
         yield {"a": a, "b": b, "redis": redis}
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
         if redis.proc.poll() is None:
             redis.stop()
         shutil.rmtree(tmp, ignore_errors=True)

@@ -25,7 +25,7 @@ import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests/helpers"))
-from procs import BIN, start_prometheus, wait_line  # noqa: E402
+from procs import BIN, start_prometheus, stop_all, wait_line  # noqa: E402
 
 
 def http(method, url, body=None, headers=None):
@@ -61,13 +61,7 @@ def stack():
         procs.append(prom)
         yield {"api": api, "admin": admin, "prom": prom_url, "config": yaml.safe_load(cfg_text)}
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
