@@ -1,17 +1,27 @@
 #!/usr/bin/env bash
-# End-to-end load benchmark: the simulator as upstream, nginx proxy_pass as the reference proxy,
-# tailor with benches/routes.bench.yaml; wrk drives all three in one run and one table is printed.
-# Loopback only, bounded in time. Scenarios: 1 (throughput, 64 connections), 2 (added latency at
-# concurrency 1), 3 (64-chunk streams paced 20 ms: time to first token, gaps), 4 (5,000 open
-# streams: no lost chunk, memory per stream), 5 (200 KB prompt), 6 (counters exact after load).
-# wrk drives 1, 2 and 5; benches/streams.rs (built here) times SSE events for 3 and 4.
-# Row "limits": tailor with one matching budget and rate limit counted in a loopback Redis.
-# Usage: benches/load.sh [seconds per measurement, default 10]
+# End-to-end load benchmark. One run prints one set of tables; compare within it, never across runs.
+#
+# Upstreams: a canned OpenAI (nginx `return 200` with a fixed chat completion, and one with a fixed
+# short SSE stream) that costs far less than any proxy ("direct" rows show it), and tailor's
+# simulator for paced streams (scenarios 3 and 4). Proxies: nginx `proxy_pass` with its access log
+# off and on (a file, as Debian ships it), tailor as shipped (access log on, text, to a file) and
+# tailor `--no-access-log`, all with benches/routes.bench.yaml (12 routes with regex conditions, a
+# sticky A/B split, metering on).
+#
+# Scenarios: 1 (throughput, 64 and 256 connections), 2 (added latency at concurrency 1), 3 (short
+# SSE streams at 64 connections; 64-chunk streams paced 20 ms: time to first token, gaps), 4 (5,000
+# open streams: no lost chunk, memory per stream), 5 (200 KB prompt), 6 (counters exact after
+# load), and a row with one limit counted in a loopback Redis. Scenarios 1, 2 and short SSE run in
+# ROUNDS interleaved rounds (default 3); the summary takes the median of the per-round ratios.
+# wrk (-t1) drives them; benches/streams.rs times SSE events for 3 and 4.
+#
+# Usage: benches/load.sh [seconds per measurement, default 5]
 # TAILOR_BIN=path measures that tailor binary instead of building this checkout's (before/after
-# runs); STREAMS_BIN=path uses an already built benches/streams client.
+# runs); STREAMS_BIN=path uses an already built benches/streams client; ROUNDS=n.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-dur=${1:-10}
+dur=${1:-5}
+rounds=${ROUNDS:-3}
 need=()
 command -v wrk >/dev/null || need+=(wrk)
 command -v nginx >/dev/null || need+=(nginx-light)
@@ -20,13 +30,13 @@ if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-[ -n "${TAILOR_BIN:-}" ] || cargo build --release --locked -q
+[ -n "${TAILOR_BIN:-}" ] || cargo build --profile dist --locked -q  # the binary as shipped
 streams=${STREAMS_BIN:-$(cargo bench --bench streams --locked --no-run --message-format=json 2>/dev/null |
   python3 -c 'import json,sys
 for l in sys.stdin:
     m = json.loads(l)
     if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "streams" and m.get("executable"): print(m["executable"])')}
-bin=${TAILOR_BIN:-target/release/tailor}
+bin=${TAILOR_BIN:-target/dist/tailor}
 # 5,000 streams through tailor hold 10,000 sockets in it and 5,000 in each of the others; where
 # the open-file limit is lower, scenario 4 opens as many as fit and says so
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -39,45 +49,104 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; [ -n "${KEEP_TMP:-}" ] || rm -rf "$tmp"; }
 trap cleanup EXIT
 wait_for() { for _ in $(seq 100); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "timeout: $1" >&2; exit 1; }
+port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+# every child of nginx master PID (its workers)
+workers_of() { pgrep -d' ' -P "$(cat "$1")"; }
 
-"$bin" mock-upstream --listen 127.0.0.1:0 >"$tmp/mock.out" 2>/dev/null & pids+=($!)
-wait_for "$tmp/mock.out" "listening on"
-up=$(sed -n 's#.*listening on \(http://[^/]*\)/v1.*#\1#p' "$tmp/mock.out")
-
-nginx_port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
-cat >"$tmp/nginx.conf" <<NGINX
+# the canned upstream: fixed bodies shaped as OpenAI's (spaces after colons, as real servers write)
+canned_json=$(port) canned_sse=$(port)
+python3 - "$tmp" "$canned_json" "$canned_sse" <<'PY'
+import json, sys
+tmp, pj, ps = sys.argv[1:4]
+base = {"id": "chatcmpl-bench", "created": 1732000000, "model": "gpt-4o-2024-08-06", "system_fingerprint": "fp_bench"}
+answer = dict(base, object="chat.completion", choices=[{"index": 0, "message": {"role": "assistant", "content": "Hello! I am doing well, thank you for asking. How can I help?", "refusal": None}, "logprobs": None, "finish_reason": "stop"}],
+              usage={"prompt_tokens": 25, "completion_tokens": 12, "total_tokens": 37, "prompt_tokens_details": {"cached_tokens": 0}, "completion_tokens_details": {"reasoning_tokens": 0}})
+chunk = lambda delta, finish=None: dict(base, object="chat.completion.chunk", choices=[{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}], usage=None)
+events = [chunk({"role": "assistant", "content": "", "refusal": None})]
+events += [chunk({"content": w + " "}) for w in "Hello I am doing well thank you".split()]
+events += [chunk({}, "stop"), dict(base, object="chat.completion.chunk", choices=[], usage={"prompt_tokens": 25, "completion_tokens": 7, "total_tokens": 32})]
+sse = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
+body = json.dumps(answer, indent=2)
+assert "'" not in body + sse and "$" not in body + sse
+open(f"{tmp}/canned.conf", "w").write(f"""
 worker_processes auto;
-error_log $tmp/nginx.err warn;
-pid $tmp/nginx.pid;
-events { worker_connections 4096; }
-http {
+error_log {tmp}/canned.err warn;
+pid {tmp}/canned.pid;
+events {{ worker_connections 8192; }}
+http {{
   access_log off;
-  upstream up { server ${up#http://}; keepalive 128; }
+  keepalive_requests 1000000;
+  client_max_body_size 16m;
+  client_body_buffer_size 1m;
+  server {{
+    listen 127.0.0.1:{pj};
+    location / {{ default_type application/json; add_header x-request-id req_bench; return 200 '{body}'; }}
+  }}
+  server {{
+    listen 127.0.0.1:{ps};
+    location / {{ default_type text/event-stream; add_header x-request-id req_bench; return 200 '{sse}'; }}
+  }}
+}}
+""")
+PY
+nginx -c "$tmp/canned.conf" -g 'daemon off;' & pids+=($!)
+
+"$bin" mock-upstream --listen 127.0.0.1:0 >"$tmp/mock.out" 2>/dev/null & sim_pid=$!; pids+=($sim_pid)
+wait_for "$tmp/mock.out" "listening on"
+sim=$(sed -n 's#.*listening on \(http://[^/]*\)/v1.*#\1#p' "$tmp/mock.out")
+
+# nginx proxy_pass: to the canned answer with its access log off and on, to the canned stream and
+# to the simulator (access log on, as shipped)
+px_off=$(port) px_on=$(port) px_sse=$(port) px_sim=$(port)
+proxy() { # port upstream access-log
+  cat <<NGINX
+  upstream up$1 { server $2; keepalive 128; }
   server {
-    listen 127.0.0.1:$nginx_port;
-    client_max_body_size 16m;
-    client_body_buffer_size 1m;  # 200 KB prompts stay in memory, never in a temp file
+    listen 127.0.0.1:$1;
+    access_log $3;
     location / {
-      proxy_pass http://up;
+      proxy_pass http://up$1;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
       proxy_buffering off;          # SSE events pass at once, as LLM proxies configure it
       proxy_request_buffering off;  # the body streams to the upstream, as tailor does
     }
   }
+NGINX
+}
+cat >"$tmp/nginx.conf" <<NGINX
+worker_processes auto;
+error_log $tmp/nginx.err warn;
+pid $tmp/nginx.pid;
+events { worker_connections 8192; }
+http {
+  keepalive_requests 1000000;
+  client_max_body_size 16m;
+  client_body_buffer_size 1m;  # 200 KB prompts stay in memory, never in a temp file
+$(proxy "$px_off" "127.0.0.1:$canned_json" off)
+$(proxy "$px_on" "127.0.0.1:$canned_json" "$tmp/nginx.access")
+$(proxy "$px_sse" "127.0.0.1:$canned_sse" "$tmp/nginx.access")
+$(proxy "$px_sim" "${sim#http://}" "$tmp/nginx.access")
 }
 NGINX
 nginx -c "$tmp/nginx.conf" -g 'daemon off;' & pids+=($!)
 
-sed "s#BENCH_UPSTREAM#$up#" benches/routes.bench.yaml >"$tmp/routes.yaml"
-TAILOR_BENCH_KEY=sk-bench "$bin" --no-access-log serve --config "$tmp/routes.yaml" >"$tmp/tailor.out" 2>"$tmp/tailor.err" & tailor_pid=$!; pids+=($tailor_pid)
-wait_for "$tmp/tailor.out" "tailor listening on"
-tailor=$(sed -n 's#^tailor listening on \(http://[^ ]*\)/v1 (admin: \(http://[^)]*\))#\1#p' "$tmp/tailor.out")
-admin=$(sed -n 's#^tailor listening on \(http://[^ ]*\)/v1 (admin: \(http://[^)]*\))#\2#p' "$tmp/tailor.out")
-idle_rss=$(awk '/VmRSS/{print $2}' /proc/$tailor_pid/status)
+sed -e "s#BENCH_UPSTREAM#http://127.0.0.1:$canned_json#" -e "s#BENCH_SSE#http://127.0.0.1:$canned_sse#" \
+  -e "s#BENCH_SIM#$sim#" benches/routes.bench.yaml >"$tmp/routes.yaml"
+start_tailor() { # name config [flags...] -> sets ${name}_url ${name}_pid ${name}_admin
+  local name=$1 config=$2; shift 2
+  TAILOR_BENCH_KEY=sk-bench "$bin" "$@" serve --config "$config" >"$tmp/$name.out" 2>"$tmp/$name.err" &
+  eval "${name}_pid=$!"; pids+=($!)
+  wait_for "$tmp/$name.out" "tailor listening on"
+  eval "${name}_url=$(sed -n 's#^tailor listening on \(http://[^ ]*\)/v1 .*#\1#p' "$tmp/$name.out")"
+  eval "${name}_admin=$(sed -n 's#.*(admin: \(http://[^)]*\))#\1#p' "$tmp/$name.out")"
+}
+start_tailor tailor "$tmp/routes.yaml"                  # as shipped: access log on, to a file
+start_tailor nolog "$tmp/routes.yaml" --no-access-log
+idle_rss=$(awk '/VmRSS/{print $2}' "/proc/$tailor_pid/status")
 
 # the same config with one limit that matches every request, counted in a loopback Redis
-redis_port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
+redis_port=$(port)
 redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no >/dev/null 2>&1 & pids+=($!)
 for _ in $(seq 50); do redis-cli -p "$redis_port" ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
 cp "$tmp/routes.yaml" "$tmp/routes.limits.yaml"
@@ -86,48 +155,52 @@ shared_state: { redis: "redis://127.0.0.1:$redis_port/0", timeout: 50ms }
 limits:
   - { name: bench, usd: { max: 1000000, per: day }, tokens_per_minute: 1000000000 }
 YAML
-TAILOR_BENCH_KEY=sk-bench "$bin" --no-access-log serve --config "$tmp/routes.limits.yaml" >"$tmp/tailorl.out" 2>"$tmp/tailorl.err" & tailorl_pid=$!; pids+=($tailorl_pid)
-wait_for "$tmp/tailorl.out" "tailor listening on"
-tailorl=$(sed -n 's#^tailor listening on \(http://[^ ]*\)/v1 .*#\1#p' "$tmp/tailorl.out")
+start_tailor limits "$tmp/routes.limits.yaml" --no-access-log
 
-# scenario 4 on a second, fresh tailor (same config), so that memory per open stream is its RSS
-# growth over idle and the 5,000 connections it leaves pooled do not weigh on the other scenarios
-TAILOR_BENCH_KEY=sk-bench "$bin" --no-access-log serve --config "$tmp/routes.yaml" >"$tmp/tailor4.out" 2>/dev/null & t4=$!; pids+=($t4)
-wait_for "$tmp/tailor4.out" "tailor listening on"
-hold=$("$streams" hold "$(sed -n 's#^tailor listening on \(http://[^ ]*\)/v1 .*#\1#p' "$tmp/tailor4.out")" "$hold_n" $t4)
-kill $t4; wait $t4 2>/dev/null || true
+# scenario 4 on a fresh tailor as shipped, so that memory per open stream is its RSS growth over
+# idle and the 5,000 connections it leaves pooled do not weigh on the other scenarios
+start_tailor t4 "$tmp/routes.yaml"
+hold=$("$streams" hold "$t4_url" "$hold_n" "$t4_pid")
+kill "$t4_pid"; wait "$t4_pid" 2>/dev/null || true
 
-body_small='{"model":"gpt-4o","user":"cust-1","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Hello, how are you today?"}]}'
-python3 - "$tmp/big.json" <<'PY'
+mklua() { # name body
+  python3 - "$tmp/$1.lua" "$2" <<'PY'
 import json, sys
-json.dump({"model": "gpt-4o", "user": "cust-2", "messages": [{"role": "user", "content": "lorem ipsum " * 17000}]}, open(sys.argv[1], "w"))
-PY
-mklua() { # file body-file
-  python3 - "$1" "$2" <<'PY'
-import json, sys
-body = open(sys.argv[2]).read()
+body = sys.argv[2]
+if body == "@big":  # a 200 KB prompt
+    body = json.dumps({"model": "gpt-4o", "user": "cust-2", "messages": [{"role": "user", "content": "lorem ipsum " * 17000}]})
 open(sys.argv[1], "w").write('wrk.method = "POST"\nwrk.body = ' + json.dumps(body) + '\nwrk.headers["Content-Type"] = "application/json"\nwrk.headers["Authorization"] = "Bearer sk-bench"\n')
 PY
 }
-echo "$body_small" >"$tmp/small.json"
-mklua "$tmp/small.lua" "$tmp/small.json"
-mklua "$tmp/big.lua" "$tmp/big.json"
+mklua small '{"model":"gpt-4o","user":"cust-1","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Hello, how are you today?"}]}'
+mklua sse '{"model":"gpt-4o-stream","user":"cust-3","stream":true,"messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Hello, how are you today?"}]}'
+mklua big @big
 
-url_of() { case $1 in direct) echo "$up";; nginx) echo "http://127.0.0.1:$nginx_port";; tailor) echo "$tailor";; limits) echo "$tailorl";; esac; }
-cpu_ticks() { awk '{print $14+$15}' /proc/$tailor_pid/stat; }
-# CPU ticks of a target's processes (tailor; nginx's workers; the simulator for direct)
+url_of() {
+  case $1 in
+    direct) echo "http://127.0.0.1:$canned_json";; direct_sse) echo "http://127.0.0.1:$canned_sse";;
+    nginx) echo "http://127.0.0.1:$px_off";; nginx_log) echo "http://127.0.0.1:$px_on";;
+    nginx_sse) echo "http://127.0.0.1:$px_sse";; nginx_sim) echo "http://127.0.0.1:$px_sim";;
+    tailor|tailor_sse) echo "$tailor_url";; nolog) echo "$nolog_url";; limits) echo "$limits_url";;
+  esac
+}
+# CPU ticks (utime + stime) of a target's processes
 ticks_of() {
   local p t=0
-  case $1 in tailor) p=$tailor_pid;; limits) p=$tailorl_pid;; nginx) p=$(pgrep -d' ' -P "$(cat "$tmp/nginx.pid")");; direct) p=${pids[0]};; esac
-  for x in $p; do t=$((t + $(awk '{print $14+$15}' /proc/$x/stat))); done
+  case $1 in
+    tailor|tailor_sse) p=$tailor_pid;; nolog) p=$nolog_pid;; limits) p=$limits_pid;;
+    nginx|nginx_log|nginx_sse) p=$(workers_of "$tmp/nginx.pid");; direct|direct_sse) p=$(workers_of "$tmp/canned.pid");;
+  esac
+  for x in $p; do t=$((t + $(awk '{print $14+$15}' "/proc/$x/stat"))); done
   echo $t
 }
-hz=$(getconf CLK_TCK)
-# run NAME URL CONNS LUA TARGET -> "rps p50_us p99_us requests non2xx cpu_us_per_request"
+# run SCENARIO TARGET ROUND CONNS LUA: appends "scenario target round rps p50_us p99_us requests
+# non2xx cpu_us_per_request" to results
 run() {
-  local c0; c0=$(ticks_of "$5")
-  wrk -t"$(( $3 < 2 ? 1 : 2 ))" -c"$3" -d"${dur}s" -s "$4" --latency "$2/v1/chat/completions" >"$tmp/wrk.$1" 2>&1
-  python3 - "$tmp/wrk.$1" "$c0" "$(ticks_of "$5")" "$(getconf CLK_TCK)" <<'PY'
+  local c0 c1; c0=$(ticks_of "$2")
+  wrk -t1 -c"$4" -d"${dur}s" -s "$tmp/$5.lua" --latency "$(url_of "$2")/v1/chat/completions" >"$tmp/wrk.$1.$2.$3" 2>&1
+  c1=$(ticks_of "$2")
+  python3 - "$tmp/wrk.$1.$2.$3" "$c0" "$c1" "$(getconf CLK_TCK)" "$1" "$2" "$3" >>"$tmp/results" <<'PY'
 import re, sys
 t = open(sys.argv[1]).read()
 c0, c1, hz = map(int, sys.argv[2:5])
@@ -137,37 +210,36 @@ rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
 p50 = us(re.search(r"^\s+50%\s+(\S+)", t, re.M).group(1)); p99 = us(re.search(r"^\s+99%\s+(\S+)", t, re.M).group(1))
 n = int(re.search(r"(\d+) requests in", t).group(1))
 errs = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
-print(f"{rps:.0f} {p50:.0f} {p99:.0f} {n} {errs.group(1) if errs else 0} {(c1 - c0) / hz / n * 1e6:.1f}")
+print(*sys.argv[5:8], f"{rps:.0f} {p50:.0f} {p99:.0f} {n} {errs.group(1) if errs else 0} {(c1 - c0) / hz / n * 1e6:.1f}")
 PY
 }
 
-declare -A R
-t0=$(cpu_ticks)
-total_tailor=0
-for scen in "thr:64:small" "c1:1:small" "big:16:big"; do
-  IFS=: read -r name conns lua <<<"$scen"
-  for target in direct nginx tailor; do
-    R[$name.$target]=$(run "$name.$target" "$(url_of $target)" "$conns" "$tmp/$lua.lua" $target)
+: >"$tmp/results"
+for r in $(seq "$rounds"); do
+  for c in 64 256; do
+    for t in direct nginx nginx_log tailor nolog; do run "thr$c" $t "$r" "$c" small; done
   done
-  total_tailor=$((total_tailor + $(echo "${R[$name.tailor]}" | cut -d' ' -f4)))
+  for t in direct_sse nginx_sse tailor_sse; do run sse $t "$r" 64 sse; done
+  for t in direct nginx_log tailor; do run c1 $t "$r" 1 small; done
 done
-t1=$(cpu_ticks)
-# tailor with a limit in Redis, right after tailor without, for the same two scenarios
-for scen in "thr:64:small" "c1:1:small"; do
-  IFS=: read -r name conns lua <<<"$scen"
-  R[$name.limits]=$(run "$name.limits" "$(url_of limits)" "$conns" "$tmp/$lua.lua" limits)
-  R[$name.tailor2]=$(run "$name.tailor2" "$(url_of tailor)" "$conns" "$tmp/$lua.lua" tailor)
+for t in direct nginx_log tailor; do run big $t 1 16 big; done
+# tailor with a limit in Redis, right after tailor without, both without access log
+for c in 64 1; do
+  run "lim$c" limits 1 "$c" small
+  run "lim$c" nolog 1 "$c" small
 done
 
 # scenario 3: 64 users at a time reading 64-chunk streams paced 20 ms apart
-for target in direct nginx tailor; do
-  R[sse.$target]=$("$streams" paced "$(url_of $target)" 64 "$(( dur < 6 ? 6 : dur ))")
+for t in direct nginx tailor; do
+  case $t in direct) u=$sim;; nginx) u=$(url_of nginx_sim);; tailor) u=$tailor_url;; esac
+  echo "$t $("$streams" paced "$u" 64 "$(( dur < 6 ? 6 : dur ))")" >>"$tmp/paced"
 done
-peak_rss=$(awk '/VmHWM/{print $2}' /proc/$tailor_pid/status)
+peak_rss=$(awk '/VmHWM/{print $2}' "/proc/$tailor_pid/status")
+access_lines=$(wc -l <"$tmp/tailor.err")
 
-# scenario 6: per model, tokens equal completed requests x the simulator's (deterministic) usage:
-# the streams (route team-a, model mini) have 64 words, every other request 12
-python3 - "$admin" <<'PY' | tee "$tmp/counters"
+# scenario 6: per model, tokens equal completed requests x the upstream's usage: the canned
+# answer has 12 output tokens, the canned stream 7, the simulator's paced streams 64
+python3 - "$tailor_admin" <<'PY' | tee "$tmp/counters"
 import sys, urllib.request
 m = urllib.request.urlopen(sys.argv[1] + "/metrics").read().decode()
 def total_of(name, **labels):
@@ -177,7 +249,7 @@ def total_of(name, **labels):
             s += float(line.rsplit(" ", 1)[1])
     return s
 ok = True
-for model, words in [("mini", 64), ("gpt-4o", 12), ("support-ft", 12)]:
+for model, words in [("mini", 64), ("gpt-4o", 12), ("support-ft", 12), ("stream-4o", 7)]:
     reqs = total_of("tailor_requests_total", model=model, outcome="ok")
     out = total_of("tailor_tokens_total", model=model, type="output")
     inp = total_of("tailor_tokens_total", model=model, type="input")
@@ -189,48 +261,67 @@ print(f"counters: {cancelled:.0f} requests cut by wrk stopping mid-request (outc
 print("counters exact" if ok else "COUNTERS DIFFER")
 PY
 
-python3 - "$idle_rss" "$peak_rss" "$t0" "$t1" "$(getconf CLK_TCK)" "$total_tailor" "$hold" \
-  "${R[sse.direct]}" "${R[sse.nginx]}" "${R[sse.tailor]}" \
-  "${R[thr.direct]}" "${R[thr.nginx]}" "${R[thr.tailor]}" "${R[c1.direct]}" "${R[c1.nginx]}" "${R[c1.tailor]}" \
-  "${R[big.direct]}" "${R[big.nginx]}" "${R[big.tailor]}" \
-  "${R[thr.limits]}" "${R[thr.tailor2]}" "${R[c1.limits]}" "${R[c1.tailor2]}" <<'PY'
-import json, sys
-idle, peak, t0, t1, hz, total = map(int, sys.argv[1:7])
-hold = json.loads(sys.argv[7])
-sse = [json.loads(a) for a in sys.argv[8:11]]
-rows = [list(map(float, a.split())) for a in sys.argv[11:20]]
-lim_thr, plain_thr, lim_c1, plain_c1 = [list(map(float, a.split())) for a in sys.argv[20:24]]
-targets = ["direct", "nginx", "tailor"]
+python3 - "$tmp/results" "$tmp/paced" "$idle_rss" "$peak_rss" "$hold" "$access_lines" <<'PY'
+import json, statistics, sys
+from collections import defaultdict
+R = defaultdict(dict)  # (scenario, target) -> round -> fields
+for line in open(sys.argv[1]):
+    s, t, r, *v = line.split()
+    R[s, t][int(r)] = dict(zip(["rps", "p50", "p99", "n", "non2xx", "cpu"], map(float, v)))
+paced = {l.split(" ", 1)[0]: json.loads(l.split(" ", 1)[1]) for l in open(sys.argv[2])}
+idle, peak = int(sys.argv[3]), int(sys.argv[4])
+hold = json.loads(sys.argv[5])
+med = statistics.median
+def rounds(s, t): return sorted(R[s, t])
+def median_of(s, t, f): return med(R[s, t][r][f] for r in rounds(s, t))
+def ratio(s, a, b, f="rps"): return med(R[s, a][r][f] / R[s, b][r][f] for r in rounds(s, a))
+def diff(s, a, b, f): return med(R[s, a][r][f] - R[s, b][r][f] for r in rounds(s, a))
+
+names = {"thr64": "1. 64 conns, small chat body", "thr256": "1. 256 conns, small chat body",
+         "sse": "3. 64 conns, short SSE stream (9 events)", "c1": "2. 1 conn, small chat body",
+         "big": "5. 16 conns, 200 KB prompt", "lim64": "limits, 64 conns", "lim1": "limits, 1 conn"}
+label = {"direct": "direct (canned upstream)", "direct_sse": "direct (canned stream)", "nginx": "nginx, access log off",
+         "nginx_log": "nginx, access log on", "nginx_sse": "nginx, access log on", "tailor": "tailor as shipped (access log on)",
+         "tailor_sse": "tailor as shipped (access log on)", "nolog": "tailor --no-access-log", "limits": "tailor --no-access-log + limit in Redis"}
+print(f"\nMedians over rounds (rounds: scenarios 1-3 short: {len(rounds('thr64', 'tailor'))}, others 1)")
 print("\n| scenario | target | req/s | p50 us | p99 us | non-2xx | CPU us/request |")
 print("|---|---|---|---|---|---|---|")
-for i, r in enumerate(rows):
-    name = ["1. 64 conns, small chat body", "2. 1 conn, small chat body", "5. 16 conns, 200 KB prompt"][i // 3] if i % 3 == 0 else ""
-    print(f"| {name} | {targets[i % 3]} | {r[0]:.0f} | {r[1]:.0f} | {r[2]:.0f} | {r[4]:.0f} | {r[5]:.1f} |")
+seen = set()
+for (s, t) in R:
+    first = s not in seen; seen.add(s)
+    print(f"| {names[s] if first else ''} | {label[t]} | {median_of(s, t, 'rps'):.0f} | {median_of(s, t, 'p50'):.0f} | {median_of(s, t, 'p99'):.0f} | "
+          f"{sum(R[s, t][r]['non2xx'] for r in rounds(s, t)):.0f} | {median_of(s, t, 'cpu'):.1f} |")
 print("\n| 3. 64 streams at a time, 64 chunks 20 ms apart | streams | lost | TTFT p50 us | TTFT p99 us | gap p50 us | gap p99 us |")
 print("|---|---|---|---|---|---|---|")
-for t, s in zip(targets, sse):
-    print(f"| {t} | {s['streams']} | {s['lost']} | {s['ttft_p50_us']} | {s['ttft_p99_us']} | {s['gap_p50_us']} | {s['gap_p99_us']} |")
-d, n, t = rows[0:3]
-c1d, c1n, c1t = rows[3:6]
-cpu_s = (t1 - t0) / hz
-per_stream = hold["kib_per_stream"]
-summary = [
-    ("non-streaming throughput, tailor / nginx (64 conns)", f"{t[0] / n[0]:.2f} (tailor/direct {t[0] / d[0]:.2f}, nginx/direct {n[0] / d[0]:.2f})", t[0] / n[0] >= 0.6),
-    ("added latency at concurrency 1, tailor - direct, p50 / p99", f"{c1t[1] - c1d[1]:.0f} / {c1t[2] - c1d[2]:.0f} us (nginx: {c1n[1] - c1d[1]:.0f} / {c1n[2] - c1d[2]:.0f} us)", c1t[1] - c1d[1] <= 150 and c1t[2] - c1d[2] <= 500),
-    ("CPU time per proxied request (scenarios 1, 2, 5)", f"{cpu_s / total * 1e6:.1f} us ({cpu_s:.1f} CPU-s / {total} requests)", cpu_s / total * 1e6 <= 60),
-    ("added time to first token, p50 (scenario 3)", f"{sse[2]['ttft_p50_us'] - sse[0]['ttft_p50_us']:.0f} us (nginx: {sse[1]['ttft_p50_us'] - sse[0]['ttft_p50_us']:.0f} us); added gap p50 {sse[2]['gap_p50_us'] - sse[0]['gap_p50_us']:.0f} us", sse[2]['ttft_p50_us'] - sse[0]['ttft_p50_us'] <= 300 and sse[2]['lost'] == 0),
-    (f"memory per open stream (scenario 4: {hold['streams']:,} streams)", f"{per_stream:.1f} KiB ({hold['lost']} streams lost a chunk; all open after {hold['open_secs']} s; RSS {hold['rss_before_kib'] / 1024:.1f} -> {hold['rss_open_kib'] / 1024:.1f} MiB)", per_stream <= 64 and hold["lost"] == 0 and hold["finished_before_all_open"] == 0),
-    ("idle RSS / peak RSS", f"{idle / 1024:.1f} MiB / {peak / 1024:.1f} MiB", idle <= 32 * 1024),
+for t, p in paced.items():
+    print(f"| {t} | {p['streams']} | {p['lost']} | {p['ttft_p50_us']} | {p['ttft_p99_us']} | {p['gap_p50_us']} | {p['gap_p99_us']} |")
+
+per_round = lambda s, a, b: " ".join(f"{R[s, a][r]['rps'] / R[s, b][r]['rps']:.2f}" for r in rounds(s, a))
+ttft = paced["tailor"]["ttft_p50_us"] - paced["direct"]["ttft_p50_us"]
+ttft_n = paced["nginx"]["ttft_p50_us"] - paced["direct"]["ttft_p50_us"]
+c1_50, c1_99 = diff("c1", "tailor", "direct", "p50"), diff("c1", "tailor", "direct", "p99")
+n1_50, n1_99 = diff("c1", "nginx_log", "direct", "p50"), diff("c1", "nginx_log", "direct", "p99")
+cpu = median_of("thr64", "tailor", "cpu")
+lost = paced["tailor"]["lost"] + hold["lost"]
+rows = [
+    ("throughput at 64 conns, tailor as shipped / nginx with access log", ratio("thr64", "tailor", "nginx_log"), ">= 0.80", ">= 1.0", 0.80, 1.0, per_round("thr64", "tailor", "nginx_log")),
+    ("throughput at 64 conns, both logs off", ratio("thr64", "nolog", "nginx"), ">= 0.90", ">= 1.1", 0.90, 1.1, per_round("thr64", "nolog", "nginx")),
+    ("throughput at 256 conns, tailor as shipped / nginx with access log", ratio("thr256", "tailor", "nginx_log"), "", "", None, None, per_round("thr256", "tailor", "nginx_log")),
+    ("throughput at 256 conns, both logs off", ratio("thr256", "nolog", "nginx"), "", "", None, None, per_round("thr256", "nolog", "nginx")),
+    ("short SSE streams at 64 conns, tailor / nginx", ratio("sse", "tailor_sse", "nginx_sse"), ">= 0.80", ">= 1.0", 0.80, 1.0, per_round("sse", "tailor_sse", "nginx_sse")),
 ]
-print("\n| limits (one matching budget + rate in loopback Redis) | req/s | p50 us | p99 us | non-2xx | CPU us/request |")
+print("\n| measure | this run | must | goal | met | per round |")
 print("|---|---|---|---|---|---|")
-for name, r in [("64 conns, tailor + limits", lim_thr), ("64 conns, tailor", plain_thr), ("1 conn, tailor + limits", lim_c1), ("1 conn, tailor", plain_c1)]:
-    print(f"| {name} | {r[0]:.0f} | {r[1]:.0f} | {r[2]:.0f} | {r[4]:.0f} | {r[5]:.1f} |")
-summary.append(("limits in Redis: added p50 at 1 conn / throughput at 64 conns vs tailor without",
-                f"{lim_c1[1] - plain_c1[1]:+.0f} us / {lim_thr[0] / plain_thr[0]:.2f}",
-                lim_c1[1] - plain_c1[1] <= 30 and lim_thr[0] / plain_thr[0] >= 0.85 and lim_thr[4] == 0))
-print("\n| measure | this run | must met |")
-print("|---|---|---|")
-for m, v, ok in summary:
-    print(f"| {m} | {v} | {'yes' if ok else 'NO'} |")
+met = lambda v, must, goal, up=True: "" if must is None else ("goal" if (v >= goal if up else v <= goal) else "must" if (v >= must if up else v <= must) else "NO")
+for m, v, must_s, goal_s, must, goal, pr in rows:
+    print(f"| {m} | {v:.2f} | {must_s} | {goal_s} | {met(v, must, goal)} | {pr} |")
+print(f"| added time to first token p50 (64-chunk streams) | {ttft:.0f} us (nginx {ttft_n:.0f} us){'' if lost == 0 else f', {lost} streams LOST a chunk'} | <= 150 us | <= 60 us | {met(ttft, 150, 60, False) if lost == 0 else 'NO'} | |")
+print(f"| CPU per proxied request, 64 conns (tailor as shipped) | {cpu:.1f} us (nginx with log {median_of('thr64', 'nginx_log', 'cpu'):.1f} us) | <= 35 us | <= 20 us | {met(cpu, 35, 20, False)} | |")
+print(f"| memory per open stream ({hold['streams']:,}) | {hold['kib_per_stream']:.1f} KiB (RSS {hold['rss_before_kib'] / 1024:.1f} -> {hold['rss_open_kib'] / 1024:.1f} MiB, all open after {hold['open_secs']} s) | <= 32 KiB | <= 12 KiB | {met(hold['kib_per_stream'], 32, 12, False)} | |")
+both = "goal" if c1_50 <= 20 and c1_99 <= 60 else "must" if c1_50 <= 40 and c1_99 <= 150 else "NO"
+print(f"| added latency at concurrency 1, p50 / p99 | {c1_50:.0f} / {c1_99:.0f} us (nginx {n1_50:.0f} / {n1_99:.0f} us) | <= 40 / 150 us | <= 20 / 60 us | {both} | |")
+lim = (R["lim1", "limits"][1]["p50"] - R["lim1", "nolog"][1]["p50"], R["lim64", "limits"][1]["rps"] / R["lim64", "nolog"][1]["rps"])
+lim_ok = lim[0] <= 30 and lim[1] >= 0.85 and R["lim64", "limits"][1]["non2xx"] == 0
+print(f"| limits in Redis: added p50 at 1 conn / throughput at 64 conns vs tailor without | {lim[0]:+.0f} us / {lim[1]:.2f} | <= 30 us / >= 0.85 | | {'must' if lim_ok else 'NO'} | |")
+print(f"\nidle RSS {idle / 1024:.1f} MiB, peak RSS {peak / 1024:.1f} MiB; access lines written by tailor as shipped: {sys.argv[6]}")
 PY

@@ -47,6 +47,7 @@
 //!   SSE, exact pricing.
 //! - [`metrics`]: every metric, registered once. [`limits`]: concurrency counts kept across reloads.
 //! - [`ids`]: request ids signed so any replica can verify them (feedback).
+//! - [`logs`]: log and access lines batched to stderr by a writer thread, off the request path.
 //! - [`classify`]: route selection, pure and table-tested.
 //! - [`request`]: the borrowed view of a request body and the byte-preserving rewrite.
 //! - [`config`]: `routes.yaml`, strict raw structs → validated runtime [`config::Config`].
@@ -68,6 +69,7 @@ pub mod forward;
 pub mod ids;
 pub mod json;
 pub mod limits;
+pub mod logs;
 pub mod metrics;
 pub mod mock;
 pub mod proxy;

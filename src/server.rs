@@ -125,7 +125,19 @@ pub async fn start(config: Config, metrics: Arc<Metrics>) -> std::io::Result<Run
 /// An accepted connection on its way to a worker thread.
 type Handoff = (std::net::TcpStream, Option<OwnedSemaphorePermit>, Watcher);
 
-fn http_builder(limits: &ServeLimits) -> auto::Builder<TokioExecutor> {
+/// How connections are served: HTTP/1.1, or HTTP/2 with prior knowledge (h2c), told apart by
+/// peeking at the first bytes. Peeking, not reading: hyper's own detection reads the first 24
+/// bytes into a rewind buffer, and the read after it doubles the connection's 8 KiB read buffer
+/// (16 KiB held by every open stream).
+#[derive(Clone)]
+struct Builders {
+    h1: auto::Builder<TokioExecutor>,
+    h2: auto::Builder<TokioExecutor>,
+    /// How long a new connection may stay silent before it is closed.
+    first_bytes: Duration,
+}
+
+fn http_builders(limits: &ServeLimits) -> Arc<Builders> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -134,12 +146,42 @@ fn http_builder(limits: &ServeLimits) -> auto::Builder<TokioExecutor> {
     if let Some(t) = limits.header_read_timeout {
         builder.http1().header_read_timeout(t);
     }
-    builder
+    Arc::new(Builders {
+        h1: builder.clone().http1_only(),
+        h2: builder.http2_only(),
+        first_bytes: limits
+            .header_read_timeout
+            .unwrap_or(Duration::from_secs(30)),
+    })
+}
+
+/// The HTTP/2 connection preface a prior-knowledge client sends first.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Whether the connection starts with the HTTP/2 preface, from its first bytes (peeked, left in
+/// the socket). None: closed, or an error, before a byte.
+async fn speaks_h2(stream: &TcpStream) -> Option<bool> {
+    let mut buf = [0u8; H2_PREFACE.len()];
+    loop {
+        let n = stream.peek(&mut buf).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        if buf[..n] != H2_PREFACE[..n] {
+            return Some(false);
+        }
+        if n == H2_PREFACE.len() {
+            return Some(true);
+        }
+        // a prefix of the preface so far: wait for more
+        stream.readable().await.ok()?;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 }
 
 /// Serves one connection on the current runtime until it ends (or the drain is over).
 fn spawn_connection<S, B>(
-    builder: &auto::Builder<TokioExecutor>,
+    builders: &Arc<Builders>,
     stream: TcpStream,
     service: S,
     permit: Option<OwnedSemaphorePermit>,
@@ -151,13 +193,19 @@ fn spawn_connection<S, B>(
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let conn = builder
-        .serve_connection(TokioIo::new(stream), service)
-        .into_owned();
-    let conn = watcher.watch(conn);
+    let builders = builders.clone();
     tokio::spawn(async move {
         let _permit = permit;
-        if let Err(e) = conn.await {
+        let h2 = match tokio::time::timeout(builders.first_bytes, speaks_h2(&stream)).await {
+            Ok(Some(h2)) => h2,
+            // silent past the header timeout, or gone: close
+            _ => return,
+        };
+        let builder = if h2 { &builders.h2 } else { &builders.h1 };
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        if let Err(e) = watcher.watch(conn).await {
             tracing::debug!(error = %e, "connection ended with an error");
         }
     });
@@ -168,7 +216,7 @@ fn spawn_connection<S, B>(
 fn spawn_worker<F, S, B>(
     i: usize,
     make: F,
-    builder: auto::Builder<TokioExecutor>,
+    builders: Arc<Builders>,
 ) -> std::io::Result<(mpsc::UnboundedSender<Handoff>, std::thread::JoinHandle<()>)>
 where
     F: Fn() -> S + Send + 'static,
@@ -189,7 +237,7 @@ where
             rt.block_on(async move {
                 while let Some((stream, permit, watcher)) = rx.recv().await {
                     match TcpStream::from_std(stream) {
-                        Ok(s) => spawn_connection(&builder, s, make(), permit, watcher),
+                        Ok(s) => spawn_connection(&builders, s, make(), permit, watcher),
                         Err(e) => tracing::warn!(error = %e, "worker could not take a connection"),
                     }
                 }
@@ -215,11 +263,11 @@ pub async fn serve<F, S, B>(
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let graceful = GracefulShutdown::new();
-    let builder = http_builder(&limits);
+    let builders = http_builders(&limits);
     let mut workers = Vec::with_capacity(limits.workers);
     let mut threads = Vec::with_capacity(limits.workers);
     for i in 0..limits.workers {
-        match spawn_worker(i, make.clone(), builder.clone()) {
+        match spawn_worker(i, make.clone(), builders.clone()) {
             Ok((tx, t)) => {
                 workers.push(tx);
                 threads.push(t);
@@ -256,7 +304,7 @@ pub async fn serve<F, S, B>(
                 };
                 let _ = stream.set_nodelay(true);
                 if workers.is_empty() {
-                    spawn_connection(&builder, stream, make(), permit, graceful.watcher());
+                    spawn_connection(&builders, stream, make(), permit, graceful.watcher());
                     continue;
                 }
                 next = (next + 1) % workers.len();

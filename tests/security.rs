@@ -253,6 +253,35 @@ async fn slowloris_and_connection_limits() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn http2_prior_knowledge_is_told_from_http1_by_its_first_bytes() {
+    let env = setup().await;
+    let addr = env.tailor.api_addr;
+    let settings = tokio::task::spawn_blocking(move || {
+        // the preface in two pieces: tailor peeks until it has all 24 bytes
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(b"PRI * HTTP/2.0\r\n").unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        s.write_all(b"\r\nSM\r\n\r\n").unwrap();
+        s.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).unwrap(); // an empty SETTINGS frame
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut head = [0u8; 9];
+        s.read_exact(&mut head).unwrap();
+        head
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        settings[3], 4,
+        "the server's first frame is SETTINGS: {settings:?}"
+    );
+    // and HTTP/1.1 on the same port still works
+    assert_eq!(
+        env.chat(BODY, &[("authorization", KEY_A)]).await.status,
+        StatusCode::OK
+    );
+}
+
 #[tokio::test]
 async fn ten_thousand_random_requests_add_no_series() {
     let _alone = TIMING.lock().await;

@@ -19,6 +19,7 @@ pub fn run(file: &Path, model: &str, epochs: u32, format: OutFormat) -> Result<(
         OutFormat::Json => out!("{}", serde_json::to_string_pretty(&report)?),
     }
     if !report.errors.is_empty() {
+        tailor::logs::flush();
         std::process::exit(1);
     }
     Ok(())

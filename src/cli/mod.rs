@@ -163,12 +163,33 @@ fn init_logs(cli: &Cli) {
             filter = filter.add_directive(d);
         }
     }
+    // lines are batched off the request path (tailor::logs); colours only on a terminal, never
+    // escape codes in a log file
+    use std::io::IsTerminal;
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(tailor::logs::stderr());
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        tailor::logs::flush();
+        default_hook(info);
+    }));
+    let plain = tracing_subscriber::fmt::format();
     match cli.log_format {
-        LogFormat::Text => b.init(),
-        LogFormat::Json => b.json().flatten_event(true).init(),
+        LogFormat::Text => b
+            .event_format(tailor::logs::Access {
+                inner: plain,
+                json: false,
+            })
+            .init(),
+        LogFormat::Json => b
+            .json()
+            .event_format(tailor::logs::Access {
+                inner: plain.json().flatten_event(true),
+                json: true,
+            })
+            .init(),
     }
 }
 
@@ -191,7 +212,13 @@ enum DatasetCmd {
 /// Runs the command the command line names.
 pub fn run(cli: Cli) -> Result<()> {
     init_logs(&cli);
-    match cli.cmd {
+    let result = run_command(cli.cmd);
+    tailor::logs::flush();
+    result
+}
+
+fn run_command(cmd: Cmd) -> Result<()> {
+    match cmd {
         Cmd::Check { config } => check::run(&config),
         Cmd::Dataset {
             cmd:

@@ -25,6 +25,9 @@ impl<B> ReqBody for B where
 {
 }
 
+/// Bodies up to this size are copied out of the connection's read buffer.
+const SMALL_BODY: usize = 4096;
+
 /// Reads the request body up to the configured limit.
 pub async fn read_body<B: ReqBody>(
     req: B,
@@ -63,8 +66,10 @@ pub async fn read_body<B: ReqBody>(
             chunks.push(data);
         }
     }
+    // a small body is copied so that it does not pin the connection's read buffer (8 KiB or
+    // more) while its answer streams; a large one in one frame (the usual case) is not
     Ok(match chunks.len() {
-        1 => chunks.swap_remove(0), // the usual case: one frame, no copy
+        1 if total > SMALL_BODY => chunks.swap_remove(0),
         _ => Bytes::from(chunks.concat()),
     })
 }

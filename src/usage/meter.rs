@@ -166,7 +166,10 @@ impl RequestMeter {
     /// The response status is known.
     pub fn responded(&mut self, status: StatusCode, upstream_request_id: Option<HeaderValue>) {
         self.status = Some(status);
-        self.upstream_request_id = upstream_request_id;
+        // a copy: a slice of the upstream's read buffer would pin that buffer (8 KiB) for as
+        // long as a stream runs
+        self.upstream_request_id =
+            upstream_request_id.and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok());
     }
 
     /// Records the request: counters, cost, duration, the access line, then the subscribers.
@@ -212,11 +215,11 @@ impl RequestMeter {
         m.in_flight.dec();
         tracing::info!(
             target: "tailor::access",
-            request_id = %self.request_id,
+            request_id = self.request_id.as_str(),
             upstream_request_id = self.upstream_request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or(""),
-            route = %m.route,
-            model = %m.model,
-            client = %m.client,
+            route = &*m.route,
+            model = &*m.model,
+            client = &*m.client,
             status = status.as_u16(),
             stream = self.stream,
             outcome = outcome.as_str(),
@@ -226,7 +229,7 @@ impl RequestMeter {
             output_tokens = u.output,
             reasoning_tokens = u.reasoning,
             cost_usd = cost as f64 / PICO_PER_USD,
-            duration_ms = elapsed.as_secs_f64() * 1e3,
+            duration_ms = elapsed.as_micros() as f64 / 1e3,
             shadow_pair = self.shadow_pair.as_deref().unwrap_or(""),
         );
         let kept = self.answer.take().unwrap_or_default();

@@ -1,0 +1,425 @@
+//! Log lines written off the request path. A request's access line is formatted on its worker
+//! thread and appended to one shared buffer (a mutex held for a copy, no system call); a writer
+//! thread wakes once per batch, at most every [`BATCH`], and writes the whole batch to stderr in one
+//! call. So a busy proxy makes about a hundred writes a second whatever its request rate, and a
+//! worker never waits on a slow terminal or pipe, unless the buffer holds [`MAX_PENDING`] bytes:
+//! then the worker waits for the writer (lines are never dropped).
+//!
+//! What can be lost: lines of the last [`BATCH`] when the process is killed with SIGKILL. An
+//! ordinary exit (the end of `serve`, a command's end, a panic's message) calls [`flush`] first.
+
+use std::fmt::Write as _;
+use std::io::Write;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use tracing::field::{Field, Visit};
+use tracing_subscriber::fmt::format::{self, FormatEvent, FormatFields};
+use tracing_subscriber::fmt::FmtContext;
+use tracing_subscriber::registry::LookupSpan;
+
+/// How long the writer gathers lines before writing them.
+pub const BATCH: Duration = Duration::from_millis(20);
+/// Bytes waiting to be written before a worker waits for the writer.
+pub const MAX_PENDING: usize = 8 << 20;
+
+#[derive(Default)]
+struct Pending {
+    buf: Vec<u8>,
+    /// Batches taken by the writer, and written, so far (a flush waits for the one holding its
+    /// lines).
+    taken: u64,
+    written: u64,
+    /// A flush is waiting: write now.
+    urgent: bool,
+}
+
+#[derive(Default)]
+struct Shared {
+    pending: Mutex<Pending>,
+    /// The buffer went from empty to not empty, or a flush asks.
+    data: Condvar,
+    /// A batch was written.
+    done: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        // a panic while holding the lock leaves a byte buffer, still usable
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+static SHARED: OnceLock<Arc<Shared>> = OnceLock::new();
+
+/// The `MakeWriter` for tracing's formatter: every event's bytes go to the shared buffer.
+#[derive(Clone)]
+pub struct Batched(Arc<Shared>);
+
+/// One event's writer (tracing writes a formatted line with one `write_all`).
+pub struct Line<'a>(&'a Shared);
+
+impl Write for Line<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let mut p = self.0.lock();
+        while p.buf.len() >= MAX_PENDING {
+            p.urgent = true;
+            self.0.data.notify_one();
+            p = self.0.done.wait(p).unwrap_or_else(|e| e.into_inner());
+        }
+        let was_empty = p.buf.is_empty();
+        p.buf.extend_from_slice(bytes);
+        drop(p);
+        if was_empty {
+            self.0.data.notify_one();
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Batched {
+    type Writer = Line<'a>;
+    fn make_writer(&'a self) -> Line<'a> {
+        Line(&self.0)
+    }
+}
+
+/// The process's batched stderr writer; the first call starts the writer thread.
+pub fn stderr() -> Batched {
+    let shared = SHARED.get_or_init(|| {
+        let shared = Arc::new(Shared::default());
+        let s = shared.clone();
+        let started = std::thread::Builder::new()
+            .name("tailor-log".into())
+            .spawn(move || write_loop(&s, &mut std::io::stderr()));
+        if let Err(e) = started {
+            // no thread: lines stay in the buffer until flush() writes them
+            let _ = writeln!(std::io::stderr(), "tailor: no log writer thread: {e}");
+        }
+        shared
+    });
+    Batched(shared.clone())
+}
+
+fn write_loop(s: &Shared, out: &mut impl Write) {
+    let mut batch = Vec::new();
+    loop {
+        let mut p = s.lock();
+        while p.buf.is_empty() {
+            p = s.data.wait(p).unwrap_or_else(|e| e.into_inner());
+        }
+        if !p.urgent {
+            // gather: more lines arrive while we wait, or a flush cuts the wait short
+            p = s
+                .data
+                .wait_timeout_while(p, BATCH, |p| !p.urgent)
+                .map(|(p, _)| p)
+                .unwrap_or_else(|e| e.into_inner().0);
+        }
+        std::mem::swap(&mut p.buf, &mut batch);
+        p.taken += 1;
+        p.urgent = false;
+        drop(p);
+        let _ = out.write_all(&batch);
+        let _ = out.flush();
+        batch.clear();
+        // a burst can leave a large buffer behind: give it back
+        if batch.capacity() > MAX_PENDING {
+            batch = Vec::new();
+        }
+        s.lock().written += 1;
+        s.done.notify_all();
+    }
+}
+
+/// Writes every line logged so far before returning (waits at most a second for the writer).
+pub fn flush() {
+    let Some(s) = SHARED.get() else { return };
+    let mut p = s.lock();
+    // the batch being written now, or the next one when lines wait in the buffer
+    let want = p.taken + u64::from(!p.buf.is_empty());
+    if p.written >= want {
+        return;
+    }
+    p.urgent = true;
+    s.data.notify_one();
+    let (p, timeout) = s
+        .done
+        .wait_timeout_while(p, Duration::from_secs(1), |p| p.written < want)
+        .unwrap_or_else(|e| e.into_inner());
+    if timeout.timed_out() {
+        // no writer thread (or a stuck stderr): write what is left from here
+        let mut p = p;
+        let _ = std::io::stderr().write_all(&p.buf);
+        p.buf.clear();
+    }
+}
+
+/// The event formatter: access lines (target `tailor::access`, one per request) are written by
+/// a visitor that appends each field straight to the line (no padding, colour or `Debug` detour),
+/// in text (`key=value`, quoted only where a value needs it) or JSON (one flat object: timestamp,
+/// level, fields, target, the same keys as tracing's JSON lines); every other event goes to
+/// `inner`, tracing's own format.
+pub struct Access<F> {
+    pub inner: F,
+    pub json: bool,
+}
+
+impl<S, N, F> FormatEvent<S, N> for Access<F>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut w: format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let meta = event.metadata();
+        if meta.target() != "tailor::access" {
+            return self.inner.format_event(ctx, w, event);
+        }
+        let now = humantime::format_rfc3339_micros(std::time::SystemTime::now());
+        let mut v = Fields {
+            w: &mut w,
+            json: self.json,
+            result: Ok(()),
+        };
+        if self.json {
+            v.result = write!(v.w, r#"{{"timestamp":"{now}","level":"{}""#, meta.level());
+        } else {
+            v.result = write!(v.w, "{now} {:>5} {}:", meta.level(), meta.target());
+        }
+        event.record(&mut v);
+        v.result?;
+        if self.json {
+            writeln!(w, r#","target":"{}"}}"#, meta.target())
+        } else {
+            writeln!(w)
+        }
+    }
+}
+
+/// Appends each field of an access event to its line.
+struct Fields<'a, 'w> {
+    w: &'a mut format::Writer<'w>,
+    json: bool,
+    result: std::fmt::Result,
+}
+
+impl Fields<'_, '_> {
+    fn key(&mut self, field: &Field) -> std::fmt::Result {
+        if self.json {
+            write!(self.w, r#","{}":"#, field.name())
+        } else {
+            write!(self.w, " {}=", field.name())
+        }
+    }
+
+    fn text(&mut self, field: &Field, value: &str) -> std::fmt::Result {
+        self.key(field)?;
+        let bare = !value.is_empty()
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'=' && b != b'\\');
+        if !self.json && bare {
+            return self.w.write_str(value);
+        }
+        self.w.write_char('"')?;
+        for c in value.chars() {
+            match c {
+                '"' => self.w.write_str("\\\"")?,
+                '\\' => self.w.write_str("\\\\")?,
+                '\n' => self.w.write_str("\\n")?,
+                '\r' => self.w.write_str("\\r")?,
+                '\t' => self.w.write_str("\\t")?,
+                c if (c as u32) < 0x20 => write!(self.w, "\\u{:04x}", c as u32)?,
+                c => self.w.write_char(c)?,
+            }
+        }
+        self.w.write_char('"')
+    }
+
+    fn plain(&mut self, field: &Field, value: impl std::fmt::Display) -> std::fmt::Result {
+        self.key(field)?;
+        write!(self.w, "{value}")
+    }
+
+    /// A number or a bool, written as it is (after the first error, nothing more).
+    fn record_plain(&mut self, field: &Field, value: impl std::fmt::Display) {
+        if self.result.is_ok() {
+            self.result = self.plain(field, value);
+        }
+    }
+}
+
+impl Visit for Fields<'_, '_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if self.result.is_ok() {
+            self.result = self.text(field, value);
+        }
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.record_plain(field, value);
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.record_plain(field, value);
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.record_plain(field, value);
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        if self.result.is_ok() {
+            // JSON has no NaN or infinity
+            self.result = if value.is_finite() || !self.json {
+                self.plain(field, value)
+            } else {
+                self.text(field, &value.to_string())
+            };
+        }
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if self.result.is_ok() {
+            // `%value` fields (Display) arrive here: format once, then quote as a string
+            let mut s = String::new();
+            self.result = write!(s, "{value:?}").and_then(|_| self.text(field, &s));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer that records each write call.
+    #[derive(Clone, Default)]
+    struct Calls(Arc<Mutex<Vec<Vec<u8>>>>);
+    impl Write for Calls {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().push(b.to_vec());
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Formats one access event and one other event with `Access` into a string.
+    fn lines(json: bool) -> String {
+        let out = Calls::default();
+        let w = out.clone();
+        let make = move || w.clone();
+        let plain = tracing_subscriber::fmt::format().without_time();
+        let dispatch = if json {
+            tracing::Dispatch::new(
+                tracing_subscriber::fmt()
+                    .json()
+                    .with_writer(make)
+                    .event_format(Access {
+                        inner: plain.json().flatten_event(true),
+                        json: true,
+                    })
+                    .finish(),
+            )
+        } else {
+            tracing::Dispatch::new(
+                tracing_subscriber::fmt()
+                    .with_ansi(false)
+                    .with_writer(make)
+                    .event_format(Access {
+                        inner: plain,
+                        json: false,
+                    })
+                    .finish(),
+            )
+        };
+        tracing::dispatcher::with_default(&dispatch, || {
+            tracing::info!(target: "tailor::access", request_id = "tlr-a.b", route = "support", status = 200u64,
+                stream = false, cost_usd = 0.0001825, shadow_pair = "", note = "two words \"quoted\"\n");
+            tracing::warn!(answer = 42, "something else");
+        });
+        let bytes = out.0.lock().unwrap().concat();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    #[test]
+    fn access_lines_in_text_and_json() {
+        let text = lines(false);
+        let first = text.lines().next().unwrap();
+        assert!(first.contains(" INFO tailor::access: request_id=tlr-a.b route=support status=200 stream=false cost_usd=0.0001825 shadow_pair=\"\" note=\"two words \\\"quoted\\\"\\n\""), "{first}");
+        assert!(
+            first.starts_with("20") && first[..27].ends_with('Z'),
+            "an RFC 3339 time first: {first}"
+        );
+        assert!(
+            text.lines().nth(1).unwrap().contains("something else"),
+            "other events as tracing writes them"
+        );
+        let json = lines(true);
+        let v: serde_json::Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
+        assert_eq!(v["target"], "tailor::access");
+        assert_eq!(v["level"], "INFO");
+        assert_eq!(v["status"], 200);
+        assert_eq!(v["stream"], false);
+        assert_eq!(v["cost_usd"], 0.0001825);
+        assert_eq!(v["note"], "two words \"quoted\"\n");
+        assert!(v["timestamp"].as_str().unwrap().ends_with('Z'));
+        let other: serde_json::Value = serde_json::from_str(json.lines().nth(1).unwrap()).unwrap();
+        assert_eq!(other["answer"], 42);
+    }
+
+    #[test]
+    fn lines_from_many_threads_arrive_whole_in_few_writes() {
+        let shared = Arc::new(Shared::default());
+        let calls = Calls::default();
+        let (s, mut c) = (shared.clone(), calls.clone());
+        std::thread::spawn(move || write_loop(&s, &mut c));
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let s = shared.clone();
+                std::thread::spawn(move || {
+                    for i in 0..1000 {
+                        Line(&s)
+                            .write_all(format!("t{t} line {i}\n").as_bytes())
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let all = loop {
+            let all: Vec<u8> = calls.0.lock().unwrap().concat();
+            if all.iter().filter(|b| **b == b'\n').count() == 4000
+                || std::time::Instant::now() > deadline
+            {
+                break all;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let text = String::from_utf8(all).unwrap();
+        for t in 0..4 {
+            let mine: Vec<&str> = text
+                .lines()
+                .filter(|l| l.starts_with(&format!("t{t} ")))
+                .collect();
+            assert_eq!(mine.len(), 1000, "thread {t}: every line, none cut");
+            assert!(
+                mine.iter()
+                    .enumerate()
+                    .all(|(i, l)| *l == format!("t{t} line {i}")),
+                "in order"
+            );
+        }
+        let writes = calls.0.lock().unwrap().len();
+        assert!(writes < 4000 / 10, "{writes} writes for 4000 lines");
+    }
+}
