@@ -1,7 +1,7 @@
 //! Log lines written off the request path. A request's access line is formatted on its worker
 //! thread and appended to one shared buffer (a mutex held for a copy, no system call); a writer
 //! thread wakes once per batch, at most every [`BATCH`], and writes the whole batch to stderr in one
-//! call. So a busy proxy makes about a hundred writes a second whatever its request rate, and a
+//! call. So a busy proxy makes at most about fifty writes a second whatever its request rate, and a
 //! worker never waits on a slow terminal or pipe, unless the buffer holds [`MAX_PENDING`] bytes:
 //! then the worker waits for the writer (lines are never dropped).
 //!
@@ -36,6 +36,8 @@ struct Pending {
 
 #[derive(Default)]
 struct Shared {
+    /// The writer thread runs; without it, lines are written at once.
+    writer: std::sync::atomic::AtomicBool,
     pending: Mutex<Pending>,
     /// The buffer went from empty to not empty, or a flush asks.
     data: Condvar,
@@ -61,6 +63,9 @@ pub struct Line<'a>(&'a Shared);
 
 impl Write for Line<'_> {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if !self.0.writer.load(std::sync::atomic::Ordering::Relaxed) {
+            return std::io::stderr().write(bytes);
+        }
         let mut p = self.0.lock();
         while p.buf.len() >= MAX_PENDING {
             p.urgent = true;
@@ -96,9 +101,14 @@ pub fn stderr() -> Batched {
         let started = std::thread::Builder::new()
             .name("tailor-log".into())
             .spawn(move || write_loop(&s, &mut std::io::stderr()));
-        if let Err(e) = started {
-            // no thread: lines stay in the buffer until flush() writes them
-            let _ = writeln!(std::io::stderr(), "tailor: no log writer thread: {e}");
+        match started {
+            Ok(_) => shared
+                .writer
+                .store(true, std::sync::atomic::Ordering::Relaxed),
+            // no thread: every line is written at once, on its own thread
+            Err(e) => {
+                let _ = writeln!(std::io::stderr(), "tailor: no log writer thread: {e}");
+            }
         }
         shared
     });
@@ -156,6 +166,8 @@ pub fn flush() {
         let mut p = p;
         let _ = std::io::stderr().write_all(&p.buf);
         p.buf.clear();
+        drop(p);
+        s.done.notify_all();
     }
 }
 
@@ -239,7 +251,9 @@ impl Fields<'_, '_> {
                 '\n' => self.w.write_str("\\n")?,
                 '\r' => self.w.write_str("\\r")?,
                 '\t' => self.w.write_str("\\t")?,
-                c if (c as u32) < 0x20 => write!(self.w, "\\u{:04x}", c as u32)?,
+                c if c.is_control() || c == '\u{2028}' || c == '\u{2029}' => {
+                    write!(self.w, "\\u{:04x}", c as u32)?
+                }
                 c => self.w.write_char(c)?,
             }
         }
@@ -377,6 +391,9 @@ mod tests {
     #[test]
     fn lines_from_many_threads_arrive_whole_in_few_writes() {
         let shared = Arc::new(Shared::default());
+        shared
+            .writer
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let calls = Calls::default();
         let (s, mut c) = (shared.clone(), calls.clone());
         std::thread::spawn(move || write_loop(&s, &mut c));

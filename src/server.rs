@@ -129,15 +129,27 @@ type Handoff = (std::net::TcpStream, Option<OwnedSemaphorePermit>, Watcher);
 /// peeking at the first bytes. Peeking, not reading: hyper's own detection reads the first 24
 /// bytes into a rewind buffer, and the read after it doubles the connection's 8 KiB read buffer
 /// (16 KiB held by every open stream).
-#[derive(Clone)]
 struct Builders {
     h1: auto::Builder<TokioExecutor>,
     h2: auto::Builder<TokioExecutor>,
+    /// hyper-util's own detection, for a connection whose first bytes are only part of the
+    /// HTTP/2 preface (rare: it waits on readiness for the rest).
+    detect: auto::Builder<TokioExecutor>,
     /// How long a new connection may stay silent before it is closed.
     first_bytes: Duration,
+    /// Turns true when the drain starts: a connection still silent then is closed.
+    stop: watch::Receiver<bool>,
 }
 
-fn http_builders(limits: &ServeLimits) -> Arc<Builders> {
+/// What a connection's first bytes say.
+enum FirstBytes {
+    Http1,
+    Http2,
+    /// A part of the HTTP/2 preface so far.
+    Unsure,
+}
+
+fn http_builders(limits: &ServeLimits, stop: watch::Receiver<bool>) -> Arc<Builders> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -148,35 +160,31 @@ fn http_builders(limits: &ServeLimits) -> Arc<Builders> {
     }
     Arc::new(Builders {
         h1: builder.clone().http1_only(),
-        h2: builder.http2_only(),
+        h2: builder.clone().http2_only(),
+        detect: builder,
         first_bytes: limits
             .header_read_timeout
             .unwrap_or(Duration::from_secs(30)),
+        stop,
     })
 }
 
 /// The HTTP/2 connection preface a prior-knowledge client sends first.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// Whether the connection starts with the HTTP/2 preface, from its first bytes (peeked, left in
-/// the socket). None: closed, or an error, before a byte.
-async fn speaks_h2(stream: &TcpStream) -> Option<bool> {
+/// What the connection's first bytes say (peeked, left in the socket). None: closed, or an
+/// error, before a byte.
+async fn first_bytes(stream: &TcpStream) -> Option<FirstBytes> {
     let mut buf = [0u8; H2_PREFACE.len()];
-    loop {
-        let n = stream.peek(&mut buf).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        if buf[..n] != H2_PREFACE[..n] {
-            return Some(false);
-        }
-        if n == H2_PREFACE.len() {
-            return Some(true);
-        }
-        // a prefix of the preface so far: wait for more
-        stream.readable().await.ok()?;
-        tokio::time::sleep(Duration::from_millis(1)).await;
+    let n = stream.peek(&mut buf).await.ok()?;
+    if n == 0 {
+        return None;
     }
+    Some(match (buf.get(..n), H2_PREFACE.get(..n)) {
+        (Some(got), Some(want)) if got == want && n == H2_PREFACE.len() => FirstBytes::Http2,
+        (Some(got), Some(want)) if got == want => FirstBytes::Unsure,
+        _ => FirstBytes::Http1,
+    })
 }
 
 /// Serves one connection on the current runtime until it ends (or the drain is over).
@@ -196,12 +204,19 @@ fn spawn_connection<S, B>(
     let builders = builders.clone();
     tokio::spawn(async move {
         let _permit = permit;
-        let h2 = match tokio::time::timeout(builders.first_bytes, speaks_h2(&stream)).await {
-            Ok(Some(h2)) => h2,
+        let mut stop = builders.stop.clone();
+        let first = tokio::select! {
+            first = tokio::time::timeout(builders.first_bytes, first_bytes(&stream)) => first,
+            // the drain started before a byte came: nothing to finish
+            _ = stop.wait_for(|stopped| *stopped) => return,
+        };
+        let builder = match first {
+            Ok(Some(FirstBytes::Http1)) => &builders.h1,
+            Ok(Some(FirstBytes::Http2)) => &builders.h2,
+            Ok(Some(FirstBytes::Unsure)) => &builders.detect,
             // silent past the header timeout, or gone: close
             _ => return,
         };
-        let builder = if h2 { &builders.h2 } else { &builders.h1 };
         let conn = builder
             .serve_connection(TokioIo::new(stream), service)
             .into_owned();
@@ -263,7 +278,7 @@ pub async fn serve<F, S, B>(
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let graceful = GracefulShutdown::new();
-    let builders = http_builders(&limits);
+    let builders = http_builders(&limits, stop.clone());
     let mut workers = Vec::with_capacity(limits.workers);
     let mut threads = Vec::with_capacity(limits.workers);
     for i in 0..limits.workers {

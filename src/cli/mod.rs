@@ -164,11 +164,14 @@ fn init_logs(cli: &Cli) {
         }
     }
     // lines are batched off the request path (tailor::logs); colours only on a terminal, never
-    // escape codes in a log file
+    // escape codes in a log file, and NO_COLOR is honoured
     use std::io::IsTerminal;
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(
+            std::io::stderr().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        )
         .with_writer(tailor::logs::stderr());
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
