@@ -177,13 +177,13 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 async fn first_bytes(stream: &TcpStream) -> Option<FirstBytes> {
     let mut buf = [0u8; H2_PREFACE.len()];
     let n = stream.peek(&mut buf).await.ok()?;
-    if n == 0 {
-        return None;
-    }
-    Some(match (buf.get(..n), H2_PREFACE.get(..n)) {
-        (Some(got), Some(want)) if got == want && n == H2_PREFACE.len() => FirstBytes::Http2,
-        (Some(got), Some(want)) if got == want => FirstBytes::Unsure,
-        _ => FirstBytes::Http1,
+    let got = buf.get(..n).filter(|got| !got.is_empty())?;
+    Some(if !H2_PREFACE.starts_with(got) {
+        FirstBytes::Http1
+    } else if got.len() == H2_PREFACE.len() {
+        FirstBytes::Http2
+    } else {
+        FirstBytes::Unsure
     })
 }
 
