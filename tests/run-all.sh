@@ -70,7 +70,8 @@ bin=$root/target/release/tailor
 pids+=($!)
 wait_for "$tmp/mock.out" "listening on"
 mock=$(sed -n 's#.*listening on \(http://[^/]*\)/v1.*#\1#p' "$tmp/mock.out")
-sed "s#MOCK_URL#$mock#g" tests/fixtures/proxy.yaml >"$tmp/routes.yaml"
+# proxy.yaml, plus the rest of the OpenAI API (files, batches, moderations) passed through
+{ sed "s#MOCK_URL#$mock#g" tests/fixtures/proxy.yaml; echo "passthrough: { upstream: mock }"; } >"$tmp/routes.yaml"
 
 upstream_key=sk-upstream-$RANDOM$RANDOM
 TAILOR_TEST_KEY=$upstream_key "$bin" --log-format json serve --config "$tmp/routes.yaml" >"$tmp/tailor.out" 2>"$tmp/tailor.log" &

@@ -107,6 +107,14 @@ pub fn run(path: &Path) -> Result<()> {
             }
         }
     }
+    match &cfg.passthrough {
+        Some(p) => out!(
+            "\npassthrough: every other /v1 path -> upstream `{}` (bodies up to {} bytes, streamed)",
+            cfg.upstreams[p.upstream].name,
+            p.max_body_bytes
+        ),
+        None => out!("\npassthrough: off (other /v1 paths answer 404)"),
+    }
     if !cfg.limits.is_empty() {
         let store = match &cfg.shared_state.redis {
             Some(_) => "Redis (shared by every replica)",

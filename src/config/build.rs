@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::error::{check_name, invalid, ConfigError};
-use super::limits::{build_limits, build_shared_state};
+use super::limits::{build_limits, build_passthrough, build_shared_state};
 use super::raw::{self, Dur, RawAuth, RawConfig, RawRetries, RawTimeouts, UpstreamKind};
 use super::route::build_route;
 use super::secret::Secret;
@@ -384,7 +384,9 @@ fn build(
     };
     let shared_state = build_shared_state(raw.shared_state)?;
     let limits = build_limits(raw.limits, &clients, &routes, &model_index)?;
+    let passthrough = build_passthrough(raw.passthrough, &upstreams)?;
     let cfg = Config {
+        passthrough,
         shared_state,
         limits,
         server,

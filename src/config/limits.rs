@@ -1,13 +1,42 @@
-//! `shared_state:` and `limits:` → [`SharedState`] and [`Limit`]s, checked against the clients,
-//! routes and models they name.
+//! `shared_state:`, `limits:` and `passthrough:` → [`SharedState`], [`Limit`]s and
+//! [`Passthrough`], checked against the clients, routes, models and upstreams they name.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use super::error::{check_name, invalid, ConfigError};
-use super::raw::{RawLimit, RawSharedState};
-use super::types::{Client, Limit, OnError, Per, Route, SharedState};
+use super::raw::{RawLimit, RawPassthrough, RawSharedState};
+use super::types::{
+    Client, Limit, OnError, Passthrough, Per, Route, SharedState, Upstream,
+    DEFAULT_PASSTHROUGH_MAX_BODY_BYTES,
+};
 use crate::usage::price::PICO_PER_USD;
+
+pub(super) fn build_passthrough(
+    raw: Option<RawPassthrough>,
+    upstreams: &[Upstream],
+) -> Result<Option<Passthrough>, ConfigError> {
+    let Some(raw) = raw else { return Ok(None) };
+    let Some(upstream) = upstreams.iter().position(|u| u.name == raw.upstream) else {
+        let known: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
+        return Err(invalid(
+            "passthrough.upstream",
+            format!(
+                "unknown upstream `{}` (known: {})",
+                raw.upstream,
+                known.join(", ")
+            ),
+        ));
+    };
+    let max_body_bytes = match raw.max_body_bytes {
+        Some(0) => return Err(invalid("passthrough.max_body_bytes", "must be > 0")),
+        n => n.unwrap_or(DEFAULT_PASSTHROUGH_MAX_BODY_BYTES),
+    };
+    Ok(Some(Passthrough {
+        upstream,
+        max_body_bytes,
+    }))
+}
 
 pub(super) fn build_shared_state(raw: RawSharedState) -> Result<SharedState, ConfigError> {
     let redis = match raw.redis {

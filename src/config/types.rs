@@ -39,9 +39,23 @@ pub struct Config {
     /// Where budgets and rate limits are counted.
     pub shared_state: SharedState,
     pub limits: Vec<Limit>,
+    /// Other `/v1/...` paths forwarded as they are (`passthrough:`); None: they answer 404.
+    pub passthrough: Option<Passthrough>,
     /// Files the config reads besides itself (arm prompts): a change to one reloads it too.
     pub files: Vec<PathBuf>,
 }
+
+/// `passthrough:`: where the rest of the OpenAI API goes.
+#[derive(Debug, Clone)]
+pub struct Passthrough {
+    /// Index into [`Config::upstreams`].
+    pub upstream: usize,
+    /// Largest request body forwarded; bodies stream, this is not a buffer size.
+    pub max_body_bytes: u64,
+}
+
+/// Default `passthrough.max_body_bytes`: 512 MiB, the largest file OpenAI's Files API takes.
+pub const DEFAULT_PASSTHROUGH_MAX_BODY_BYTES: u64 = 512 * 1024 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {

@@ -93,8 +93,8 @@ impl Metrics {
                 &registry,
                 counter(
                     "tailor_requests_total",
-                    "Requests answered, by route, model, client, HTTP status and how they ended",
-                    &["route", "model", "client", "code", "outcome"],
+                    "Requests answered, by route, model, client, endpoint (chat, completions, embeddings, responses; passthrough: files, batches, fine_tuning, moderations, images, audio, other), HTTP status and how they ended",
+                    &["route", "model", "client", "endpoint", "code", "outcome"],
                 )?,
             )?,
             tokens: reg(
@@ -518,14 +518,15 @@ impl RouteModelMeter {
         );
     }
 
-    /// Counts one answered request with its status code and how it ended.
-    pub fn record_request(&self, code: http::StatusCode, outcome: &'static str) {
+    /// Counts one answered request with its endpoint, status code and how it ended.
+    pub fn record_request(&self, endpoint: &str, code: http::StatusCode, outcome: &'static str) {
         self.metrics
             .requests
             .with_label_values(&[
                 &self.route,
                 &self.model,
                 &self.client,
+                endpoint,
                 code.as_str(),
                 outcome,
             ])
@@ -556,12 +557,12 @@ mod tests {
         };
         for _ in 0..3 {
             meter.record_usage(&u, 4_125_000_000);
-            meter.record_request(http::StatusCode::OK, "ok");
+            meter.record_request("chat", http::StatusCode::OK, "ok");
         }
         m.unrouted.inc();
         let text = String::from_utf8(m.encode()).unwrap();
         for name in [
-            "tailor_requests_total{client=\"team-a\",code=\"200\",model=\"support-ft\",outcome=\"ok\",route=\"support\"} 3",
+            "tailor_requests_total{client=\"team-a\",code=\"200\",endpoint=\"chat\",model=\"support-ft\",outcome=\"ok\",route=\"support\"} 3",
             "tailor_tokens_total{client=\"team-a\",model=\"support-ft\",route=\"support\",type=\"input\"} 2400",
             "tailor_tokens_total{client=\"team-a\",model=\"support-ft\",route=\"support\",type=\"cached_input\"} 600",
             "tailor_tokens_total{client=\"team-a\",model=\"support-ft\",route=\"support\",type=\"output\"} 150",
