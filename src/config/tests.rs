@@ -305,3 +305,40 @@ fn secret_never_prints() {
     let c = Config::from_yaml(BASE, &|_| Some("sk-live-123".to_owned())).unwrap();
     assert!(!format!("{c:?}").contains("sk-live"));
 }
+
+#[test]
+fn fine_tunes_are_known_by_id_base_model_training_cost_or_hosting_fee() {
+    let c = Config::from_yaml(
+        r#"
+upstreams:
+  openai: { url: "http://127.0.0.1:1/v1" }
+  azure: { kind: azure, url: "http://127.0.0.1:1", api_version: "2024-10-21" }
+models:
+  gpt-4o: { upstream: openai, id: gpt-4o-2024-08-06 }
+  ft: { upstream: openai, id: "ft:gpt-4o-2024-08-06:acme:support:A1" }
+  az-base: { upstream: azure, id: gpt4o-prod, base_model: gpt-4o-2024-08-06 }
+  az-ft-trained: { upstream: azure, id: support-prod, base_model: gpt-4o-2024-08-06, training_cost_usd: 412.5 }
+  az-ft-hosted: { upstream: azure, id: support-3, base_model: gpt-4o-2024-08-06, hosting_usd_per_hour: 1.7 }
+  az-ft-base: { upstream: azure, id: support-4, base_model: "ft:gpt-4o-2024-08-06:acme::x" }
+routes: [{ name: r, split: [{ model: gpt-4o }] }]
+"#,
+        &no_env,
+    )
+    .unwrap();
+    for (name, kind) in [
+        ("gpt-4o", ModelKind::Base),
+        ("ft", ModelKind::FineTune),
+        ("az-base", ModelKind::Base),
+        ("az-ft-trained", ModelKind::FineTune),
+        ("az-ft-hosted", ModelKind::FineTune),
+        ("az-ft-base", ModelKind::FineTune),
+    ] {
+        assert_eq!(
+            c.models[c.model_index(name).unwrap()].kind(),
+            kind,
+            "{name}"
+        );
+    }
+    assert_eq!(ModelKind::FineTune.label(), "fine_tune");
+    assert_eq!(ModelKind::Base.label(), "base");
+}

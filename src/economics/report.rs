@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::ledger::{rfc3339, Counts, Snapshot, Source, Traffic};
 use super::stats::{decide, score_interval, Interval, Moments};
-use crate::config::{Config, Model, Route};
+use crate::config::{Config, Model, ModelKind, Route};
 use crate::metrics::Metrics;
 use crate::usage::price::PICO_PER_USD;
 
@@ -149,7 +149,7 @@ fn arm_report(
     };
     ArmReport {
         model: m.name.clone(),
-        fine_tune: m.counts_as_fine_tune(),
+        fine_tune: m.kind() == ModelKind::FineTune,
         configured_share: share,
         observed_share: ratio(c.requests, route_n),
         requests: c.requests,
@@ -521,5 +521,31 @@ routes: [{{ name: r, split: [{{ model: base }}, {{ model: ft }}] }}]
             "{}",
             v.summary
         );
+    }
+    #[test]
+    fn model_info_and_the_economics_agree_on_an_azure_fine_tune() {
+        // an Azure fine-tuned deployment: its id is a deployment name, its base_model prices it,
+        // only the declared training cost says it is a fine-tune
+        let cfg = Config::from_yaml(
+            r#"
+upstreams: { az: { kind: azure, url: "http://127.0.0.1:1", api_version: "2024-10-21" } }
+models:
+  base: { upstream: az, id: gpt4o-prod, base_model: gpt-4o-2024-08-06 }
+  ft: { upstream: az, id: support-prod, base_model: gpt-4o-2024-08-06, training_cost_usd: 412.5 }
+routes: [{ name: r, split: [{ model: ft }, { model: base }] }]
+"#,
+            &|_| None,
+        )
+        .unwrap();
+        let metrics = Metrics::new().unwrap();
+        metrics.publish_config(&cfg);
+        let text = String::from_utf8(metrics.encode()).unwrap();
+        let arms = report(&cfg, &Snapshot::default()).routes.remove(0).arms;
+        for (model, kind) in [("ft", "fine_tune"), ("base", "base")] {
+            let line = format!("tailor_model_info{{kind=\"{kind}\",model=\"{model}\"}} 1");
+            assert!(text.contains(&line), "missing {line} in\n{text}");
+            let arm = arms.iter().find(|a| a.model == model).unwrap();
+            assert_eq!(arm.fine_tune, kind == "fine_tune", "{model}");
+        }
     }
 }

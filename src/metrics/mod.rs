@@ -410,13 +410,10 @@ impl Metrics {
     pub fn publish_config(&self, config: &crate::config::Config) {
         self.model_info.reset();
         for m in &config.models {
-            // the same rule as the economics: an ft: id, or a declared training cost or hosting fee
-            let kind = if m.counts_as_fine_tune() {
-                "fine_tune"
-            } else {
-                "base"
-            };
-            self.model_info.with_label_values(&[&m.name, kind]).set(1);
+            // Model::kind is the economics' rule too: dashboards and /economics agree
+            self.model_info
+                .with_label_values(&[&m.name, m.kind().label()])
+                .set(1);
         }
         self.route_budget.reset();
         for r in &config.routes {
