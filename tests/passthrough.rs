@@ -555,3 +555,42 @@ async fn a_500_mb_upload_and_its_download_pass_with_flat_memory() {
     let _ = tailor.child.wait();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_client_that_hangs_up_mid_upload_is_counted_as_cancelled_not_as_an_upstream_error() {
+    let env = setup_edited("proxy.yaml", true, &with_passthrough(PASS)).await;
+    let addr = env.tailor.api_addr;
+    tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        let head = format!("POST /v1/files HTTP/1.1\r\nhost: x\r\ncontent-type: {}\r\ncontent-length: 1000000\r\n\r\n", multipart_type());
+        s.write_all(head.as_bytes()).unwrap();
+        s.write_all(&[b'x'; 5000]).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        // dropped: the connection closes with 995,000 bytes unsent
+    })
+    .await
+    .unwrap();
+    let mut m = parse_metrics(&env.metrics().await);
+    let cancelled = "tailor_requests_total{client=\"anonymous\",code=\"499\",endpoint=\"files\",model=\"\",outcome=\"client_cancelled\",route=\"passthrough\"}";
+    for _ in 0..50 {
+        if metric(&m, cancelled) == 1.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        m = parse_metrics(&env.metrics().await);
+    }
+    assert_eq!(
+        metric(&m, cancelled),
+        1.0,
+        "{:?}",
+        m.iter()
+            .filter(|(k, _)| k.contains("passthrough"))
+            .collect::<Vec<_>>()
+    );
+    let upstream_errors: f64 = m
+        .iter()
+        .filter(|(k, _)| k.starts_with("tailor_upstream_errors_total") && k.contains("passthrough"))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(upstream_errors, 0.0);
+}

@@ -10,7 +10,10 @@
 //! ```
 
 use std::borrow::Cow;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
@@ -88,6 +91,8 @@ pub async fn run<B: ReqBody>(
     // a small JSON body (moderations, image generation, batch creation) is read for its model,
     // which prices the answer's usage; anything else (uploads) streams as it comes
     let json = is_json(&parts.headers);
+    // set when the client's body fails as it streams (a hang-up mid-upload, or over the limit)
+    let client_failed = Arc::new(AtomicBool::new(false));
     let small = declared.is_some_and(|n| n <= cfg.server.max_body_bytes as u64);
     let (body, model): (StreamingBody, Option<usize>) = if json && small {
         let bytes = read_body(body, &parts.headers, cfg.server.max_body_bytes).await?;
@@ -98,7 +103,11 @@ pub async fn run<B: ReqBody>(
         )
     } else {
         let limit = usize::try_from(pt.max_body_bytes).unwrap_or(usize::MAX);
-        (Limited::new(body, limit).boxed_unsync(), None)
+        let watched = Watched {
+            inner: Box::pin(Limited::new(body, limit)),
+            failed: client_failed.clone(),
+        };
+        (watched.boxed_unsync(), None)
     };
     let model_name = model.map_or("", |m| cfg.models[m].name.as_str());
     let client_name = cfg
@@ -135,13 +144,19 @@ pub async fn run<B: ReqBody>(
             let (err, outcome) = if too_large(&e) {
                 let limit = usize::try_from(pt.max_body_bytes).unwrap_or(usize::MAX);
                 (ProxyError::BodyTooLarge { limit }, Outcome::Ok)
+            } else if client_failed.load(Ordering::Relaxed) {
+                // the client stopped sending its body: nobody waits for an answer
+                // (counted once, here, as 499: not also as a rejected request)
+                meter.finish(None, 0, Outcome::ClientCancelled);
+                let err = ProxyError::InvalidJson("could not read the request body".into());
+                return Ok(err.into_response::<Full<Bytes>>().map(Either::Left));
             } else {
-                meter.metrics().upstream_error("connect");
                 let reason = if e.is_connect() {
                     "connect"
                 } else {
                     "transport"
                 };
+                meter.metrics().upstream_error(reason);
                 let err = ProxyError::UpstreamUnavailable {
                     upstream: upstream.name.clone(),
                     reason: reason.to_owned(),
@@ -198,6 +213,39 @@ fn known_model(models: &[Model], pt: &Passthrough, requested: &str) -> Option<us
     let on = |m: &Model| m.upstream == pt.upstream;
     (models.iter().position(|m| on(m) && m.id == requested))
         .or_else(|| models.iter().position(|m| on(m) && m.name == requested))
+}
+
+/// A request body that notes when it fails (the client went away, or it outgrew its limit).
+struct Watched<B> {
+    inner: Pin<Box<B>>,
+    failed: Arc<AtomicBool>,
+}
+
+impl<B> http_body::Body for Watched<B>
+where
+    B: http_body::Body,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        let polled = self.inner.as_mut().poll_frame(cx);
+        if let Poll::Ready(Some(Err(_))) = &polled {
+            self.failed.store(true, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Whether hyper gave up on the request because its body outgrew `passthrough.max_body_bytes`.
