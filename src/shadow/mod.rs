@@ -21,6 +21,7 @@ use crate::config::Route;
 use crate::economics::Traffic;
 use crate::forward::client::HttpClient;
 use crate::forward::upstream;
+use crate::metrics::Measure;
 use crate::request::{RequestView, SystemPrompt};
 use crate::state::{LiveState, Shared};
 use crate::usage::event::{Finished, Subscriber};
@@ -251,14 +252,26 @@ impl Pair {
                 let dl = s.latency.as_secs_f64() - p.latency.as_secs_f64();
                 let dt = s.usage.output as f64 - p.output_tokens as f64;
                 let dc = (s.cost_pico as f64 - p.cost_pico as f64) / PICO_PER_USD;
-                for (measure, v) in [
-                    ("latency_seconds", dl),
-                    ("output_tokens", dt),
-                    ("cost_usd", dc),
+                // summed as integers (µs, tokens, picodollars): exact, exported scaled once
+                let diff = |a: u128, b: u128| {
+                    i64::try_from(a as i128 - b as i128).unwrap_or(if a > b {
+                        i64::MAX
+                    } else {
+                        i64::MIN
+                    })
+                };
+                for (measure, units) in [
+                    (
+                        Measure::LatencySeconds,
+                        diff(s.latency.as_micros(), p.latency.as_micros()),
+                    ),
+                    (
+                        Measure::OutputTokens,
+                        diff(s.usage.output.into(), p.output_tokens.into()),
+                    ),
+                    (Measure::CostUsd, diff(s.cost_pico, p.cost_pico)),
                 ] {
-                    m.shadow_delta
-                        .with_label_values(&[&self.route, &self.model, measure])
-                        .add(v);
+                    m.shadow_delta.add(&self.route, &self.model, measure, units);
                 }
                 (Some(dl), Some(dt), Some(dc))
             }
