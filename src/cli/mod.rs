@@ -243,7 +243,11 @@ pub fn run(mut cli: Cli) -> Result<()> {
         traffic: Some(r), ..
     } = &cli.cmd
     {
-        cli.no_access_log |= *r > 0.0;
+        if *r > 0.0 {
+            cli.no_access_log = true;
+            // and a line per shadow pair
+            cli.log.push_str(",tailor::shadow=warn");
+        }
     }
     init_logs(&cli);
     let result = run_command(cli.cmd);

@@ -5,7 +5,8 @@
 //! a path or an error message.
 //!
 //! Per (route, model) handles are resolved once per config snapshot ([`RouteModelMeter`]), so the
-//! request path only does atomic adds. Money counters are in [`cost`].
+//! request path only does atomic adds. Money counters are in [`cost`] (with [`decimal`], the
+//! rounding of float gauges to fixed decimals); the shadow pairs' integer sums in [`delta`].
 
 pub mod cost;
 pub mod delta;
