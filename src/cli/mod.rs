@@ -59,7 +59,7 @@ enum LogFormat {
 enum Cmd {
     /// Serve the OpenAI-compatible API and the admin endpoints.
     Serve {
-        /// The config file: upstreams, models, routes (see README, "Configuration").
+        /// The config file: upstreams, models, routes (see README, "routes.yaml").
         #[arg(long, default_value = "routes.yaml")]
         config: PathBuf,
         #[command(flatten)]
@@ -67,7 +67,7 @@ enum Cmd {
     },
     /// Run tailor with the shipped routes.yaml against the built-in simulated OpenAI: no API key.
     Demo {
-        /// The config file: upstreams, models, routes (see README, "Configuration").
+        /// The config file: upstreams, models, routes (see README, "routes.yaml").
         #[arg(long, default_value = "routes.yaml")]
         config: PathBuf,
         #[command(flatten)]
@@ -89,7 +89,7 @@ enum Cmd {
     /// Replay recorded traffic (capture metadata files) through a candidate config, offline:
     /// request shares, tokens and projected cost per route and arm.
     Simulate {
-        /// The config file: upstreams, models, routes (see README, "Configuration").
+        /// The config file: upstreams, models, routes (see README, "routes.yaml").
         #[arg(long, default_value = "routes.yaml")]
         config: PathBuf,
         /// A `*.meta.jsonl` file written by `capture:` (its dataset file is read next to it).
@@ -100,14 +100,14 @@ enum Cmd {
     },
     /// Validate a config; print its routes, models and prices.
     Check {
-        /// The config file: upstreams, models, routes (see README, "Configuration").
+        /// The config file: upstreams, models, routes (see README, "routes.yaml").
         #[arg(long, default_value = "routes.yaml")]
         config: PathBuf,
     },
     /// Print the routing decision for one request body, read from stdin:
     /// `echo '{"model":"gpt-4o","messages":[]}' | tailor route -H 'X-Team: support'`.
     Route {
-        /// The config file: upstreams, models, routes (see README, "Configuration").
+        /// The config file: upstreams, models, routes (see README, "routes.yaml").
         #[arg(long, default_value = "routes.yaml")]
         config: PathBuf,
         /// The endpoint the body is sent to.
@@ -124,7 +124,7 @@ enum Cmd {
     },
     /// Is the fine-tune worth it? The fleet's verdict from Prometheus (as /economics shows it).
     Report {
-        /// The config file: upstreams, models, routes (see README, "Configuration").
+        /// The config file: upstreams, models, routes (see README, "routes.yaml").
         #[arg(long, default_value = "routes.yaml")]
         config: PathBuf,
         /// Prometheus's URL (default: economics.prometheus_url of the config).

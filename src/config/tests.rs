@@ -308,10 +308,12 @@ fn secret_never_prints() {
 
 #[test]
 fn every_problem_is_listed_with_its_path() {
-    // three independent mistakes: each is named, none hides the others, none causes another
+    // independent mistakes, two in one route: each is named, none hides the others, none causes
+    // another
     let yaml = BASE
         .replace("openai: {", "openai: { kind: azure,")
         .replace("fallback: [gpt-4o]", "fallback: [nope]")
+        .replace("sticky: user", "sticky: cookie")
         .replace("- name: default", "- name: default\n    max_concurrency: 0")
         + "limits: [{ name: l, route: support, usd: { max: 5, per: fortnight } }]\n";
     let e = Config::from_yaml(&yaml, &|_| Some("k".into())).unwrap_err();
@@ -319,7 +321,7 @@ fn every_problem_is_listed_with_its_path() {
         panic!("expected several problems: {e}")
     };
     let text = e.to_string();
-    assert!(text.starts_with("4 problems:\n"), "{text}");
+    assert!(text.starts_with("5 problems:\n"), "{text}");
     let paths: Vec<String> = p
         .iter()
         .map(|p| p.to_string().split(": ").next().unwrap().to_owned())
@@ -328,6 +330,7 @@ fn every_problem_is_listed_with_its_path() {
         paths,
         [
             "upstreams.openai.api_version",
+            "routes[0].sticky",
             "routes[0].fallback[0]",
             "routes[1].max_concurrency",
             "limits[0].usd.per",
