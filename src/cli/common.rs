@@ -52,7 +52,7 @@ pub fn credential_warnings(cfg: &Config) -> Vec<String> {
             wants_key.then(|| {
                 format!(
                     "upstream `{}` at {host} has no credentials: every request will get 401. \
-                     Add `api_key_env: OPENAI_API_KEY` (or `auth: passthrough`)",
+                     Add `api_key_env:` (the variable holding the key) or `auth: passthrough`",
                     u.name
                 )
             })
