@@ -4,9 +4,23 @@
 #   2. the official OpenAI SDKs (Python `openai`, Node `openai`, pinned in tests/sdk/) against a
 #      running tailor in front of the simulated OpenAI.
 # Needs only the Rust toolchain, Python 3 and Node: the SDKs are installed here from PyPI / npm.
+# Debian's prometheus, redis-server and chromium are installed with apt-get when missing: that
+# needs root (run as root, or install the three first; the script stops and says so otherwise).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
+
+# the apt-get steps below need root: say so now, not after the 20-minute build
+missing=()
+for tool in prometheus promtool redis-server redis-cli chromium; do
+  command -v "$tool" >/dev/null || missing+=("$tool")
+done
+if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" -ne 0 ]; then
+  echo "tests/run-all.sh installs Debian's prometheus, redis-server and chromium with apt-get" \
+    "(missing: ${missing[*]}), which needs root: run it as root (sudo tests/run-all.sh)," \
+    "or install those packages first." >&2
+  exit 1
+fi
 
 echo "== cargo build --release"
 cargo build --release --locked

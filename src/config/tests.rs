@@ -342,3 +342,42 @@ routes: [{ name: r, split: [{ model: gpt-4o }] }]
     assert_eq!(ModelKind::FineTune.label(), "fine_tune");
     assert_eq!(ModelKind::Base.label(), "base");
 }
+
+#[test]
+fn every_problem_is_listed_with_its_path() {
+    // independent mistakes, two in one route: each is named, none hides the others, none causes
+    // another
+    let yaml = BASE
+        .replace("openai: {", "openai: { kind: azure,")
+        .replace("fallback: [gpt-4o]", "fallback: [nope]")
+        .replace("sticky: user", "sticky: cookie")
+        .replace("- name: default", "- name: default\n    max_concurrency: 0")
+        + "limits: [{ name: l, route: support, usd: { max: 5, per: fortnight } }]\n";
+    let e = Config::from_yaml(&yaml, &|_| Some("k".into())).unwrap_err();
+    let ConfigError::Problems(p) = &e else {
+        panic!("expected several problems: {e}")
+    };
+    let text = e.to_string();
+    assert!(text.starts_with("5 problems:\n"), "{text}");
+    let paths: Vec<String> = p
+        .iter()
+        .map(|p| p.to_string().split(": ").next().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "upstreams.openai.api_version",
+            "routes[0].sticky",
+            "routes[0].fallback[0]",
+            "routes[1].max_concurrency",
+            "limits[0].usd.per",
+        ],
+        "{text}"
+    );
+    // one mistake reads as before: `path: message`
+    let one = err(&BASE.replace("fallback: [gpt-4o]", "fallback: [nope]"));
+    assert!(
+        one.starts_with("routes[0].fallback[0]: no model named"),
+        "{one}"
+    );
+}

@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::ledger::{rfc3339, Counts, Snapshot, Source, Traffic};
 use super::stats::{decide, score_interval, Interval, Moments};
 use crate::config::{Config, Model, ModelKind, Route};
-use crate::metrics::Metrics;
+use crate::metrics::{decimal, Metrics, USD_PLACES};
 use crate::usage::price::PICO_PER_USD;
 
 /// The whole report: `/economics` as JSON, the status page as HTML.
@@ -405,21 +405,27 @@ pub fn publish(metrics: &Metrics, r: &Report) {
     ] {
         g.reset();
     }
+    // fixed decimals: differences of averages carry float noise the counters do not
+    let usd = |v: f64| decimal(v, USD_PLACES);
     for route in &r.routes {
         let Some(v) = &route.finetune else { continue };
         let l = [route.route.as_str(), v.fine_tune.as_str()];
         f.savings_per_1k
             .with_label_values(&l)
-            .set(v.savings_per_1k_requests_usd);
-        f.savings.with_label_values(&l).set(v.savings_to_date_usd);
+            .set(usd(v.savings_per_1k_requests_usd));
+        f.savings
+            .with_label_values(&l)
+            .set(usd(v.savings_to_date_usd));
         if let Some(n) = v.net_usd {
-            f.net.with_label_values(&l).set(n);
+            f.net.with_label_values(&l).set(usd(n));
         }
         if let Some(b) = v.breakeven_requests {
             f.breakeven_requests.with_label_values(&l).set(b as f64);
         }
         if let Some(d) = v.days_to_breakeven {
-            f.breakeven_seconds.with_label_values(&l).set(d * 86_400.0);
+            f.breakeven_seconds
+                .with_label_values(&l)
+                .set(decimal(d * 86_400.0, 3));
         }
     }
 }
@@ -491,6 +497,41 @@ routes: [{{ name: r, split: [{{ model: base }}, {{ model: ft }}] }}]
             ..Snapshot::default()
         };
         report(&cfg, &snap)
+    }
+
+    #[test]
+    fn gauges_hold_fixed_decimals() {
+        let m = Metrics::new().unwrap();
+        let mut r = hosted(1.0);
+        // what float arithmetic gives for differences of averages (0.1 + 0.2 = 0.30000000000000004)
+        let v = r.routes[0].finetune.as_mut().unwrap();
+        v.savings_per_1k_requests_usd = 0.1 + 0.2 + 3.6;
+        v.savings_to_date_usd = 0.1613909500000001;
+        v.days_to_breakeven = Some(0.1 + 0.2);
+        assert_ne!(
+            v.savings_per_1k_requests_usd, 3.9,
+            "the test needs float noise"
+        );
+        publish(&m, &r);
+        let text = String::from_utf8(m.encode()).unwrap();
+        let line = |name: &str| {
+            text.lines()
+                .find(|l| l.starts_with(name))
+                .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+                .rsplit(' ')
+                .next()
+                .unwrap()
+                .to_owned()
+        };
+        assert_eq!(line("tailor_finetune_savings_usd_per_1k_requests{"), "3.9");
+        assert_eq!(line("tailor_finetune_savings_usd{"), "0.16139095");
+        assert_eq!(line("tailor_finetune_breakeven_seconds{"), "25920");
+        assert_eq!(line("tailor_finetune_net_usd{"), "-10");
+        for l in text.lines().filter(|l| l.starts_with("tailor_finetune_")) {
+            let value = l.rsplit(' ').next().unwrap();
+            let decimals = value.split_once('.').map_or(0, |(_, d)| d.len());
+            assert!(decimals <= 9, "float noise in {l}");
+        }
     }
 
     #[test]

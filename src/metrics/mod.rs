@@ -5,9 +5,11 @@
 //! a path or an error message.
 //!
 //! Per (route, model) handles are resolved once per config snapshot ([`RouteModelMeter`]), so the
-//! request path only does atomic adds. Money counters are in [`cost`].
+//! request path only does atomic adds. Money counters are in [`cost`] (with [`decimal`], the
+//! rounding of float gauges to fixed decimals); the shadow pairs' integer sums in [`delta`].
 
 pub mod cost;
+pub mod delta;
 pub mod judge;
 pub mod limits;
 
@@ -20,7 +22,8 @@ use prometheus::{
     IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-pub use self::cost::{CostCollector, CostCounter};
+pub use self::cost::{decimal, CostCollector, CostCounter, USD_PLACES};
+pub use self::delta::{DeltaSums, Measure};
 use crate::usage::Usage;
 
 const DURATION_BUCKETS: &[f64] = &[
@@ -59,7 +62,7 @@ pub struct Metrics {
     pub feedback_score_sq: CounterVec,
     pub shadow_comparisons: IntCounterVec,
     /// Sums of shadow − primary per pair (latency s, output tokens, cost USD): mean = sum / pairs.
-    pub shadow_delta: GaugeVec,
+    pub shadow_delta: DeltaSums,
     /// Set at scrape from this replica's economics report: the fine-tune verdicts.
     pub finetune: FinetuneGauges,
     pub judge: judge::JudgeMetrics,
@@ -307,14 +310,7 @@ impl Metrics {
                     &["route", "model", "result"],
                 )?,
             )?,
-            shadow_delta: reg(
-                &registry,
-                gauge(
-                    "tailor_shadow_delta_sum",
-                    "Sum over pairs of shadow minus primary: latency_seconds, output_tokens, cost_usd",
-                    &["route", "model", "measure"],
-                )?,
-            )?,
+            shadow_delta: reg(&registry, DeltaSums::new()?)?,
             judge: judge::JudgeMetrics::new(&registry)?,
             limits: limits::LimitMetrics::new(&registry)?,
             finetune: FinetuneGauges {
@@ -418,7 +414,9 @@ impl Metrics {
         self.route_budget.reset();
         for r in &config.routes {
             if let Some(b) = r.budget_usd_per_hour {
-                self.route_budget.with_label_values(&[&r.name]).set(b);
+                self.route_budget
+                    .with_label_values(&[&r.name])
+                    .set(decimal(b, USD_PLACES));
             }
         }
         self.finetune.training_cost.reset();
@@ -427,7 +425,7 @@ impl Metrics {
                 self.finetune
                     .training_cost
                     .with_label_values(&[&m.name])
-                    .set(c);
+                    .set(decimal(c, USD_PLACES));
             }
         }
         // feedback series exist at zero for every model that can answer a route
@@ -447,7 +445,7 @@ impl Metrics {
         self.arm_weight.reset();
         for r in &config.routes {
             for a in &r.arms {
-                let share = f64::from(a.weight) / r.total_weight as f64;
+                let share = decimal(f64::from(a.weight) / r.total_weight as f64, 6);
                 self.arm_weight
                     .with_label_values(&[&r.name, &config.models[a.model].name])
                     .set(share);

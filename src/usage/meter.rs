@@ -19,8 +19,11 @@ use crate::metrics::RouteModelMeter;
 /// How a request ended (the `outcome` label of `tailor_requests_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
+    /// Answered: a success, or the upstream's own verdict on the request passed on as it is.
     Ok,
     ClientCancelled,
+    /// No answer, a broken stream, retries and fallbacks spent, or the upstream refusing
+    /// tailor's own credentials (401 / 403: see `forward::policy::final_outcome`).
     UpstreamError,
     /// Still running when the drain timeout of a shutdown ran out.
     Shutdown,
