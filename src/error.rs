@@ -69,6 +69,9 @@ pub enum ProxyError {
     /// A passthrough path the passthrough upstream cannot serve (Azure: deployment paths).
     #[error("{message}")]
     NotForwarded { message: String },
+    /// A passthrough request body that broke off or stalled as it streamed.
+    #[error("The request body {0}.")]
+    RequestBody(&'static str),
     /// The path exists but not with this method.
     #[error("Method {method} is not allowed on {path}.")]
     MethodNotAllowed { method: String, path: String },
@@ -84,7 +87,11 @@ pub enum ProxyError {
     #[error("upstream `{upstream}` timed out before responding")]
     UpstreamTimeout { upstream: String },
 
-    // ---- tailor's fault (5xx) ----
+    // ---- tailor's own state (5xx) ----
+    /// A shutdown's drain time ran out before the upstream answered.
+    #[error("tailor is shutting down and could not finish this request.")]
+    ShuttingDown,
+
     /// A bug or an impossible state; the message is logged, the client gets a generic text.
     #[error("internal error: {0}")]
     Internal(String),
@@ -94,7 +101,9 @@ impl ProxyError {
     /// The HTTP status: decided here, in one exhaustive match.
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::InvalidJson(_) | ProxyError::InvalidField { .. } => StatusCode::BAD_REQUEST,
+            ProxyError::InvalidJson(_)
+            | ProxyError::InvalidField { .. }
+            | ProxyError::RequestBody(_) => StatusCode::BAD_REQUEST,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::Unrouted(_)
             | ProxyError::UnknownModel(_)
@@ -106,7 +115,9 @@ impl ProxyError {
             ProxyError::Overloaded { .. }
             | ProxyError::BudgetExceeded { .. }
             | ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ProxyError::SharedStateUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::SharedStateUnavailable | ProxyError::ShuttingDown => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::UpstreamUnavailable { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::UpstreamKeyMissing { .. } | ProxyError::Internal(_) => {
@@ -120,6 +131,8 @@ impl ProxyError {
         match self {
             ProxyError::InvalidJson(_) => "invalid_json",
             ProxyError::InvalidField { .. } => "invalid_field",
+            ProxyError::RequestBody(_) => "request_body",
+            ProxyError::ShuttingDown => "shutting_down",
             ProxyError::BodyTooLarge { .. } => "body_too_large",
             ProxyError::Unrouted(_) => "unrouted",
             ProxyError::UnknownModel(_) => "unknown_model",
@@ -142,6 +155,10 @@ impl ProxyError {
     fn openai_fields(&self) -> (&'static str, Option<&'static str>, Option<&'static str>) {
         match self {
             ProxyError::InvalidJson(_) => ("invalid_request_error", None, None),
+            ProxyError::RequestBody(_) => {
+                ("invalid_request_error", None, Some("request_body_failed"))
+            }
+            ProxyError::ShuttingDown => ("server_error", None, Some("shutting_down")),
             ProxyError::InvalidField { param, code, .. } => {
                 ("invalid_request_error", Some(*param), Some(*code))
             }
@@ -288,6 +305,8 @@ mod tests {
             ProxyError::NotForwarded {
                 message: "not on Azure".into(),
             },
+            ProxyError::RequestBody("stalled"),
+            ProxyError::ShuttingDown,
             ProxyError::UpstreamUnavailable {
                 upstream: "openai".into(),
                 reason: "refused".into(),
@@ -322,8 +341,8 @@ mod tests {
     #[test]
     fn every_error_has_four_keys_and_a_fitting_status() {
         let expected = [
-            400, 400, 413, 404, 404, 401, 431, 429, 404, 405, 404, 502, 504, 500, 500, 429, 429,
-            503,
+            400, 400, 413, 404, 404, 401, 431, 429, 404, 405, 404, 400, 503, 502, 504, 500, 500,
+            429, 429, 503,
         ];
         for (e, code) in all().into_iter().zip(expected) {
             assert_eq!(e.status().as_u16(), code, "{e:?}");

@@ -256,6 +256,8 @@ async fn the_path_is_the_only_thing_the_client_chooses() {
         "/v1/files/a%2Fb",
         "/v1//169.254.169.254/latest",
         "/v1/files/x@evil.test",
+        // a credential for the upstream itself would let the client bypass tailor
+        "/v1/realtime/client_secrets",
     ] {
         let answer = tokio::task::spawn_blocking(move || {
             raw(
@@ -376,6 +378,15 @@ async fn azure_passthrough_uses_its_paths_and_refuses_deployment_ones() {
         .as_str()
         .unwrap()
         .contains("Azure"));
+    // Azure's deployment paths (and its model-in-body /openai/v1 API) would reach chat past
+    // routing, limits and metering
+    for path in [
+        "/v1/deployments/gpt4o-prod/chat/completions",
+        "/v1/v1/chat/completions",
+    ] {
+        let r = post_json(&env, path, r#"{"messages":[]}"#).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}");
+    }
     assert_eq!(env.mock.received().len(), 1);
 }
 

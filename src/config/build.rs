@@ -190,7 +190,7 @@ fn build(
     );
     let passthrough = raw
         .passthrough
-        .and_then(|r| p.take(build_passthrough(r, &upstreams)));
+        .and_then(|r| p.take(build_passthrough(r, &upstreams, &route_names)));
     p.into_result()?;
     let cfg = Config {
         passthrough,

@@ -14,7 +14,16 @@ use crate::usage::price::PICO_PER_USD;
 pub(super) fn build_passthrough(
     raw: RawPassthrough,
     upstreams: &[Upstream],
+    routes: &[String],
 ) -> Result<Passthrough, ConfigError> {
+    // passthrough requests are counted under the route `passthrough`: a route of that name
+    // would share its series
+    if let Some(i) = routes.iter().position(|r| r == "passthrough") {
+        return Err(invalid(
+            format!("routes[{i}].name"),
+            "`passthrough` names the passthrough's requests in the metrics: pick another route name",
+        ));
+    }
     let Some(upstream) = upstreams.iter().position(|u| u.name == raw.upstream) else {
         let known: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
         return Err(invalid(

@@ -381,3 +381,38 @@ fn every_problem_is_listed_with_its_path() {
         "{one}"
     );
 }
+
+#[test]
+fn passthrough_names_a_known_upstream_and_owns_its_route_label() {
+    let ok = format!("{BASE}passthrough: {{ upstream: openai }}\n");
+    let c = Config::from_yaml(&ok, &|_| Some("k".into())).unwrap();
+    let p = c.passthrough.unwrap();
+    assert_eq!(c.upstreams[p.upstream].name, "openai");
+    assert_eq!(p.max_body_bytes, 512 * 1024 * 1024);
+    for (yaml, want) in [
+        (
+            format!("{BASE}passthrough: {{ upstream: nope }}\n"),
+            "passthrough.upstream: unknown upstream `nope`",
+        ),
+        (
+            format!("{BASE}passthrough: {{ upstream: openai, max_body_bytes: 0 }}\n"),
+            "passthrough.max_body_bytes: must be > 0",
+        ),
+        (
+            format!("{BASE}passthrough: {{ upstream: openai, max_bytes: 5 }}\n"),
+            "passthrough.max_bytes: unknown field `max_bytes`",
+        ),
+        (
+            format!(
+                "{}passthrough: {{ upstream: openai }}\n",
+                BASE.replace("- name: default", "- name: passthrough")
+            ),
+            "].name: `passthrough` names the passthrough's requests",
+        ),
+    ] {
+        let e = Config::from_yaml(&yaml, &|_| Some("k".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(want), "{want}\n{e}");
+    }
+}

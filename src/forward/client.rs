@@ -68,19 +68,20 @@ pub fn set_worker(i: usize) {
 #[derive(Default)]
 pub struct ClientCache {
     pools: Mutex<HashMap<Duration, Vec<HttpClient>>>,
-    streaming: Mutex<HashMap<Duration, StreamingClient>>,
+    streaming: Mutex<HashMap<(Duration, usize), StreamingClient>>,
 }
 
 impl ClientCache {
-    /// The passthrough client for `connect_timeout` (one for all threads: passthrough traffic is
-    /// uploads, downloads and jobs, not the hot path).
+    /// The calling worker's passthrough client for `connect_timeout` (one per thread, as for
+    /// the pools: a connection's task runs on the thread that opened it).
     pub fn streaming(&self, connect_timeout: Duration) -> Result<StreamingClient, rustls::Error> {
+        let key = (connect_timeout, WORKER.with(Cell::get));
         let mut map = self.streaming.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = map.get(&connect_timeout) {
+        if let Some(c) = map.get(&key) {
             return Ok(c.clone());
         }
         let c = client(connect_timeout)?;
-        map.insert(connect_timeout, c.clone());
+        map.insert(key, c.clone());
         Ok(c)
     }
 }

@@ -78,30 +78,54 @@ pub fn check_path(suffix: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// First path segments never forwarded: the Realtime API hands the client a credential for the
+/// upstream itself (`/realtime/client_secrets`), which would let it bypass tailor.
+const NEVER: [&str; 1] = ["realtime"];
+
+/// What Azure serves outside deployments. Everything else is refused there: its deployment paths
+/// (`/deployments/...`, and `/v1/...`, the model-in-body API) would reach chat and embeddings
+/// past routing, limits and metering; images, audio and moderations live per deployment or not
+/// at all.
+const AZURE_PATHS: [&str; 7] = [
+    "files",
+    "uploads",
+    "batches",
+    "fine_tuning",
+    "vector_stores",
+    "assistants",
+    "threads",
+];
+
 /// The upstream URL for a passthrough path (after `/v1`) and the client's query. OpenAI-style
-/// upstreams get `{url}{suffix}`; Azure gets `{url}/openai{suffix}?api-version=…` for the paths it
-/// has outside deployments (files, batches, fine-tuning, and the like); images, audio and
-/// moderations, which Azure serves per deployment or not at all, are refused.
+/// upstreams get `{url}{suffix}`; Azure gets `{url}/openai{suffix}?api-version=…` for the paths
+/// it serves outside deployments ([`AZURE_PATHS`]).
 pub fn target(upstream: &Upstream, suffix: &str, query: Option<&str>) -> Result<String, String> {
+    let first = suffix
+        .trim_start_matches('/')
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    if NEVER.contains(&first) {
+        return Err(format!("/v1/{first} is not forwarded by tailor"));
+    }
     match upstream.kind {
         UpstreamKind::Openai => Ok(match query {
             Some(q) => format!("{}{suffix}?{q}", upstream.url),
             None => format!("{}{suffix}", upstream.url),
         }),
         UpstreamKind::Azure => {
-            let family = Family::of(suffix);
-            if matches!(family, Family::Images | Family::Audio | Family::Moderations) {
+            if !AZURE_PATHS.contains(&first) {
                 return Err(format!(
-                    "/v1/{} is not available through the Azure upstream `{}`: Azure serves it per deployment or not at all",
-                    family.as_str(),
-                    upstream.name
+                    "/v1/{first} is not available through the Azure upstream `{}`: tailor forwards only {} there (Azure serves the rest per deployment, or not at all)",
+                    upstream.name,
+                    AZURE_PATHS.join(", ")
                 ));
             }
-            // tailor's api-version wins over one in the client's query
+            // tailor's api-version wins over one in the client's query, however it is spelled
             let mut q: Vec<&str> = query
                 .unwrap_or_default()
                 .split('&')
-                .filter(|p| !p.is_empty() && !p.starts_with("api-version="))
+                .filter(|p| !p.is_empty() && !is_api_version(p))
                 .collect();
             let version = format!(
                 "api-version={}",
@@ -111,6 +135,12 @@ pub fn target(upstream: &Upstream, suffix: &str, query: Option<&str>) -> Result<
             Ok(format!("{}/openai{suffix}?{}", upstream.url, q.join("&")))
         }
     }
+}
+
+/// Whether a query pair's key is `api-version` (any case, `-` escaped or not).
+fn is_api_version(pair: &str) -> bool {
+    let key = pair.split('=').next().unwrap_or_default();
+    key.to_ascii_lowercase().replace("%2d", "-") == "api-version"
 }
 
 /// The upstream request: the client's method, body and headers (its `content-length` kept, the
@@ -219,16 +249,30 @@ routes: [{{ name: r, split: [{{ model: m }}] }}]
     fn azure_target_has_its_api_version_and_refuses_deployment_paths() {
         let u = upstream(", kind: azure, api_version: \"2024-10-21\"");
         assert_eq!(
-            target(&u, "/files", Some("api-version=evil&limit=2")).unwrap(),
+            target(
+                &u,
+                "/files",
+                Some("api-version=evil&limit=2&API-Version=x&api%2Dversion&api-version")
+            )
+            .unwrap(),
             "https://example.test/v1/openai/files?limit=2&api-version=2024-10-21"
         );
         assert_eq!(
             target(&u, "/batches/batch_1", None).unwrap(),
             "https://example.test/v1/openai/batches/batch_1?api-version=2024-10-21"
         );
-        for p in ["/images/generations", "/audio/speech", "/moderations"] {
-            assert!(target(&u, p, None).unwrap_err().contains("Azure"), "{p}");
+        for p in [
+            "/images/generations",
+            "/audio/speech",
+            "/moderations",
+            "/deployments/gpt4o/chat/completions",
+            "/v1/chat/completions",
+            "/realtime/client_secrets",
+        ] {
+            assert!(target(&u, p, None).is_err(), "{p}");
         }
+        // and never, on any upstream: a credential for the upstream itself
+        assert!(target(&upstream(""), "/realtime/client_secrets", None).is_err());
     }
 
     #[test]

@@ -76,7 +76,7 @@ pub async fn read_body<B: ReqBody>(
 
 /// Reads and drops the rest of a rejected body (up to 64 MiB, for up to 2 s) so the client gets
 /// to read the 413 instead of a connection reset: closing a socket with unread bytes sends RST.
-async fn discard_rest<B: ReqBody>(mut body: std::pin::Pin<&mut B>) {
+pub(super) async fn discard_rest<B: ReqBody>(mut body: std::pin::Pin<&mut B>) {
     let drain = async {
         let mut left = 64usize << 20;
         loop {

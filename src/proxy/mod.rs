@@ -20,6 +20,7 @@ mod feedback;
 mod models;
 mod passthrough;
 mod pipeline;
+mod upload;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -124,6 +125,7 @@ async fn handle<B: ReqBody>(shared: Arc<Shared>, req: Request<B>) -> Response<Re
         }
         // the rest of the API (and other methods on the routed paths: GET /v1/chat/completions
         // lists stored completions), when `passthrough:` is configured
+        // (/v1/feedback is tailor's own, whatever the method)
         (Some(s), _, _, Some(client)) if s != "/feedback" && live.config.passthrough.is_some() => {
             let suffix = s.to_owned();
             match passthrough::run(&shared, live, client, &suffix, req).await {

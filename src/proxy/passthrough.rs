@@ -10,22 +10,25 @@
 //! ```
 
 use std::borrow::Cow;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
-use http::{HeaderMap, Request, Response};
-use http_body_util::{BodyExt, Either, Full, Limited};
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Either, Full};
+use hyper::body::Incoming;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
-use super::body::{read_body, ReqBody};
-use crate::config::{Auth, Model, Passthrough};
+use super::body::{discard_rest, read_body, ReqBody};
+use super::pipeline::try_slot;
+use super::upload::{self, Failure, Progress, Upload};
+use crate::config::{Auth, Config, Model, Passthrough, Upstream};
 use crate::error::ProxyError;
 use crate::forward::client::StreamingBody;
 use crate::forward::passthrough::{self as pass, Family};
+use crate::forward::policy;
 use crate::forward::upstream::response_headers;
 use crate::state::{LiveState, Shared, ANONYMOUS};
 use crate::usage::body::{BodyLimits, MeteredBody, RespBody};
@@ -52,63 +55,50 @@ pub async fn run<B: ReqBody>(
 ) -> Result<Response<RespBody>, ProxyError> {
     let started = Instant::now();
     let cfg = &live.config;
+    let (parts, body) = req.into_parts();
     let Some(pt) = &cfg.passthrough else {
-        return Err(ProxyError::Internal("passthrough is not configured".into()));
+        return refuse(
+            body,
+            ProxyError::Internal("passthrough is not configured".into()),
+        )
+        .await;
     };
-    if let Err(why) = pass::check_path(suffix) {
-        tracing::debug!(why, "passthrough path refused");
-        return Err(ProxyError::NotFound {
-            method: req.method().to_string(),
-            path: format!("/v1{}", suffix.chars().take(200).collect::<String>()),
-        });
-    }
-    let family = Family::of(suffix);
     let upstream = &cfg.upstreams[pt.upstream];
-    let target = pass::target(upstream, suffix, req.uri().query())
-        .map_err(|message| ProxyError::NotForwarded { message })?;
-    let slot = super::pipeline::try_slot(
+    // decide first: every refusal reads the body away, so the client reads the answer (closing
+    // a socket with unread bytes resets it)
+    let decided = decide(cfg, pt, &parts, suffix);
+    let (target, family) = match decided {
+        Ok(d) => d,
+        Err(e) => return refuse(body, e).await,
+    };
+    let slot = match try_slot(
         &shared.server_in_flight,
         cfg.server.max_concurrency,
         "server",
-    )?;
-    if let Auth::Key { key: None, env } = &upstream.auth {
-        return Err(ProxyError::UpstreamKeyMissing {
-            upstream: upstream.name.clone(),
-            env: env.clone(),
-        });
-    }
-    let (parts, body) = req.into_parts();
-    let declared = parts
-        .headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > pt.max_body_bytes) {
-        return Err(ProxyError::BodyTooLarge {
-            limit: usize::try_from(pt.max_body_bytes).unwrap_or(usize::MAX),
-        });
-    }
-    // a small JSON body (moderations, image generation, batch creation) is read for its model,
-    // which prices the answer's usage; anything else (uploads) streams as it comes
-    let json = is_json(&parts.headers);
-    // set when the client's body fails as it streams (a hang-up mid-upload, or over the limit)
-    let client_failed = Arc::new(AtomicBool::new(false));
+    ) {
+        Ok(s) => s,
+        Err(e) => return refuse(body, e).await,
+    };
+    // a JSON body of a known length within server.max_body_bytes (moderations, image generation,
+    // batch creation) is read for its model, which prices the answer's usage; anything else
+    // (uploads) streams as it comes
+    let declared = content_length(&parts.headers);
     let small = declared.is_some_and(|n| n <= cfg.server.max_body_bytes as u64);
-    let (body, model): (StreamingBody, Option<usize>) = if json && small {
+    let (body, progress, model): (StreamingBody, _, _) = if is_json(&parts.headers) && small {
         let bytes = read_body(body, &parts.headers, cfg.server.max_body_bytes).await?;
         let model = requested_model(&bytes).and_then(|m| known_model(&cfg.models, pt, &m));
-        (
-            Full::new(bytes).map_err(|e| match e {}).boxed_unsync(),
-            model,
-        )
+        let full = Full::new(bytes).map_err(|e| match e {}).boxed_unsync();
+        (full, upload::whole(), model)
     } else {
-        let limit = usize::try_from(pt.max_body_bytes).unwrap_or(usize::MAX);
-        let watched = Watched {
-            inner: Box::pin(Limited::new(body, limit)),
-            failed: client_failed.clone(),
-        };
-        (watched.boxed_unsync(), None)
+        let (up, progress) = Upload::new(body, pt.max_body_bytes);
+        (up.map_err(Into::into).boxed_unsync(), progress, None)
     };
+    let upstream_req = pass::request(upstream, parts.method, &target, &parts.headers, body)?;
+    let http = shared
+        .keep
+        .clients
+        .streaming(upstream.timeouts.connect)
+        .map_err(|e| ProxyError::Internal(format!("TLS setup: {e}")))?;
     let model_name = model.map_or("", |m| cfg.models[m].name.as_str());
     let client_name = cfg
         .clients
@@ -131,50 +121,36 @@ pub async fn run<B: ReqBody>(
         vec![slot],
     )
     .without_estimate();
-    let upstream_req = pass::request(upstream, parts.method, &target, &parts.headers, body)?;
-    let http = shared
-        .keep
-        .clients
-        .streaming(upstream.timeouts.connect)
-        .map_err(|e| ProxyError::Internal(format!("TLS setup: {e}")))?;
-    let sent = tokio::time::timeout(upstream.timeouts.headers, http.request(upstream_req)).await;
-    let resp = match sent {
-        Ok(Ok(resp)) => resp,
-        Ok(Err(e)) => {
-            let (err, outcome) = if too_large(&e) {
-                let limit = usize::try_from(pt.max_body_bytes).unwrap_or(usize::MAX);
-                (ProxyError::BodyTooLarge { limit }, Outcome::Ok)
-            } else if client_failed.load(Ordering::Relaxed) {
-                // the client stopped sending its body: nobody waits for an answer
-                // (counted once, here, as 499: not also as a rejected request)
-                meter.finish(None, 0, Outcome::ClientCancelled);
-                let err = ProxyError::InvalidJson("could not read the request body".into());
-                return Ok(err.into_response::<Full<Bytes>>().map(Either::Left));
-            } else {
-                let reason = if e.is_connect() {
-                    "connect"
-                } else {
-                    "transport"
-                };
-                meter.metrics().upstream_error(reason);
-                let err = ProxyError::UpstreamUnavailable {
-                    upstream: upstream.name.clone(),
-                    reason: reason.to_owned(),
-                };
-                (err, Outcome::UpstreamError)
-            };
+    let answer = wait(
+        http.request(upstream_req),
+        &progress,
+        upstream,
+        || too_large(pt),
+        shared.drain_over.clone(),
+    )
+    .await;
+    let resp = match answer {
+        Ok(resp) => resp,
+        Err((err, outcome, kind)) => {
+            if let Some(kind) = kind {
+                meter.metrics().upstream_error(kind);
+            }
             return Ok(error_response(err, meter, outcome));
-        }
-        Err(_) => {
-            meter.metrics().upstream_error("timeout");
-            let err = ProxyError::UpstreamTimeout {
-                upstream: upstream.name.clone(),
-            };
-            return Ok(error_response(err, meter, Outcome::UpstreamError));
         }
     };
     let (rparts, rbody) = resp.into_parts();
-    meter.responded(rparts.status, rparts.headers.get("x-request-id").cloned());
+    let status = rparts.status;
+    meter.responded(status, rparts.headers.get("x-request-id").cloned());
+    // as for routed requests: an upstream's 5xx, or a 401 / 403 to tailor's own key, is the
+    // upstream's failure; other answers are passed on as the client's business
+    let judged = match policy::final_outcome(status, &upstream.auth) {
+        Outcome::Ok if status.is_server_error() => Outcome::UpstreamError,
+        o => o,
+    };
+    if judged == Outcome::UpstreamError || status == StatusCode::TOO_MANY_REQUESTS {
+        meter.metrics().upstream_error(policy::error_kind(status));
+    }
+    meter.judge_answer(judged);
     let request_id = meter.request_id().to_owned();
     let limits = BodyLimits {
         idle: upstream.timeouts.idle,
@@ -186,10 +162,111 @@ pub async fn run<B: ReqBody>(
     let mut out = Response::new(Either::Right(MeteredBody::passthrough(
         rbody, meter, json, limits,
     )));
-    *out.status_mut() = rparts.status;
+    *out.status_mut() = status;
     *out.headers_mut() = response_headers(&rparts.headers, true);
     tag(out.headers_mut(), &request_id);
     Ok(out)
+}
+
+/// Where the request goes and its family, or why it may not go (pure).
+fn decide(
+    cfg: &Config,
+    pt: &Passthrough,
+    parts: &http::request::Parts,
+    suffix: &str,
+) -> Result<(String, Family), ProxyError> {
+    let upstream = &cfg.upstreams[pt.upstream];
+    if let Err(why) = pass::check_path(suffix) {
+        tracing::debug!(why, "passthrough path refused");
+        return Err(ProxyError::NotFound {
+            method: parts.method.to_string(),
+            path: format!("/v1{}", suffix.chars().take(200).collect::<String>()),
+        });
+    }
+    let target = pass::target(upstream, suffix, parts.uri.query())
+        .map_err(|message| ProxyError::NotForwarded { message })?;
+    if let Auth::Key { key: None, env } = &upstream.auth {
+        return Err(ProxyError::UpstreamKeyMissing {
+            upstream: upstream.name.clone(),
+            env: env.clone(),
+        });
+    }
+    if content_length(&parts.headers).is_some_and(|n| n > pt.max_body_bytes) {
+        return Err(too_large(pt));
+    }
+    Ok((target, Family::of(suffix)))
+}
+
+/// Reads the body away (bounded), then refuses the request.
+async fn refuse<B: ReqBody, T>(body: B, err: ProxyError) -> Result<T, ProxyError> {
+    discard_rest(std::pin::pin!(body)).await;
+    Err(err)
+}
+
+fn too_large(pt: &Passthrough) -> ProxyError {
+    ProxyError::BodyTooLarge {
+        limit: usize::try_from(pt.max_body_bytes).unwrap_or(usize::MAX),
+    }
+}
+
+/// Why the wait for an answer ended without one: the error for the client, the outcome, and the
+/// `tailor_upstream_errors_total` kind when it is the upstream's failure.
+type NoAnswer = (ProxyError, Outcome, Option<&'static str>);
+
+/// Waits for the upstream's answer. `timeouts.headers` runs from the end of the request body
+/// (an upload may take long), the body may pause at most `timeouts.idle`, and a shutdown's drain
+/// ends the wait.
+async fn wait<F>(
+    send: F,
+    progress: &Progress,
+    upstream: &Upstream,
+    too_large: impl Fn() -> ProxyError,
+    drain: CancellationToken,
+) -> Result<Response<Incoming>, NoAnswer>
+where
+    F: std::future::Future<Output = Result<Response<Incoming>, hyper_util::client::legacy::Error>>,
+{
+    let send = std::pin::pin!(send);
+    let mut send = send;
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let drained = drain.cancelled();
+    let mut drained = std::pin::pin!(drained);
+    let name = || upstream.name.clone();
+    loop {
+        tokio::select! {
+            r = &mut send => {
+                return r.map_err(|e| match progress.failure() {
+                    Some(Failure::TooLarge) => (too_large(), Outcome::Ok, None),
+                    Some(Failure::ClientGone) => (ProxyError::RequestBody("broke off before its end"), Outcome::ClientCancelled, None),
+                    None => {
+                        let kind = if e.is_connect() { "connect" } else { "transport" };
+                        (ProxyError::UpstreamUnavailable { upstream: name(), reason: kind.into() }, Outcome::UpstreamError, Some(kind))
+                    }
+                });
+            }
+            _ = &mut drained => {
+                return Err((ProxyError::ShuttingDown, Outcome::Shutdown, None));
+            }
+            _ = tick.tick() => {
+                match progress.since_end() {
+                    Some(t) if t > upstream.timeouts.headers => {
+                        return Err((ProxyError::UpstreamTimeout { upstream: name() }, Outcome::UpstreamError, Some("timeout")));
+                    }
+                    None if progress.since_bytes() > upstream.timeouts.idle => {
+                        return Err((ProxyError::RequestBody("stalled longer than the idle time limit"), Outcome::ClientCancelled, None));
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
 }
 
 fn is_json(headers: &HeaderMap) -> bool {
@@ -215,51 +292,6 @@ fn known_model(models: &[Model], pt: &Passthrough, requested: &str) -> Option<us
         .or_else(|| models.iter().position(|m| on(m) && m.name == requested))
 }
 
-/// A request body that notes when it fails (the client went away, or it outgrew its limit).
-struct Watched<B> {
-    inner: Pin<Box<B>>,
-    failed: Arc<AtomicBool>,
-}
-
-impl<B> http_body::Body for Watched<B>
-where
-    B: http_body::Body,
-{
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
-        let polled = self.inner.as_mut().poll_frame(cx);
-        if let Poll::Ready(Some(Err(_))) = &polled {
-            self.failed.store(true, Ordering::Relaxed);
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// Whether hyper gave up on the request because its body outgrew `passthrough.max_body_bytes`.
-fn too_large(e: &hyper_util::client::legacy::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    while let Some(s) = source {
-        if s.is::<http_body_util::LengthLimitError>() {
-            return true;
-        }
-        source = s.source();
-    }
-    false
-}
-
 /// tailor's own error for a request the meter is recording.
 fn error_response(
     err: ProxyError,
@@ -267,7 +299,11 @@ fn error_response(
     outcome: Outcome,
 ) -> Response<RespBody> {
     tracing::debug!(request_id = meter.request_id(), error = %err, "passthrough failed");
-    meter.responded(err.status(), None);
+    // a client that went away is recorded as 499 (nginx's convention), not as the answer it
+    // will never read
+    if outcome != Outcome::ClientCancelled {
+        meter.responded(err.status(), None);
+    }
     let mut resp = err.into_response::<Full<Bytes>>().map(Either::Left);
     tag(resp.headers_mut(), meter.request_id());
     meter.finish(None, 0, outcome);

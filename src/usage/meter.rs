@@ -72,12 +72,15 @@ pub struct RequestMeter {
     upstream_request_id: Option<HeaderValue>,
     status: Option<StatusCode>,
     stream: bool,
-    /// The `endpoint` label: chat, completions, embeddings or responses.
+    /// The `endpoint` label: chat, completions, embeddings, responses, or a passthrough family.
     endpoint: &'static str,
     /// Estimated prompt tokens, recorded when the upstream answered but sent no usage.
     prompt_estimate: u64,
     /// Concurrency slots, released when the request is recorded.
     permits: Vec<Slot>,
+    /// How the answer itself was judged (passthrough: an upstream's 401 to tailor's key is its
+    /// failure), when the body then ends cleanly.
+    judged: Option<Outcome>,
     /// A successful answer without usage is billed by estimate (false: passthrough, where an
     /// answer without usage, a file or a job, costs nothing by itself).
     estimate: bool,
@@ -112,11 +115,17 @@ impl RequestMeter {
             prompt_estimate,
             permits,
             estimate: true,
+            judged: None,
             done: false,
             shadow_pair: None,
             subscribers: Vec::new(),
             answer: None,
         }
+    }
+
+    /// The answer's status says how the request ended, if its body ends cleanly.
+    pub fn judge_answer(&mut self, outcome: Outcome) {
+        self.judged = Some(outcome);
     }
 
     /// An answer without usage is recorded as having none, not estimated.
@@ -203,9 +212,10 @@ impl RequestMeter {
         self.permits.clear();
         // an upstream's 5xx passed on as it is (passthrough, or one no policy retries) is the
         // upstream's failure however cleanly its body ended
-        let outcome = match (outcome, self.status) {
-            (Outcome::Ok, Some(s)) if s.is_server_error() => Outcome::UpstreamError,
-            (o, _) => o,
+        let outcome = match (outcome, self.status, self.judged) {
+            (Outcome::Ok, _, Some(judged)) => judged,
+            (Outcome::Ok, Some(s), None) if s.is_server_error() => Outcome::UpstreamError,
+            (o, _, _) => o,
         };
         let m = &self.arm.metrics;
         let status = match (self.status, outcome) {
