@@ -11,6 +11,7 @@ use super::limits::{build_limits, build_shared_state};
 use super::raw::{self, Dur, RawAuth, RawConfig, RawRetries, RawTimeouts, UpstreamKind};
 use super::route::build_route;
 use super::secret::Secret;
+use super::telemetry::build_telemetry;
 use super::types::{
     Auth, Client, Config, EconomicsSource, HealthPolicy, Model, PriceSource, RetryPolicy, Route,
     ServerConfig, Timeouts, Upstream, DEFAULT_MAX_BODY_BYTES, MAX_HEADER_COUNT_LIMIT,
@@ -384,7 +385,9 @@ fn build(
     };
     let shared_state = build_shared_state(raw.shared_state)?;
     let limits = build_limits(raw.limits, &clients, &routes, &model_index)?;
+    let telemetry = build_telemetry(raw.telemetry)?;
     let cfg = Config {
+        telemetry,
         shared_state,
         limits,
         server,

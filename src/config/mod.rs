@@ -6,6 +6,7 @@
 //! - [`raw`]: serde structs with `deny_unknown_fields`, exactly as the file is written.
 //! - [`build`]: `Config::load` / `from_yaml`; server, upstreams, models, clients.
 //! - [`route`]: routes, their match conditions, arms, prompts, shadow and capture.
+//! - [`telemetry`]: `telemetry:`, where request spans are exported.
 //! - [`types`]: the validated runtime types. [`secret`]: keys that never print.
 //! - [`error`]: `ConfigError`, always with the key path.
 
@@ -15,6 +16,7 @@ mod limits;
 pub mod raw;
 mod route;
 mod secret;
+mod telemetry;
 #[cfg(test)]
 mod tests;
 mod types;

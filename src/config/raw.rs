@@ -27,6 +27,25 @@ pub struct RawConfig {
     pub shared_state: RawSharedState,
     #[serde(default)]
     pub limits: Vec<RawLimit>,
+    /// OpenTelemetry trace export (off when absent).
+    pub telemetry: Option<RawTelemetry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTelemetry {
+    /// The collector's OTLP/HTTP base URL; spans go to `{otlp_endpoint}/v1/traces`.
+    pub otlp_endpoint: String,
+    /// `service.name` of the spans' resource (default `tailor`).
+    pub service_name: Option<String>,
+    /// Spans waiting for export at most; more are dropped and counted.
+    pub queue_size: Option<usize>,
+    /// Spans per export request at most.
+    pub max_batch: Option<usize>,
+    /// A partial batch is sent after this long.
+    pub flush_interval: Option<Dur>,
+    /// The longest one export request may take.
+    pub timeout: Option<Dur>,
 }
 
 #[derive(Debug, Deserialize, Default)]

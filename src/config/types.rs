@@ -39,6 +39,8 @@ pub struct Config {
     /// Where budgets and rate limits are counted.
     pub shared_state: SharedState,
     pub limits: Vec<Limit>,
+    /// Request spans exported over OTLP/HTTP (`telemetry:`); `None`: no tracing work at all.
+    pub telemetry: Option<TelemetryConfig>,
     /// Files the config reads besides itself (arm prompts): a change to one reloads it too.
     pub files: Vec<PathBuf>,
 }
@@ -69,6 +71,18 @@ pub struct ServerConfig {
     pub max_header_count: usize,
     pub max_header_bytes: usize,
     pub allow_unauthenticated: bool,
+}
+
+/// Where and how request spans are exported (`telemetry:`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TelemetryConfig {
+    /// `{otlp_endpoint}/v1/traces`.
+    pub traces_url: String,
+    pub service_name: String,
+    pub queue_size: usize,
+    pub max_batch: usize,
+    pub flush_interval: Duration,
+    pub timeout: Duration,
 }
 
 /// A client of tailor: a name (the `client` metric label) and the SHA-256 of its key.
