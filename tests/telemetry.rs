@@ -182,3 +182,36 @@ async fn shutdown_sends_what_is_queued() {
     env.tailor.shutdown().await;
     assert_eq!(spans.lock().unwrap().len(), 3);
 }
+
+#[tokio::test]
+async fn a_request_refused_before_forwarding_has_a_span_too() {
+    let (url, spans) = receiver().await;
+    let env = setup_edited("telemetry.yaml", true, &|t| t.replace("OTLP_URL", &url)).await;
+    let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let r = env
+        .chat(&BODY.replace("plain", "nope"), &[("traceparent", tp)])
+        .await;
+    assert_eq!(r.status, 404);
+    let r = env.chat("{", &[]).await;
+    assert_eq!(r.status, 400);
+    for _ in 0..200 {
+        if spans.lock().unwrap().len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let got = spans.lock().unwrap().clone();
+    assert_eq!(got.len(), 2, "{got:?}");
+    let unrouted = got.iter().find(|s| s.name == "chat nope").unwrap();
+    assert_eq!(hex(&unrouted.trace_id), "0af7651916cd43dd8448eb211c80319c");
+    assert_eq!(text(unrouted, "error.type"), "unrouted");
+    assert_eq!(
+        attr(unrouted, "http.response.status_code"),
+        Some(Value::IntValue(404))
+    );
+    assert!(attr(unrouted, "tailor.route").is_none());
+    let invalid = got.iter().find(|s| s.name == "chat").unwrap();
+    assert_eq!(text(invalid, "error.type"), "invalid_json");
+    assert!(invalid.parent_span_id.is_empty());
+    assert!(env.mock.received().is_empty());
+}

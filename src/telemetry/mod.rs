@@ -1,10 +1,11 @@
-//! OpenTelemetry traces (`telemetry:`): one span per routed request, exported over OTLP/HTTP.
+//! OpenTelemetry traces (`telemetry:`): one span per API request, exported over OTLP/HTTP.
 //!
 //! ```text
 //! pipeline: TraceContext::from_headers (continue the client's traceparent, or start a trace)
 //!   ─▶ traceparent for the upstream (tailor's span as the parent)       forward::upstream
 //!   ─▶ RequestSpan subscribes to the request's "finished" event (usage::event)
 //! finished ─▶ SpanData (plain fields) ─▶ bounded queue ─▶ export task: batch, protobuf, POST
+//! refused before forwarding (proxy::reject) ─▶ Tracer::rejected ─▶ the same queue
 //! ```
 //!
 //! With `telemetry:` absent, `LiveState::tracer` is `None` and a request pays
@@ -29,7 +30,7 @@ use self::traceparent::TraceContext;
 use crate::config::{Config, TelemetryConfig, UpstreamKind};
 use crate::metrics::Metrics;
 use crate::request::Endpoint;
-use crate::usage::event::{Finished, Subscriber};
+use crate::usage::event::{Finished, Outcome, Subscriber};
 use crate::usage::meter::RequestMeter;
 
 /// Longest client `model` string kept for `gen_ai.request.model` and the span name.
@@ -126,28 +127,101 @@ impl Tracer {
             tracestate: ctx.tracestate.clone(),
         };
         if ctx.sampled {
-            let end = request_model
-                .char_indices()
-                .nth(MAX_REQUEST_MODEL)
-                .map_or(request_model.len(), |(i, _)| i);
             meter.subscribe(Box::new(RequestSpan {
                 tracer: self.clone(),
                 ctx,
-                operation: match endpoint {
-                    Endpoint::Chat | Endpoint::Responses => "chat",
-                    Endpoint::Completions => "text_completion",
-                    Endpoint::Embeddings => "embeddings",
-                },
-                request_model: request_model[..end].into(),
+                operation: operation(endpoint),
+                request_model: truncated(request_model),
             }));
         }
         out
+    }
+
+    /// The span of a request refused before it was forwarded (`kind`: the error kind, `status`:
+    /// what the client got), continuing the client's trace; `request_model` when it was read.
+    #[allow(clippy::too_many_arguments)]
+    pub fn rejected(
+        &self,
+        headers: &HeaderMap,
+        random: impl FnMut() -> u64,
+        endpoint: Endpoint,
+        request_model: Option<&str>,
+        status: u16,
+        kind: &'static str,
+        elapsed: std::time::Duration,
+    ) {
+        let ctx = TraceContext::from_headers(headers, random);
+        if !ctx.sampled {
+            return;
+        }
+        let (start, end) = span_times(elapsed);
+        let empty: Arc<str> = Arc::from("");
+        self.exporter.send(Box::new(SpanData {
+            trace_id: ctx.trace_id,
+            span_id: ctx.span_id,
+            parent: ctx.parent,
+            trace_state: trace_state(&ctx),
+            operation: operation(endpoint),
+            provider: "",
+            request_model: truncated(request_model.unwrap_or("")),
+            response_model: empty.clone(),
+            route: empty.clone(),
+            model: empty.clone(),
+            request_id: "".into(),
+            server_address: empty,
+            server_port: 0,
+            status,
+            outcome: Outcome::Ok,
+            failed: false,
+            input_tokens: 0,
+            output_tokens: 0,
+            estimated: false,
+            cost_pico: 0,
+            start_unix_nano: start,
+            end_unix_nano: end,
+            attempts: Vec::new(),
+            rejected: Some(kind),
+        }));
     }
 
     /// Sends the spans queued so far (shutdown).
     pub async fn flush(&self) {
         self.exporter.flush().await;
     }
+}
+
+/// `gen_ai.operation.name` of an endpoint (the Responses API generates chat turns).
+fn operation(endpoint: Endpoint) -> &'static str {
+    match endpoint {
+        Endpoint::Chat | Endpoint::Responses => "chat",
+        Endpoint::Completions => "text_completion",
+        Endpoint::Embeddings => "embeddings",
+    }
+}
+
+/// The client's `model`, cut to [`MAX_REQUEST_MODEL`] characters.
+fn truncated(model: &str) -> Box<str> {
+    let end = model
+        .char_indices()
+        .nth(MAX_REQUEST_MODEL)
+        .map_or(model.len(), |(i, _)| i);
+    model[..end].into()
+}
+
+/// Start and end (Unix nanoseconds) of a span that ends now after `elapsed`.
+fn span_times(elapsed: std::time::Duration) -> (u64, u64) {
+    let end = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let nanos = |d: std::time::Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    (nanos(end.saturating_sub(elapsed)), nanos(end))
+}
+
+fn trace_state(ctx: &TraceContext) -> Option<Box<str>> {
+    ctx.tracestate
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .map(Into::into)
 }
 
 /// One request's span, waiting for the request to finish.
@@ -164,11 +238,7 @@ impl Subscriber for RequestSpan {
     }
 
     fn finished(&self, f: &Finished<'_>) {
-        let end = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        let start = end.saturating_sub(f.elapsed);
-        let nanos = |d: std::time::Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let (start, end) = span_times(f.elapsed);
         let facts = self.tracer.models.iter().find(|m| *m.name == **f.model);
         let (response_model, server_address, server_port, provider) = match facts {
             Some(m) => (m.id.clone(), m.address.clone(), m.port, m.provider),
@@ -179,11 +249,7 @@ impl Subscriber for RequestSpan {
             trace_id: ctx.trace_id,
             span_id: ctx.span_id,
             parent: ctx.parent,
-            trace_state: ctx
-                .tracestate
-                .as_ref()
-                .and_then(|v| v.to_str().ok())
-                .map(Into::into),
+            trace_state: trace_state(ctx),
             operation: self.operation,
             provider,
             request_model: self.request_model.clone(),
@@ -200,9 +266,10 @@ impl Subscriber for RequestSpan {
             output_tokens: f.usage.output,
             estimated: f.estimated,
             cost_pico: f.cost_pico,
-            start_unix_nano: nanos(start),
-            end_unix_nano: nanos(end),
+            start_unix_nano: start,
+            end_unix_nano: end,
             attempts: f.attempts.to_vec(),
+            rejected: None,
         }));
     }
 }

@@ -55,6 +55,9 @@ pub struct SpanData {
     pub start_unix_nano: u64,
     pub end_unix_nano: u64,
     pub attempts: Vec<AttemptEvent>,
+    /// Refused before it was forwarded (400, 401, 404, 429...): the error kind. The route,
+    /// model, usage and upstream fields are then empty and not exported.
+    pub rejected: Option<&'static str>,
 }
 
 fn kv(key: &str, v: any_value::Value) -> KeyValue {
@@ -115,36 +118,46 @@ impl SpanData {
 
     /// The OTLP span.
     pub fn to_proto(&self) -> Span {
-        let mut attributes = vec![
-            text("gen_ai.operation.name", self.operation),
-            text("gen_ai.provider.name", self.provider),
-            text("gen_ai.request.model", &self.request_model),
-            text("gen_ai.response.model", &self.response_model),
-            int("gen_ai.usage.input_tokens", self.input_tokens),
-            int("gen_ai.usage.output_tokens", self.output_tokens),
-            text("tailor.route", &self.route),
-            text("tailor.model", &self.model),
-            kv(
-                "tailor.cost_usd",
-                any_value::Value::DoubleValue(self.cost_pico as f64 / PICO_PER_USD),
-            ),
-            kv(
-                "tailor.usage.estimated",
-                any_value::Value::BoolValue(self.estimated),
-            ),
-            text("tailor.outcome", self.outcome.as_str()),
-            text("tailor.request_id", &self.request_id),
-            int("http.response.status_code", u64::from(self.status)),
-            text("server.address", &self.server_address),
-            int("server.port", u64::from(self.server_port)),
-        ];
+        let mut attributes = vec![text("gen_ai.operation.name", self.operation)];
+        if !self.request_model.is_empty() {
+            attributes.push(text("gen_ai.request.model", &self.request_model));
+        }
+        attributes.push(int("http.response.status_code", u64::from(self.status)));
+        if self.rejected.is_none() {
+            attributes.extend([
+                text("gen_ai.provider.name", self.provider),
+                text("gen_ai.response.model", &self.response_model),
+                int("gen_ai.usage.input_tokens", self.input_tokens),
+                int("gen_ai.usage.output_tokens", self.output_tokens),
+                text("tailor.route", &self.route),
+                text("tailor.model", &self.model),
+                kv(
+                    "tailor.cost_usd",
+                    any_value::Value::DoubleValue(self.cost_pico as f64 / PICO_PER_USD),
+                ),
+                kv(
+                    "tailor.usage.estimated",
+                    any_value::Value::BoolValue(self.estimated),
+                ),
+                text("tailor.outcome", self.outcome.as_str()),
+                text("tailor.request_id", &self.request_id),
+                text("server.address", &self.server_address),
+                int("server.port", u64::from(self.server_port)),
+            ]);
+        }
         let status = if self.is_error() {
-            let kind = if self.status >= 400 {
-                self.status.to_string()
-            } else {
-                self.outcome.as_str().to_owned()
+            let (kind, message) = match self.rejected {
+                // tailor's own error kind says more than its status
+                Some(kind) => (kind.to_owned(), format!("rejected ({})", self.status)),
+                None if self.status >= 400 => (
+                    self.status.to_string(),
+                    format!("{} ({})", self.outcome.as_str(), self.status),
+                ),
+                None => (
+                    self.outcome.as_str().to_owned(),
+                    format!("{} ({})", self.outcome.as_str(), self.status),
+                ),
             };
-            let message = format!("{} ({})", self.outcome.as_str(), self.status);
             attributes.push(text("error.type", &kind));
             Status {
                 message,
@@ -166,7 +179,12 @@ impl SpanData {
             trace_state: self.trace_state.as_deref().unwrap_or("").to_owned(),
             parent_span_id: self.parent.map_or_else(Vec::new, |p| p.to_vec()),
             flags,
-            name: format!("{} {}", self.operation, self.request_model),
+            // `{operation} {model}`, or the operation alone when the model is not known
+            name: if self.request_model.is_empty() {
+                self.operation.to_owned()
+            } else {
+                format!("{} {}", self.operation, self.request_model)
+            },
             kind: span::SpanKind::Client as i32,
             start_time_unix_nano: self.start_unix_nano,
             end_time_unix_nano: self.end_unix_nano,
@@ -220,6 +238,7 @@ pub(super) mod tests {
                 reason: "server_error",
                 status: Some(500),
             }],
+            rejected: None,
         }
     }
 
@@ -257,6 +276,36 @@ pub(super) mod tests {
         assert_eq!(s.events.len(), 1);
         assert_eq!(s.events[0].name, "tailor.fallback");
         assert_eq!(s.events[0].time_unix_nano, 1_500);
+    }
+
+    #[test]
+    fn a_rejected_request_names_its_error_kind_only() {
+        let s = SpanData {
+            status: 429,
+            rejected: Some("overloaded"),
+            request_model: "".into(),
+            attempts: vec![],
+            ..sample()
+        }
+        .to_proto();
+        assert_eq!(s.name, "chat");
+        assert_eq!(
+            s.status.as_ref().unwrap().code,
+            status::StatusCode::Error as i32
+        );
+        let keys: Vec<&str> = s.attributes.iter().map(|a| a.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "gen_ai.operation.name",
+                "http.response.status_code",
+                "error.type"
+            ]
+        );
+        assert_eq!(
+            attr(&s, "error.type"),
+            Some(&any_value::Value::StringValue("overloaded".into()))
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ tests/sdk/python/requirements.txt).
 - a request retried then fallen back carries `tailor.retry` and `tailor.fallback` events.
 - no traceparent, or a malformed one: a new trace, and the malformed value never reaches the
   upstream. A client's error status marks the span as an error.
+- a request refused before forwarding (no route: 404) has a span with its error kind.
 - a client that sent sampled=0: the trace is continued upstream, no span is exported.
 """
 
@@ -223,6 +224,27 @@ def test_an_error_status_marks_the_span(stack):
     assert a["error.type"] == "400" and a["http.response.status_code"] == 400
 
 
+def test_a_request_refused_before_forwarding_has_a_span(stack):
+    trace = "9" * 32
+    status, _, body = chat(stack, "no-such-route", {"traceparent": f"00-{trace}-{CLIENT_SPAN}-01"})
+    assert status == 404, body
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        with Receiver.lock:
+            found = [s for _, _, s in Receiver.spans if s.trace_id.hex() == trace]
+        if found:
+            break
+        time.sleep(0.05)
+    assert len(found) == 1
+    s = found[0]
+    assert s.name == "chat no-such-route" and s.parent_span_id.hex() == CLIENT_SPAN
+    assert s.status.code == Status.STATUS_CODE_ERROR
+    a = attrs(s.attributes)
+    assert a["error.type"] == "unrouted" and a["http.response.status_code"] == 404
+    assert "tailor.route" not in a and "server.address" not in a
+    assert PROMPT not in json.dumps(MessageToDict(s))
+
+
 def test_unsampled_is_continued_but_not_exported(stack):
     status, headers, _ = chat(stack, "plain", {"traceparent": f"00-{'12' * 16}-{CLIENT_SPAN}-00"})
     assert status == 200
@@ -244,6 +266,6 @@ def test_export_requests_and_metrics(stack):
         text = r.read().decode()
     values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
               if line.startswith("tailor_trace_spans_total")}
-    assert values['tailor_trace_spans_total{result="exported"}'] >= 8, values
+    assert values['tailor_trace_spans_total{result="exported"}'] >= 9, values
     assert values['tailor_trace_spans_total{result="dropped"}'] == 0
     assert values['tailor_trace_spans_total{result="failed"}'] == 0
