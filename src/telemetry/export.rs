@@ -3,10 +3,13 @@
 //! `flush_interval`), encodes them as an OTLP `ExportTraceServiceRequest` (protobuf) and POSTs
 //! them to `{otlp_endpoint}/v1/traces` with tailor's own HTTP client.
 //!
-//! The task runs on the main runtime (accept loop, admin, reloads), not on an API worker. It ends
-//! when the last handle is dropped (a reload that changed `telemetry:`), after sending what it
-//! holds.
+//! The task runs on the main runtime (accept loop, admin, reloads), not on an API worker, and it
+//! does not wait on the queue itself: a span is queued without waking it (a cross-thread wake-up
+//! per request would cost more than the span). It wakes on its timer, when the queue reaches a
+//! full batch, or for a flush. It ends when the last handle is dropped (a reload that changed
+//! `telemetry:`), after sending what it holds.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -19,18 +22,12 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
 use prometheus::IntCounter;
 use prost::Message;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::span::SpanData;
 use crate::config::TelemetryConfig;
 use crate::forward::client::{client, HttpClient};
 use crate::metrics::Metrics;
-
-enum Msg {
-    Span(Box<SpanData>),
-    /// Send what is queued now, then answer.
-    Flush(oneshot::Sender<()>),
-}
 
 /// Span results, counted in `tailor_trace_spans_total{result}`.
 #[derive(Clone)]
@@ -42,7 +39,13 @@ struct Counts {
 
 /// The handle the request path sends finished spans to.
 pub struct Exporter {
-    tx: mpsc::Sender<Msg>,
+    tx: mpsc::Sender<Box<SpanData>>,
+    /// Spans queued and not yet taken by the task; the one that makes a full batch wakes it.
+    queued: Arc<AtomicUsize>,
+    batch_ready: Arc<Notify>,
+    max_batch: usize,
+    /// "Send what is queued now, then answer."
+    flush: mpsc::Sender<oneshot::Sender<()>>,
     dropped: IntCounter,
 }
 
@@ -68,25 +71,67 @@ impl Exporter {
             failed: spans.with_label_values(&["failed"]),
         };
         let (tx, rx) = mpsc::channel(cfg.queue_size);
-        let dropped = counts.dropped.clone();
-        rt.spawn(run(rx, cfg.clone(), http, counts));
+        let (flush, flushes) = mpsc::channel(4);
+        let queue = Queue {
+            rx,
+            queued: Arc::default(),
+            batch_ready: Arc::default(),
+        };
+        let exporter = Exporter {
+            tx,
+            queued: queue.queued.clone(),
+            batch_ready: queue.batch_ready.clone(),
+            max_batch: cfg.max_batch,
+            flush,
+            dropped: counts.dropped.clone(),
+        };
+        rt.spawn(run(queue, flushes, cfg.clone(), http, counts));
         tracing::info!(url = %cfg.traces_url, "exporting request spans over OTLP/HTTP");
-        Some(Arc::new(Exporter { tx, dropped }))
+        Some(Arc::new(exporter))
     }
 
-    /// Queues a finished span; drops and counts it when the queue is full. Never waits.
+    /// Queues a finished span; drops and counts it when the queue is full. Never waits, and
+    /// wakes the export task only when a batch is full.
     pub fn send(&self, span: Box<SpanData>) {
-        if self.tx.try_send(Msg::Span(span)).is_err() {
+        if self.tx.try_send(span).is_err() {
             self.dropped.inc();
+        // wrapping: the task may count the span out before it is counted in here
+        } else if self.queued.fetch_add(1, Ordering::Relaxed).wrapping_add(1) == self.max_batch {
+            self.batch_ready.notify_one();
         }
     }
 
     /// Sends every span queued so far and waits for that export (shutdown).
     pub async fn flush(&self) {
         let (done, sent) = oneshot::channel();
-        if self.tx.send(Msg::Flush(done)).await.is_ok() {
+        if self.flush.send(done).await.is_ok() {
             let _ = sent.await;
         }
+    }
+}
+
+/// The export task's end of the queue.
+struct Queue {
+    rx: mpsc::Receiver<Box<SpanData>>,
+    queued: Arc<AtomicUsize>,
+    batch_ready: Arc<Notify>,
+}
+
+impl Queue {
+    /// Takes up to `max` queued spans into `batch`; false once every sender is gone and the
+    /// queue is empty.
+    fn take(&mut self, batch: &mut Vec<SpanData>, max: usize) -> bool {
+        while batch.len() < max {
+            match self.rx.try_recv() {
+                Ok(s) => {
+                    self.queued.fetch_sub(1, Ordering::Relaxed);
+                    batch.push(*s);
+                }
+                Err(mpsc::error::TryRecvError::Empty) => return true,
+                Err(mpsc::error::TryRecvError::Disconnected) => return false,
+            }
+        }
+        true
     }
 }
 
@@ -123,32 +168,43 @@ pub fn encode(service_name: &str, spans: &[SpanData]) -> Vec<u8> {
     .encode_to_vec()
 }
 
-async fn run(mut rx: mpsc::Receiver<Msg>, cfg: TelemetryConfig, http: HttpClient, counts: Counts) {
+async fn run(
+    mut queue: Queue,
+    mut flushes: mpsc::Receiver<oneshot::Sender<()>>,
+    cfg: TelemetryConfig,
+    http: HttpClient,
+    counts: Counts,
+) {
     let mut batch: Vec<SpanData> = Vec::with_capacity(cfg.max_batch);
     let mut tick = tokio::time::interval(cfg.flush_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
     loop {
+        let mut flushed = None;
+        let mut open = true;
+        // a full batch: send full batches only, the rest waits for its timer
+        let mut only_full = false;
         tokio::select! {
-            msg = rx.recv() => match msg {
-                Some(Msg::Span(s)) => {
-                    batch.push(*s);
-                    if batch.len() >= cfg.max_batch {
-                        failing = export(&cfg, &http, &counts, &mut batch, failing).await;
-                    }
-                }
-                Some(Msg::Flush(done)) => {
-                    failing = export(&cfg, &http, &counts, &mut batch, failing).await;
-                    let _ = done.send(());
-                }
-                None => {
-                    export(&cfg, &http, &counts, &mut batch, failing).await;
-                    return;
-                }
+            _ = tick.tick() => {}
+            _ = queue.batch_ready.notified() => only_full = true,
+            f = flushes.recv() => match f {
+                Some(done) => flushed = Some(done),
+                // the exporter is gone: send what is left, then end
+                None => open = false,
             },
-            _ = tick.tick() => {
-                failing = export(&cfg, &http, &counts, &mut batch, failing).await;
+        }
+        loop {
+            open &= queue.take(&mut batch, cfg.max_batch);
+            if batch.is_empty() || (only_full && open && batch.len() < cfg.max_batch) {
+                break;
             }
+            failing = export(&cfg, &http, &counts, &mut batch, failing).await;
+        }
+        if let Some(done) = flushed {
+            let _ = done.send(());
+        }
+        if !open {
+            return;
         }
     }
 }
@@ -239,6 +295,32 @@ mod tests {
             (count("dropped"), count("failed"), count("exported")),
             (2, 1, 0)
         );
+    }
+
+    #[tokio::test]
+    async fn a_full_batch_is_sent_at_once_a_partial_one_waits_for_its_timer() {
+        let metrics = Metrics::new().unwrap();
+        let cfg = TelemetryConfig {
+            traces_url: "http://127.0.0.1:1/v1/traces".into(),
+            service_name: "t".into(),
+            queue_size: 8,
+            max_batch: 2,
+            flush_interval: std::time::Duration::from_secs(3600),
+            timeout: std::time::Duration::from_secs(5),
+        };
+        let e = Exporter::start(&cfg, &metrics).unwrap();
+        let failed = || metrics.telemetry.spans.with_label_values(&["failed"]).get();
+        let pause = || tokio::time::sleep(std::time::Duration::from_millis(300));
+        for _ in 0..2 {
+            e.send(Box::new(super::super::span::tests::sample()));
+        }
+        pause().await;
+        assert_eq!(failed(), 2);
+        e.send(Box::new(super::super::span::tests::sample()));
+        pause().await;
+        assert_eq!(failed(), 2, "a partial batch went out before its timer");
+        e.flush().await;
+        assert_eq!(failed(), 3);
     }
 
     #[test]
