@@ -166,6 +166,25 @@ async fn a_retry_and_a_fallback_are_events() {
 }
 
 #[tokio::test]
+async fn a_stream_is_spanned_when_it_ends() {
+    let (url, spans) = receiver().await;
+    let env = setup_edited("telemetry.yaml", false, &|t| t.replace("OTLP_URL", &url)).await;
+    let body = BODY.replace(r#""messages""#, r#""stream":true,"messages""#);
+    let r = env.chat(&body, &[("x-mock-words", "7")]).await;
+    assert_eq!(r.status, 200);
+    let s = span_of(&spans, r.header("x-tailor-request-id")).await;
+    assert_eq!(
+        attr(&s, "gen_ai.usage.output_tokens"),
+        Some(Value::IntValue(7))
+    );
+    assert_eq!(
+        attr(&s, "tailor.usage.estimated"),
+        Some(Value::BoolValue(false))
+    );
+    assert!(s.end_time_unix_nano > s.start_time_unix_nano);
+}
+
+#[tokio::test]
 async fn shutdown_sends_what_is_queued() {
     let (url, spans) = receiver().await;
     // no batch would fill and no timer would fire before the end of the test
