@@ -6,7 +6,8 @@
 # simulator for paced streams (scenarios 3 and 4). Proxies: nginx `proxy_pass` with its access log
 # off and on (a file, as Debian ships it), tailor as shipped (access log on, text, to a file) and
 # tailor `--no-access-log`, all with benches/routes.bench.yaml (12 routes with regex conditions, a
-# sticky A/B split, metering on).
+# sticky A/B split, metering on), and tailor as shipped with `telemetry:` on (spans exported to the
+# canned nginx).
 #
 # Scenarios: 1 (throughput, 64 and 256 connections), 2 (added latency at concurrency 1), 3 (short
 # SSE streams at 64 connections; 64-chunk streams paced 20 ms: time to first token, gaps), 4 (5,000
@@ -157,6 +158,12 @@ limits:
 YAML
 start_tailor limits "$tmp/routes.limits.yaml" --no-access-log
 
+# tailor as shipped with trace export on: one span per request, batched to the canned nginx
+# (a 200 to any POST, so /v1/traces costs it next to nothing)
+cp "$tmp/routes.yaml" "$tmp/routes.otel.yaml"
+echo "telemetry: { otlp_endpoint: \"http://127.0.0.1:$canned_json\" }" >>"$tmp/routes.otel.yaml"
+start_tailor otel "$tmp/routes.otel.yaml"
+
 # scenario 4 on a fresh tailor as shipped, so that memory per open stream is its RSS growth over
 # idle and the 5,000 connections it leaves pooled do not weigh on the other scenarios
 start_tailor t4 "$tmp/routes.yaml"
@@ -182,13 +189,14 @@ url_of() {
     nginx) echo "http://127.0.0.1:$px_off";; nginx_log) echo "http://127.0.0.1:$px_on";;
     nginx_sse) echo "http://127.0.0.1:$px_sse";; nginx_sim) echo "http://127.0.0.1:$px_sim";;
     tailor|tailor_sse) echo "$tailor_url";; nolog) echo "$nolog_url";; limits) echo "$limits_url";;
+    otel) echo "$otel_url";;
   esac
 }
 # CPU ticks (utime + stime) of a target's processes
 ticks_of() {
   local p t=0
   case $1 in
-    tailor|tailor_sse) p=$tailor_pid;; nolog) p=$nolog_pid;; limits) p=$limits_pid;;
+    tailor|tailor_sse) p=$tailor_pid;; nolog) p=$nolog_pid;; limits) p=$limits_pid;; otel) p=$otel_pid;;
     nginx|nginx_log|nginx_sse) p=$(workers_of "$tmp/nginx.pid");; direct|direct_sse) p=$(workers_of "$tmp/canned.pid");;
   esac
   for x in $p; do t=$((t + $(awk '{print $14+$15}' "/proc/$x/stat"))); done
@@ -219,8 +227,9 @@ for r in $(seq "$rounds"); do
   for c in 64 256; do
     for t in direct nginx nginx_log tailor nolog; do run "thr$c" $t "$r" "$c" small; done
   done
+  run thr64 otel "$r" 64 small  # telemetry on, right after the rounds' tailor as shipped
   for t in direct_sse nginx_sse tailor_sse; do run sse $t "$r" 64 sse; done
-  for t in direct nginx_log tailor; do run c1 $t "$r" 1 small; done
+  for t in direct nginx_log tailor otel; do run c1 $t "$r" 1 small; done
 done
 for t in direct nginx_log tailor; do run big $t 1 16 big; done
 # tailor with a limit in Redis, right after tailor without, both without access log
@@ -236,6 +245,10 @@ for t in direct nginx tailor; do
 done
 peak_rss=$(awk '/VmHWM/{print $2}' "/proc/$tailor_pid/status")
 access_lines=$(wc -l <"$tmp/tailor.err")
+# what became of the telemetry row's spans (exported, dropped: queue full, failed)
+spans=$(python3 -c 'import sys, urllib.request
+m = urllib.request.urlopen(sys.argv[1] + "/metrics").read().decode()
+print(" ".join(l.split("\"")[1] + " " + l.split()[-1] for l in m.splitlines() if l.startswith("tailor_trace_spans_total{")))' "$otel_admin")
 
 # scenario 6: per model, tokens equal completed requests x the upstream's usage: the canned
 # answer has 12 output tokens, the canned stream 7, the simulator's paced streams 64
@@ -261,7 +274,7 @@ print(f"counters: {cancelled:.0f} requests cut by wrk stopping mid-request (outc
 print("counters exact" if ok else "COUNTERS DIFFER")
 PY
 
-python3 - "$tmp/results" "$tmp/paced" "$idle_rss" "$peak_rss" "$hold" "$access_lines" <<'PY'
+python3 - "$tmp/results" "$tmp/paced" "$idle_rss" "$peak_rss" "$hold" "$access_lines" "$spans" <<'PY'
 import json, statistics, sys
 from collections import defaultdict
 R = defaultdict(dict)  # (scenario, target) -> round -> fields
@@ -282,12 +295,14 @@ names = {"thr64": "1. 64 conns, small chat body", "thr256": "1. 256 conns, small
          "big": "5. 16 conns, 200 KB prompt", "lim64": "limits, 64 conns", "lim1": "limits, 1 conn"}
 label = {"direct": "direct (canned upstream)", "direct_sse": "direct (canned stream)", "nginx": "nginx, access log off",
          "nginx_log": "nginx, access log on", "nginx_sse": "nginx, access log on", "tailor": "tailor as shipped (access log on)",
-         "tailor_sse": "tailor as shipped (access log on)", "nolog": "tailor --no-access-log", "limits": "tailor --no-access-log + limit in Redis"}
+         "tailor_sse": "tailor as shipped (access log on)", "nolog": "tailor --no-access-log", "limits": "tailor --no-access-log + limit in Redis",
+         "otel": "tailor as shipped + telemetry (OTLP export)"}
 print(f"\nMedians over rounds (rounds: scenarios 1-3 short: {len(rounds('thr64', 'tailor'))}, others 1)")
 print("\n| scenario | target | req/s | p50 us | p99 us | non-2xx | CPU us/request |")
 print("|---|---|---|---|---|---|---|")
 seen = set()
-for (s, t) in R:
+order = list(dict.fromkeys(s for s, _ in R))  # a scenario's rows together (the telemetry row runs later)
+for (s, t) in sorted(R, key=lambda k: order.index(k[0])):
     first = s not in seen; seen.add(s)
     print(f"| {names[s] if first else ''} | {label[t]} | {median_of(s, t, 'rps'):.0f} | {median_of(s, t, 'p50'):.0f} | {median_of(s, t, 'p99'):.0f} | "
           f"{sum(R[s, t][r]['non2xx'] for r in rounds(s, t)):.0f} | {median_of(s, t, 'cpu'):.1f} |")
@@ -323,5 +338,7 @@ print(f"| added latency at concurrency 1, p50 / p99 | {c1_50:.0f} / {c1_99:.0f} 
 lim = (R["lim1", "limits"][1]["p50"] - R["lim1", "nolog"][1]["p50"], R["lim64", "limits"][1]["rps"] / R["lim64", "nolog"][1]["rps"])
 lim_ok = lim[0] <= 30 and lim[1] >= 0.85 and R["lim64", "limits"][1]["non2xx"] == 0
 print(f"| limits in Redis: added p50 at 1 conn / throughput at 64 conns vs tailor without | {lim[0]:+.0f} us / {lim[1]:.2f} | <= 30 us / >= 0.85 | | {'must' if lim_ok else 'NO'} | |")
+otel = (ratio("thr64", "otel", "tailor"), diff("c1", "otel", "tailor", "p50"), diff("c1", "otel", "tailor", "cpu"))
+print(f"| telemetry on: throughput at 64 conns / added p50 and CPU at 1 conn, vs tailor as shipped | {otel[0]:.2f} / {otel[1]:+.0f} us / {otel[2]:+.1f} us CPU (spans: {sys.argv[7].strip()}) | | | | {per_round('thr64', 'otel', 'tailor')} |")
 print(f"\nidle RSS {idle / 1024:.1f} MiB, peak RSS {peak / 1024:.1f} MiB; access lines written by tailor as shipped: {sys.argv[6]}")
 PY

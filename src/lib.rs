@@ -24,7 +24,8 @@
 //!                      ─▶ meter.rs: price, metrics, access line ─▶ event.rs "request finished"
 //!                                                                   ├──▶ economics ledger (per arm)
 //!                                                                   ├──▶ shadow pair comparison
-//!                                                                   └──▶ capture queue ─▶ writer thread
+//!                                                                   ├──▶ capture queue ─▶ writer thread
+//!                                                                   └──▶ trace span ─▶ OTLP export task
 //!
 //!  admin ─── /metrics /healthz /readyz /economics and the status page (/) on its own port
 //!  reload ── SIGHUP / file change ─▶ config::Config ─▶ state::Shared::swap_config (one step)
@@ -45,6 +46,8 @@
 //! - [`economics`]: per-arm ledger, the fine-tune verdict (`/economics`, the status page).
 //! - [`usage`]: the metering body, the meter, the "request finished" event, usage from JSON and
 //!   SSE, exact pricing.
+//! - [`telemetry`]: OpenTelemetry request spans (W3C traceparent continued upstream), batched
+//!   and exported over OTLP/HTTP off the request path.
 //! - [`metrics`]: every metric, registered once. [`limits`]: concurrency counts kept across reloads.
 //! - [`ids`]: request ids signed so any replica can verify them (feedback).
 //! - [`logs`]: log and access lines batched to stderr by a writer thread, off the request path.
@@ -78,5 +81,6 @@ pub mod request;
 pub mod server;
 pub mod shadow;
 pub mod state;
+pub mod telemetry;
 pub mod tools;
 pub mod usage;

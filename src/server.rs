@@ -52,6 +52,11 @@ impl Running {
         // queued dataset lines are written and fsync'd before exit
         let captures = self.shared.captures.clone();
         let _ = tokio::task::spawn_blocking(move || captures.close()).await;
+        // finished spans still queued are sent (the collector gets 5 s at most)
+        let tracer = self.shared.live.load().tracer.clone();
+        if let Some(t) = tracer {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t.flush()).await;
+        }
     }
 }
 

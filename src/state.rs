@@ -25,6 +25,7 @@ use crate::forward::health::{HealthRegistry, ModelHealth};
 use crate::ids::RequestIds;
 use crate::limits::InFlight;
 use crate::metrics::Metrics;
+use crate::telemetry::{ExporterCache, Tracer};
 use crate::usage::meter::ArmMeter;
 
 /// The `client` label when no `clients:` are configured.
@@ -47,6 +48,8 @@ pub struct LiveState {
     pub ids: RequestIds,
     /// Budgets and rate limits: the store of `shared_state` (kept across reloads).
     pub budgets: Budgets,
+    /// Request spans (`telemetry:`); `None`: tracing costs a request one branch.
+    pub tracer: Option<Arc<Tracer>>,
 }
 
 impl LiveState {
@@ -64,6 +67,7 @@ impl LiveState {
             clients,
             process_key,
             stores,
+            exporters,
         } = keep;
         let budgets = Budgets {
             store: stores.get(config.shared_state.redis.as_deref()),
@@ -137,6 +141,7 @@ impl LiveState {
                 })
             })
             .collect();
+        let tracer = Tracer::build(&config, exporters, metrics);
         metrics.publish_config(&config);
         let loaded_at = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -150,6 +155,7 @@ impl LiveState {
             loaded_at,
             ids,
             budgets,
+            tracer,
         })
     }
 
@@ -195,6 +201,8 @@ pub struct Keep {
     pub process_key: [u8; 32],
     /// Limit counters: in this process, or a connection to Redis per URL.
     pub stores: Stores,
+    /// The span exporter, kept while `telemetry:` does not change.
+    pub exporters: ExporterCache,
 }
 
 /// The stores of `shared_state`, one per Redis URL and one in memory: a reload keeps what was
@@ -251,6 +259,7 @@ impl Shared {
             clients: ClientCache::default(),
             process_key: random_key(),
             stores: Stores::default(),
+            exporters: ExporterCache::default(),
         };
         let shadow_slots = Arc::new(tokio::sync::Semaphore::new(
             config.server.shadow_max_concurrency,

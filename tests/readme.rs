@@ -62,6 +62,7 @@ const PREFIXES: &[(&str, &str)] = &[
     ("RawCapture", "routes[].capture."),
     ("RawExperiment", "routes[].experiment."),
     ("RawPassthrough", "passthrough."),
+    ("RawTelemetry", "telemetry."),
 ];
 
 /// Every key a user can write: (struct, README path). A field whose type is another raw struct

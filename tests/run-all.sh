@@ -121,6 +121,9 @@ echo "-- the fleet: two replicas, a restart and feedback across them, read back 
 echo "-- budgets and rate limits: two replicas sharing a real Redis"
 "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/limits
 
+echo "-- traces: OTLP/HTTP export to a receiver decoding with the official opentelemetry-proto"
+"$venv/bin/python" -m pytest -q -p no:cacheprovider tests/telemetry
+
 echo "-- status page: tailor demo --traffic, rendered by headless Chromium (screenshot: target/status-page.png)"
 "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/status
 

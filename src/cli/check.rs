@@ -171,6 +171,16 @@ pub fn run(path: &Path) -> Result<()> {
             );
         }
     }
+    if let Some(t) = &cfg.telemetry {
+        out!(
+            "\ntelemetry: one span per request to {} (service.name {}; batches of {} every {:?} at most, queue {})",
+            t.traces_url,
+            t.service_name,
+            t.max_batch,
+            t.flush_interval,
+            t.queue_size
+        );
+    }
     Ok(())
 }
 

@@ -15,6 +15,7 @@ use super::raw::{
 use super::route::build_route;
 use super::secret::Secret;
 use super::server::{build_server, dur, retries, timeouts};
+use super::telemetry::build_telemetry;
 use super::types::{
     Auth, Client, Config, EconomicsSource, HealthPolicy, Model, OnError, PriceSource, Route,
     SharedState, Upstream,
@@ -191,8 +192,13 @@ fn build(
     let passthrough = raw
         .passthrough
         .and_then(|r| p.take(build_passthrough(r, &upstreams, &route_names)));
+    let telemetry = raw
+        .telemetry
+        .and_then(|t| p.take(build_telemetry(Some(t))))
+        .flatten();
     p.into_result()?;
     let cfg = Config {
+        telemetry,
         passthrough,
         shared_state,
         limits,

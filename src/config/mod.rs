@@ -9,6 +9,7 @@
 //! - [`server`]: `server:` and the defaults of timeouts and retries.
 //! - [`route`]: routes, their match conditions, arms, prompts, shadow and capture.
 //! - [`limits`]: `shared_state:` and `limits:`.
+//! - [`telemetry`]: `telemetry:`, where request spans are exported.
 //! - [`types`]: the validated runtime types. [`secret`]: keys that never print.
 //! - [`error`]: `ConfigError`, always with the key path.
 
@@ -20,6 +21,7 @@ pub mod raw;
 mod route;
 mod secret;
 mod server;
+mod telemetry;
 #[cfg(test)]
 mod tests;
 mod types;

@@ -30,6 +30,8 @@ pub struct RawConfig {
     /// Every other `/v1/...` path (files, batches, fine-tuning, moderations, images, audio) is
     /// forwarded to one upstream as it is.
     pub passthrough: Option<RawPassthrough>,
+    /// OpenTelemetry trace export (off when absent).
+    pub telemetry: Option<RawTelemetry>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -38,6 +40,23 @@ pub struct RawPassthrough {
     pub upstream: String,
     /// Largest body forwarded (default 512 MiB, OpenAI's file size limit).
     pub max_body_bytes: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTelemetry {
+    /// The collector's OTLP/HTTP base URL; spans go to `{otlp_endpoint}/v1/traces`.
+    pub otlp_endpoint: String,
+    /// `service.name` of the spans' resource (default `tailor`).
+    pub service_name: Option<String>,
+    /// Spans waiting for export at most; more are dropped and counted.
+    pub queue_size: Option<usize>,
+    /// Spans per export request at most.
+    pub max_batch: Option<usize>,
+    /// A partial batch is sent after this long.
+    pub flush_interval: Option<Dur>,
+    /// The longest one export request may take.
+    pub timeout: Option<Dur>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -41,6 +41,8 @@ pub struct Config {
     pub limits: Vec<Limit>,
     /// Other `/v1/...` paths forwarded as they are (`passthrough:`); None: they answer 404.
     pub passthrough: Option<Passthrough>,
+    /// Request spans exported over OTLP/HTTP (`telemetry:`); `None`: no tracing work at all.
+    pub telemetry: Option<TelemetryConfig>,
     /// Files the config reads besides itself (arm prompts): a change to one reloads it too.
     pub files: Vec<PathBuf>,
 }
@@ -83,6 +85,18 @@ pub struct ServerConfig {
     pub max_header_count: usize,
     pub max_header_bytes: usize,
     pub allow_unauthenticated: bool,
+}
+
+/// Where and how request spans are exported (`telemetry:`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TelemetryConfig {
+    /// `{otlp_endpoint}/v1/traces`.
+    pub traces_url: String,
+    pub service_name: String,
+    pub queue_size: usize,
+    pub max_batch: usize,
+    pub flush_interval: Duration,
+    pub timeout: Duration,
 }
 
 /// A client of tailor: a name (the `client` metric label) and the SHA-256 of its key.

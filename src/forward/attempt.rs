@@ -29,7 +29,9 @@ use crate::config::{Auth, Config};
 use crate::error::ProxyError;
 use crate::request::{RequestView, SystemPrompt};
 use crate::state::{LiveState, Shared};
+use crate::telemetry::TraceHeaders;
 use crate::usage::body::{BodyLimits, MeteredBody, RespBody};
+use crate::usage::event::Step;
 use crate::usage::meter::{Outcome, RequestMeter};
 
 /// Largest upstream error body tailor buffers (to decide on fallback and pass it on).
@@ -48,6 +50,8 @@ pub struct Attempt<'a> {
     pub nonce: u64,
     /// `stream_options.include_usage` is added upstream (and the usage removed for the client).
     pub inject_usage: bool,
+    /// `traceparent` (and `tracestate`) for the upstream, when tracing is on.
+    pub trace: Option<&'a TraceHeaders>,
 }
 
 /// What one try of one model gave.
@@ -90,10 +94,11 @@ impl Attempt<'_> {
         let deadline = (!self.view.stream)
             .then(|| meter.started() + cfg.upstreams[cfg.models[first].upstream].timeouts.total);
         let mut last: Option<Response<RespBody>> = None;
-        let mut prev: Option<(usize, Failure)> = None;
+        // the model that failed last, why, and its status if it answered
+        let mut prev: Option<(usize, Failure, Option<u16>)> = None;
         for &mi in &candidates {
             let model = &cfg.models[mi];
-            if let Some((from, why)) = prev {
+            if let Some((from, why, status)) = prev {
                 self.shared
                     .metrics
                     .fallbacks
@@ -105,7 +110,14 @@ impl Attempt<'_> {
                     ])
                     .inc();
                 match self.live.arm_meter(self.decision.route, mi, self.client) {
-                    Some(arm) => meter.switch_model(arm),
+                    Some(arm) => {
+                        let step = Step::Fallback {
+                            from: meter.metrics().model.clone(),
+                            to: arm.metrics.model.clone(),
+                        };
+                        meter.note_attempt(step, why.as_str(), status);
+                        meter.switch_model(arm)
+                    }
                     None => break,
                 }
                 // the id names the model that answers: feedback must land on its arm
@@ -122,7 +134,7 @@ impl Attempt<'_> {
                 tracing::debug!(request_id = meter.request_id(), error = %err, "cannot authenticate upstream");
                 meter.metrics().upstream_error(Failure::NoKey.as_str());
                 last = Some(self.error_response(err, &model.name, &mut meter));
-                prev = Some((mi, Failure::NoKey));
+                prev = Some((mi, Failure::NoKey, None));
                 continue;
             }
             match self.try_model(mi, deadline, &mut meter).await {
@@ -144,7 +156,7 @@ impl Attempt<'_> {
                         return out;
                     };
                     last = Some(out);
-                    prev = Some((mi, why));
+                    prev = Some((mi, why, Some(p.status.as_u16())));
                 }
                 Tried::NoAnswer(why) => {
                     let err = match why {
@@ -159,7 +171,7 @@ impl Attempt<'_> {
                         }
                     };
                     last = Some(self.error_response(err, &model.name, &mut meter));
-                    prev = Some((mi, Failure::NoAnswer(why)));
+                    prev = Some((mi, Failure::NoAnswer(why), None));
                 }
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -218,6 +230,16 @@ impl Attempt<'_> {
             if deadline.is_some_and(|d| Instant::now() + wait >= d) {
                 return tried;
             }
+            let status = match &tried {
+                Tried::Answer(p, _) => Some(p.status.as_u16()),
+                Tried::Success(_) | Tried::NoAnswer(_) => None,
+            };
+            let step = Step::Retry {
+                model: meter.metrics().model.clone(),
+                retry: tries + 1,
+                wait,
+            };
+            meter.note_attempt(step, failure.as_str(), status);
             tokio::time::sleep(wait).await;
             tries += 1;
         }
@@ -253,6 +275,7 @@ impl Attempt<'_> {
             self.view.endpoint,
             self.parts.uri.query(),
             &self.parts.headers,
+            self.trace,
             body,
         ) {
             Ok(r) => r,

@@ -157,7 +157,7 @@ pub fn request<B>(
         .uri(uri)
         .body(body)
         .map_err(|e| ProxyError::Internal(format!("upstream URL `{uri}`: {e}")))?;
-    set_headers(upstream, client_headers, req.headers_mut(), true)?;
+    set_headers(upstream, client_headers, None, req.headers_mut(), true)?;
     Ok(req)
 }
 

@@ -9,6 +9,7 @@ use http_body_util::Full;
 use crate::config::{Auth, Model, Upstream, UpstreamKind};
 use crate::error::ProxyError;
 use crate::request::Endpoint;
+use crate::telemetry::TraceHeaders;
 
 /// Hop-by-hop headers (RFC 9110 7.6.1) are never forwarded, in either direction.
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -46,13 +47,19 @@ fn drop_request_header(name: &HeaderName, passthrough_auth: bool, keep_length: b
         || name.as_str().starts_with("x-tailor-")
 }
 
-/// Builds the upstream request for `model` on `upstream`.
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+
+/// Builds the upstream request for `model` on `upstream`. With `trace` (tracing on), the client's
+/// `traceparent` and `tracestate` are replaced by tailor's (a malformed one is never passed on);
+/// without it they pass like any other header.
 pub fn request(
     upstream: &Upstream,
     model: &Model,
     endpoint: Endpoint,
     query: Option<&str>,
     client_headers: &HeaderMap,
+    trace: Option<&TraceHeaders>,
     body: Bytes,
 ) -> Result<Request<Full<Bytes>>, ProxyError> {
     let uri = match upstream.kind {
@@ -71,15 +78,16 @@ pub fn request(
     let mut req = Request::post(&uri)
         .body(Full::new(body))
         .map_err(|e| ProxyError::Internal(format!("upstream URL `{uri}`: {e}")))?;
-    set_headers(upstream, client_headers, req.headers_mut(), false)?;
+    set_headers(upstream, client_headers, trace, req.headers_mut(), false)?;
     Ok(req)
 }
 
 /// The upstream request's headers: the client's, less hop-by-hop headers and what tailor sets
-/// itself, then the upstream's credentials.
+/// itself, then the trace context (when tailor traces) and the upstream's credentials.
 pub(super) fn set_headers(
     upstream: &Upstream,
     client_headers: &HeaderMap,
+    trace: Option<&TraceHeaders>,
     headers: &mut HeaderMap,
     keep_length: bool,
 ) -> Result<(), ProxyError> {
@@ -88,8 +96,15 @@ pub(super) fn set_headers(
     for (name, value) in client_headers {
         if !is_hop_by_hop(name, client_headers)
             && !drop_request_header(name, passthrough_auth, keep_length)
+            && !(trace.is_some() && (name == TRACEPARENT || name == TRACESTATE))
         {
             headers.append(name.clone(), value.clone());
+        }
+    }
+    if let Some(t) = trace {
+        headers.insert(TRACEPARENT, t.traceparent.clone());
+        if let Some(s) = &t.tracestate {
+            headers.insert(TRACESTATE, s.clone());
         }
     }
     headers.insert(
@@ -168,6 +183,7 @@ routes: [{{ name: r, split: [{{ model: m }}] }}]
             Endpoint::Chat,
             Some("a=1"),
             &client_headers(),
+            None,
             Bytes::from_static(b"{}"),
         )
         .unwrap();
@@ -189,6 +205,38 @@ routes: [{{ name: r, split: [{{ model: m }}] }}]
     }
 
     #[test]
+    fn trace_headers_replace_the_clients_only_when_tracing() {
+        let mut h = client_headers();
+        h.insert("traceparent", HeaderValue::from_static("00-BAD-client"));
+        h.insert("tracestate", HeaderValue::from_static("a=b"));
+        let c = cfg("");
+        let build = |trace: Option<&TraceHeaders>| {
+            request(
+                &c.upstreams[0],
+                &c.models[0],
+                Endpoint::Chat,
+                None,
+                &h,
+                trace,
+                Bytes::new(),
+            )
+            .unwrap()
+        };
+        // tracing off: the client's headers pass like any other
+        let off = build(None);
+        assert_eq!(off.headers()["traceparent"], "00-BAD-client");
+        let ours =
+            HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+        let on = build(Some(&TraceHeaders {
+            traceparent: ours.clone(),
+            tracestate: None,
+        }));
+        let tp: Vec<_> = on.headers().get_all("traceparent").iter().collect();
+        assert_eq!(tp, [&ours]);
+        assert!(!on.headers().contains_key("tracestate"));
+    }
+
+    #[test]
     fn azure_request_shape() {
         let c = cfg(", kind: azure, api_version: \"2024-10-21\"");
         let r = request(
@@ -197,6 +245,7 @@ routes: [{{ name: r, split: [{{ model: m }}] }}]
             Endpoint::Chat,
             Some("ignored=1"),
             &client_headers(),
+            None,
             Bytes::new(),
         )
         .unwrap();
@@ -215,6 +264,7 @@ routes: [{{ name: r, split: [{{ model: m }}] }}]
             Endpoint::Embeddings,
             None,
             &client_headers(),
+            None,
             Bytes::new(),
         )
         .unwrap();

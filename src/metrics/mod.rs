@@ -12,6 +12,7 @@ pub mod cost;
 pub mod delta;
 pub mod judge;
 pub mod limits;
+pub mod telemetry;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -67,6 +68,7 @@ pub struct Metrics {
     pub finetune: FinetuneGauges,
     pub judge: judge::JudgeMetrics,
     pub limits: limits::LimitMetrics,
+    pub telemetry: telemetry::TelemetryMetrics,
 }
 
 /// The break-even verdict of each route that compares a fine-tune with its base model.
@@ -313,6 +315,7 @@ impl Metrics {
             shadow_delta: reg(&registry, DeltaSums::new()?)?,
             judge: judge::JudgeMetrics::new(&registry)?,
             limits: limits::LimitMetrics::new(&registry)?,
+            telemetry: telemetry::TelemetryMetrics::new(&registry)?,
             finetune: FinetuneGauges {
                 savings_per_1k: reg(
                     &registry,

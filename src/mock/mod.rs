@@ -25,6 +25,7 @@
 //! answers 404 `model_not_found` (a deleted fine-tune), one containing `slow` answers after
 //! [`SLOW_MODEL_DELAY`]. A missing key answers 401, and the key
 //! `sk-invalid` answers 401 `invalid_api_key`.
+//! A `traceparent` the simulator receives comes back in the response header `x-mock-traceparent`.
 //!
 //! Token counts are deterministic: prompt tokens = ceil(bytes of the prompt field / 4); with 1024
 //! or more, three quarters (rounded down to 128) are reported cached; completion tokens = words;
@@ -207,7 +208,21 @@ fn key_error(h: &HeaderMap, azure: bool, rid: &str) -> Option<Response<MockBody>
 /// How long a model whose id contains `slow` takes before it answers.
 pub const SLOW_MODEL_DELAY: Duration = Duration::from_millis(1500);
 
+/// Answers one request; a `traceparent` it carried is echoed in `x-mock-traceparent`, so a test
+/// that only sees the response can check what reached the upstream.
 async fn handle(
+    state: Arc<MockState>,
+    req: Request<Incoming>,
+) -> Result<Response<MockBody>, Infallible> {
+    let traceparent = req.headers().get("traceparent").cloned();
+    let mut resp = answer(state, req).await?;
+    if let Some(v) = traceparent {
+        resp.headers_mut().insert("x-mock-traceparent", v);
+    }
+    Ok(resp)
+}
+
+async fn answer(
     state: Arc<MockState>,
     req: Request<Incoming>,
 ) -> Result<Response<MockBody>, Infallible> {

@@ -29,14 +29,16 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CONTENT_TYPE};
+use http::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use http::{Method, Request, Response};
 use http_body_util::{Either, Full};
+use tokio::time::Instant;
 
 pub use self::body::ReqBody;
 use crate::error::ProxyError;
 use crate::request::Endpoint;
 use crate::state::Shared;
+use crate::telemetry::Tracer;
 use crate::usage::body::RespBody;
 
 /// The proxy as a tower service.
@@ -66,8 +68,57 @@ impl<B: ReqBody> tower::Service<Request<B>> for Proxy {
     }
 }
 
-/// Turns a tailor error into its response, counted and logged once, here.
-fn reject(shared: &Shared, method: &Method, path: &str, err: ProxyError) -> Response<RespBody> {
+/// What the span of a refused API request needs, taken before the request is consumed (only
+/// with tracing on).
+struct RejectTrace {
+    tracer: Arc<Tracer>,
+    /// The client's `traceparent` and `tracestate`.
+    headers: HeaderMap,
+    endpoint: Endpoint,
+    started: Instant,
+}
+
+impl RejectTrace {
+    fn new(tracer: &Arc<Tracer>, headers: &HeaderMap, endpoint: Endpoint) -> RejectTrace {
+        let mut keep = HeaderMap::new();
+        for name in ["traceparent", "tracestate"] {
+            for v in headers.get_all(name) {
+                keep.append(name, v.clone());
+            }
+        }
+        RejectTrace {
+            tracer: tracer.clone(),
+            headers: keep,
+            endpoint,
+            started: Instant::now(),
+        }
+    }
+}
+
+/// Turns a tailor error into its response, counted and logged once, here; traced when tracing
+/// is on and it was an API request.
+fn reject(
+    shared: &Shared,
+    method: &Method,
+    path: &str,
+    err: ProxyError,
+    trace: Option<&RejectTrace>,
+) -> Response<RespBody> {
+    if let Some(t) = trace {
+        let model = match &err {
+            ProxyError::Unrouted(m) => Some(m.as_str()),
+            _ => None,
+        };
+        t.tracer.rejected(
+            &t.headers,
+            || shared.next_random(),
+            t.endpoint,
+            model,
+            err.status().as_u16(),
+            err.kind(),
+            t.started.elapsed(),
+        );
+    }
     if matches!(err, ProxyError::Unrouted(_)) {
         shared.metrics.unrouted.inc();
     } else {
@@ -87,12 +138,27 @@ async fn handle<B: ReqBody>(shared: Arc<Shared>, req: Request<B>) -> Response<Re
     let path = req.uri().path().to_owned();
     let live = shared.live.load_full();
     let suffix = path.strip_prefix("/v1").filter(|s| s.starts_with('/'));
+    // one branch when tracing is off
+    let trace = match (&live.tracer, suffix.and_then(Endpoint::from_suffix)) {
+        (Some(t), Some(endpoint)) if method == Method::POST => {
+            Some(RejectTrace::new(t, req.headers(), endpoint))
+        }
+        _ => None,
+    };
     let client = match auth::headers_within(req.headers(), &live.config) {
-        Err(e) => return reject(&shared, &method, &path, e),
+        Err(e) => return reject(&shared, &method, &path, e, trace.as_ref()),
         Ok(()) if suffix.is_none() => None,
         Ok(()) => match auth::authenticate(&live.config, req.headers()) {
             Some(c) => Some(c),
-            None => return reject(&shared, &method, &path, ProxyError::Unauthorized),
+            None => {
+                return reject(
+                    &shared,
+                    &method,
+                    &path,
+                    ProxyError::Unauthorized,
+                    trace.as_ref(),
+                )
+            }
         },
     };
     let routed = suffix.and_then(Endpoint::from_suffix);
@@ -144,7 +210,7 @@ async fn handle<B: ReqBody>(shared: Arc<Shared>, req: Request<B>) -> Response<Re
             path: path.chars().take(200).collect(),
         },
     };
-    reject(&shared, &method, &path, err)
+    reject(&shared, &method, &path, err, trace.as_ref())
 }
 
 fn json_response(body: Bytes) -> Response<RespBody> {

@@ -3,7 +3,7 @@
 //! ```text
 //! server slot (429) ─▶ read body (413) ─▶ RequestView::parse (400) ─▶ classify (404)
 //!   ─▶ route slot (429) ─▶ budgets and rate limits reserved (429, 503) ─▶ RequestMeter::start
-//!   ─▶ side paths subscribe: limits settle, capture sample, shadow copy
+//!   ─▶ side paths subscribe: limits settle, capture sample, trace span, shadow copy
 //!   ─▶ forward::attempt (try, retry, fall back) ─▶ response with MeteredBody
 //! ```
 //!
@@ -121,7 +121,26 @@ pub async fn run<B: ReqBody>(
             )));
         }
     }
-    if let Some(pair) = shadow::launch(shared, &live, route, &view, &parts, meter.request_id()) {
+    // one branch when tracing is off
+    let trace = match &live.tracer {
+        Some(t) => Some(t.start(
+            &parts.headers,
+            || shared.next_random(),
+            endpoint,
+            &view.model,
+            &mut meter,
+        )),
+        None => None,
+    };
+    if let Some(pair) = shadow::launch(
+        shared,
+        &live,
+        route,
+        &view,
+        &parts,
+        trace.as_ref(),
+        meter.request_id(),
+    ) {
         meter.mark_shadowed();
         meter.subscribe(Box::new(pair));
     }
@@ -134,6 +153,7 @@ pub async fn run<B: ReqBody>(
         client,
         nonce,
         inject_usage: view.needs_usage_injection(),
+        trace: trace.as_ref(),
     };
     Ok(attempt.run(meter).await)
 }

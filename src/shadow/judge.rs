@@ -86,6 +86,7 @@ impl JudgeCtx {
                 Endpoint::Chat,
                 None,
                 &HeaderMap::new(),
+                None,
                 serde_json::to_vec(&body).ok()?.into(),
             )
             .ok()?;

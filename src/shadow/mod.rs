@@ -24,6 +24,7 @@ use crate::forward::upstream;
 use crate::metrics::Measure;
 use crate::request::{RequestView, SystemPrompt};
 use crate::state::{LiveState, Shared};
+use crate::telemetry::TraceHeaders;
 use crate::usage::event::{Finished, Subscriber};
 use crate::usage::price::{Price, PICO_PER_USD};
 use crate::usage::sse::{self, SseScanner};
@@ -74,6 +75,7 @@ pub fn launch(
     route: &Route,
     view: &RequestView<'_>,
     parts: &http::request::Parts,
+    trace: Option<&TraceHeaders>,
     request_id: &str,
 ) -> Option<PairTx> {
     let s = route.shadow.as_ref()?;
@@ -104,6 +106,8 @@ pub fn launch(
         view.endpoint,
         parts.uri.query(),
         &parts.headers,
+        // the primary's trace headers: a shadow copy has no span of its own
+        trace,
         body,
     ) {
         Ok(r) => r,

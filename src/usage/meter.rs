@@ -9,36 +9,13 @@ use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 use tokio::time::Instant;
 
-use super::event::{Finished, Subscriber, MAX_KEPT_ANSWER_BYTES};
+pub use super::event::Outcome;
+use super::event::{AttemptEvent, Finished, Step, Subscriber, MAX_KEPT_ANSWER_BYTES};
 use super::price::{Price, PICO_PER_USD};
 use super::Usage;
 use crate::forward::health::ModelHealth;
 use crate::limits::Slot;
 use crate::metrics::RouteModelMeter;
-
-/// How a request ended (the `outcome` label of `tailor_requests_total`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Answered: a success, or the upstream's own verdict on the request passed on as it is.
-    Ok,
-    ClientCancelled,
-    /// No answer, a broken stream, retries and fallbacks spent, or the upstream refusing
-    /// tailor's own credentials (401 / 403: see `forward::policy::final_outcome`).
-    UpstreamError,
-    /// Still running when the drain timeout of a shutdown ran out.
-    Shutdown,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Ok => "ok",
-            Outcome::ClientCancelled => "client_cancelled",
-            Outcome::UpstreamError => "upstream_error",
-            Outcome::Shutdown => "shutdown",
-        }
-    }
-}
 
 /// Status recorded when the client went away before a response was sent (nginx's convention).
 pub const CLIENT_CLOSED: u16 = 499;
@@ -90,6 +67,8 @@ pub struct RequestMeter {
     /// This request's own subscribers (a shadow pair, a capture sample).
     subscribers: Vec<Box<dyn Subscriber>>,
     answer: Option<Kept>,
+    /// Retries and fallbacks, noted only when a subscriber wants them (a trace span).
+    attempts: Option<Vec<AttemptEvent>>,
 }
 
 impl RequestMeter {
@@ -120,6 +99,7 @@ impl RequestMeter {
             shadow_pair: None,
             subscribers: Vec::new(),
             answer: None,
+            attempts: None,
         }
     }
 
@@ -139,6 +119,9 @@ impl RequestMeter {
         if s.wants_answer() {
             self.answer.get_or_insert_with(Kept::default);
         }
+        if s.wants_attempts() {
+            self.attempts.get_or_insert_with(Vec::new);
+        }
         self.subscribers.push(s);
     }
 
@@ -157,6 +140,19 @@ impl RequestMeter {
                 k.bytes += out.len();
                 k.frames.push(out.clone());
             }
+        }
+    }
+
+    /// A failed try is retried or the request moves on: noted when a subscriber wants it (one
+    /// branch otherwise).
+    pub fn note_attempt(&mut self, step: Step, reason: &'static str, status: Option<u16>) {
+        if let Some(v) = &mut self.attempts {
+            v.push(AttemptEvent {
+                at: self.started.elapsed(),
+                step,
+                reason,
+                status,
+            });
         }
     }
 
@@ -270,6 +266,7 @@ impl RequestMeter {
             shadow_pair = self.shadow_pair.as_deref().unwrap_or(""),
         );
         let kept = self.answer.take().unwrap_or_default();
+        let attempts = self.attempts.take().unwrap_or_default();
         let event = Finished {
             route: &m.route,
             model: &m.model,
@@ -284,6 +281,9 @@ impl RequestMeter {
             elapsed,
             answer: &kept.frames,
             answer_truncated: kept.truncated,
+            status: status.as_u16(),
+            outcome,
+            attempts: &attempts,
         };
         self.arm.ledger.finished(&event);
         for s in &self.subscribers {

@@ -4,6 +4,7 @@ line, and a real Prometheus (Debian's package, installed by tests/run-all.sh) sc
 Each suite puts this directory on sys.path: `sys.path.insert(0, str(ROOT / "tests/helpers"))`.
 """
 
+import os
 import pathlib
 import shutil
 import socket
@@ -15,7 +16,8 @@ import urllib.request
 import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-BIN = ROOT / "target" / "release" / "tailor"
+# TAILOR_BIN: another build (e.g. target/debug/tailor while working on one suite)
+BIN = pathlib.Path(os.environ.get("TAILOR_BIN", ROOT / "target" / "release" / "tailor"))
 
 
 def free_port():
