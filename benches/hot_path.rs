@@ -149,7 +149,7 @@ fn bench_metrics(c: &mut Criterion) {
     c.bench_function("record one request's metrics", |b| {
         b.iter(|| {
             meter.record_usage(black_box(&u), 4_125_000_000);
-            meter.record_request(http::StatusCode::OK, "ok");
+            meter.record_request("chat", http::StatusCode::OK, "ok");
             meter.duration.observe(0.42);
         })
     });

@@ -66,6 +66,9 @@ pub enum ProxyError {
     /// The path is not one tailor serves.
     #[error("Invalid URL ({method} {path})")]
     NotFound { method: String, path: String },
+    /// A passthrough path the passthrough upstream cannot serve (Azure: deployment paths).
+    #[error("{message}")]
+    NotForwarded { message: String },
     /// The path exists but not with this method.
     #[error("Method {method} is not allowed on {path}.")]
     MethodNotAllowed { method: String, path: String },
@@ -93,9 +96,10 @@ impl ProxyError {
         match self {
             ProxyError::InvalidJson(_) | ProxyError::InvalidField { .. } => StatusCode::BAD_REQUEST,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ProxyError::Unrouted(_) | ProxyError::UnknownModel(_) | ProxyError::NotFound { .. } => {
-                StatusCode::NOT_FOUND
-            }
+            ProxyError::Unrouted(_)
+            | ProxyError::UnknownModel(_)
+            | ProxyError::NotFound { .. }
+            | ProxyError::NotForwarded { .. } => StatusCode::NOT_FOUND,
             ProxyError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::Unauthorized => StatusCode::UNAUTHORIZED,
             ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -119,7 +123,7 @@ impl ProxyError {
             ProxyError::BodyTooLarge { .. } => "body_too_large",
             ProxyError::Unrouted(_) => "unrouted",
             ProxyError::UnknownModel(_) => "unknown_model",
-            ProxyError::NotFound { .. } => "not_found",
+            ProxyError::NotFound { .. } | ProxyError::NotForwarded { .. } => "not_found",
             ProxyError::MethodNotAllowed { .. } => "method_not_allowed",
             ProxyError::Unauthorized => "unauthorized",
             ProxyError::HeadersTooLarge { .. } => "headers_too_large",
@@ -149,7 +153,9 @@ impl ProxyError {
                 Some("model"),
                 Some("model_not_found"),
             ),
-            ProxyError::NotFound { .. } => ("invalid_request_error", None, Some("unknown_url")),
+            ProxyError::NotFound { .. } | ProxyError::NotForwarded { .. } => {
+                ("invalid_request_error", None, Some("unknown_url"))
+            }
             ProxyError::Unauthorized => ("invalid_request_error", None, Some("invalid_api_key")),
             ProxyError::HeadersTooLarge { .. } => (
                 "invalid_request_error",
@@ -279,6 +285,9 @@ mod tests {
                 method: "GET".into(),
                 path: "/v1/chat/completions".into(),
             },
+            ProxyError::NotForwarded {
+                message: "not on Azure".into(),
+            },
             ProxyError::UpstreamUnavailable {
                 upstream: "openai".into(),
                 reason: "refused".into(),
@@ -313,7 +322,8 @@ mod tests {
     #[test]
     fn every_error_has_four_keys_and_a_fitting_status() {
         let expected = [
-            400, 400, 413, 404, 404, 401, 431, 429, 404, 405, 502, 504, 500, 500, 429, 429, 503,
+            400, 400, 413, 404, 404, 401, 431, 429, 404, 405, 404, 502, 504, 500, 500, 429, 429,
+            503,
         ];
         for (e, code) in all().into_iter().zip(expected) {
             assert_eq!(e.status().as_u16(), code, "{e:?}");

@@ -107,7 +107,7 @@ impl LiveState {
                         .map(|c| ArmMeter {
                             metrics: metrics.meter(&r.name, &model.name, c),
                             price: model.price,
-                            health: model_health[m].clone(),
+                            health: Some(model_health[m].clone()),
                             ledger: ledger.arm(&route, &name, Traffic::Primary),
                         })
                         .collect();

@@ -197,7 +197,7 @@ async fn shadow_copies_never_slow_or_fail_the_primary_are_metered_apart_and_shed
     assert_eq!(
         metric(
             &m,
-            r#"tailor_requests_total{client="anonymous",code="200",model="base",outcome="ok",route="shadowed"}"#
+            r#"tailor_requests_total{client="anonymous",code="200",endpoint="chat",model="base",outcome="ok",route="shadowed"}"#
         ),
         5.0
     );

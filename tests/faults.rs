@@ -59,7 +59,7 @@ async fn reset_mid_stream_ends_with_an_error_event() {
     assert_eq!(
         metric(
             &m,
-            &format!("{REQ}\"200\",model=\"gpt-4o\",outcome=\"upstream_error\",route=\"plain\"}}")
+            &format!("{REQ}\"200\",endpoint=\"chat\",model=\"gpt-4o\",outcome=\"upstream_error\",route=\"plain\"}}")
         ),
         1.0
     );
@@ -135,7 +135,7 @@ async fn slow_headers_are_retried_within_the_total_deadline_then_504() {
     assert_eq!(
         metric(
             &m,
-            &format!("{REQ}\"504\",model=\"gpt-4o\",outcome=\"upstream_error\",route=\"plain\"}}")
+            &format!("{REQ}\"504\",endpoint=\"chat\",model=\"gpt-4o\",outcome=\"upstream_error\",route=\"plain\"}}")
         ),
         1.0
     );
@@ -172,14 +172,16 @@ async fn server_errors_are_retried_then_the_fallback_serves() {
     assert_eq!(
         metric(
             &m,
-            &format!("{REQ}\"503\",model=\"mini\",outcome=\"upstream_error\",route=\"fb\"}}")
+            &format!("{REQ}\"503\",endpoint=\"chat\",model=\"mini\",outcome=\"upstream_error\",route=\"fb\"}}")
         ),
         1.0
     );
     assert_eq!(
         metric(
             &m,
-            &format!("{REQ}\"200\",model=\"gpt-4o\",outcome=\"ok\",route=\"fb\"}}")
+            &format!(
+                "{REQ}\"200\",endpoint=\"chat\",model=\"gpt-4o\",outcome=\"ok\",route=\"fb\"}}"
+            )
         ),
         1.0
     );
@@ -334,7 +336,7 @@ async fn client_hang_up_mid_stream_cancels_upstream_and_bills_once_by_estimate()
         metric(
             &m,
             &format!(
-                "{REQ}\"200\",model=\"gpt-4o\",outcome=\"client_cancelled\",route=\"plain\"}}"
+                "{REQ}\"200\",endpoint=\"chat\",model=\"gpt-4o\",outcome=\"client_cancelled\",route=\"plain\"}}"
             )
         ),
         1.0
@@ -365,7 +367,7 @@ async fn hang_up_before_the_first_byte_records_no_output() {
         metric(
             &m,
             &format!(
-                "{REQ}\"499\",model=\"gpt-4o\",outcome=\"client_cancelled\",route=\"plain\"}}"
+                "{REQ}\"499\",endpoint=\"chat\",model=\"gpt-4o\",outcome=\"client_cancelled\",route=\"plain\"}}"
             )
         ),
         1.0

@@ -228,7 +228,7 @@ async fn responses_streams_are_complete_without_event_lines() {
     let m = parse_metrics(&env.metrics().await);
     let n = formats().len() as f64;
     assert_eq!(
-        metric(&m, "tailor_requests_total{client=\"anonymous\",code=\"200\",model=\"gpt-4o\",outcome=\"ok\",route=\"default\"}"),
+        metric(&m, "tailor_requests_total{client=\"anonymous\",code=\"200\",endpoint=\"responses\",model=\"gpt-4o\",outcome=\"ok\",route=\"default\"}"),
         n
     );
     assert_eq!(

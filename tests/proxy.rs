@@ -93,7 +93,7 @@ async fn usage_chunk_is_hidden_unless_asked_for_and_always_metered() {
     assert_eq!(
         metric(
             &m,
-            "tailor_requests_total{client=\"anonymous\",code=\"200\",model=\"gpt-4o\",outcome=\"ok\",route=\"default\"}"
+            "tailor_requests_total{client=\"anonymous\",code=\"200\",endpoint=\"chat\",model=\"gpt-4o\",outcome=\"ok\",route=\"default\"}"
         ),
         2.0
     );
@@ -268,14 +268,14 @@ async fn ab_split_share_holds_over_2000_requests() {
     assert_eq!(
         metric(
             &m,
-            "tailor_requests_total{client=\"anonymous\",code=\"200\",model=\"support-ft\",outcome=\"ok\",route=\"ab\"}"
+            "tailor_requests_total{client=\"anonymous\",code=\"200\",endpoint=\"chat\",model=\"support-ft\",outcome=\"ok\",route=\"ab\"}"
         ),
         ft as f64
     );
     assert_eq!(
         metric(
             &m,
-            "tailor_requests_total{client=\"anonymous\",code=\"200\",model=\"gpt-4o\",outcome=\"ok\",route=\"ab\"}"
+            "tailor_requests_total{client=\"anonymous\",code=\"200\",endpoint=\"chat\",model=\"gpt-4o\",outcome=\"ok\",route=\"ab\"}"
         ),
         (2000 - ft) as f64
     );
@@ -422,7 +422,7 @@ async fn upstream_errors_reach_the_client_with_status_body_and_headers() {
     assert_eq!(
         metric(
             &m,
-            "tailor_requests_total{client=\"anonymous\",code=\"429\",model=\"gpt-4o\",outcome=\"upstream_error\",route=\"default\"}"
+            "tailor_requests_total{client=\"anonymous\",code=\"429\",endpoint=\"chat\",model=\"gpt-4o\",outcome=\"upstream_error\",route=\"default\"}"
         ),
         1.0
     );
@@ -519,7 +519,7 @@ async fn fallback_before_the_first_byte() {
     assert_eq!(
         metric(
             &m,
-            "tailor_requests_total{client=\"anonymous\",code=\"200\",model=\"mini\",outcome=\"ok\",route=\"fallback\"}"
+            "tailor_requests_total{client=\"anonymous\",code=\"200\",endpoint=\"chat\",model=\"mini\",outcome=\"ok\",route=\"fallback\"}"
         ),
         1.0
     );

@@ -4,9 +4,23 @@
 #   2. the official OpenAI SDKs (Python `openai`, Node `openai`, pinned in tests/sdk/) against a
 #      running tailor in front of the simulated OpenAI.
 # Needs only the Rust toolchain, Python 3 and Node: the SDKs are installed here from PyPI / npm.
+# Debian's prometheus, redis-server and chromium are installed with apt-get when missing: that
+# needs root (run as root, or install the three first; the script stops and says so otherwise).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
+
+# the apt-get steps below need root: say so now, not after the 20-minute build
+missing=()
+for tool in prometheus promtool redis-server redis-cli chromium; do
+  command -v "$tool" >/dev/null || missing+=("$tool")
+done
+if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" -ne 0 ]; then
+  echo "tests/run-all.sh installs Debian's prometheus, redis-server and chromium with apt-get" \
+    "(missing: ${missing[*]}), which needs root: run it as root (sudo tests/run-all.sh)," \
+    "or install those packages first." >&2
+  exit 1
+fi
 
 echo "== cargo build --release"
 cargo build --release --locked
@@ -70,7 +84,8 @@ bin=$root/target/release/tailor
 pids+=($!)
 wait_for "$tmp/mock.out" "listening on"
 mock=$(sed -n 's#.*listening on \(http://[^/]*\)/v1.*#\1#p' "$tmp/mock.out")
-sed "s#MOCK_URL#$mock#g" tests/fixtures/proxy.yaml >"$tmp/routes.yaml"
+# proxy.yaml, plus the rest of the OpenAI API (files, batches, moderations) passed through
+{ sed "s#MOCK_URL#$mock#g" tests/fixtures/proxy.yaml; echo "passthrough: { upstream: mock }"; } >"$tmp/routes.yaml"
 
 upstream_key=sk-upstream-$RANDOM$RANDOM
 TAILOR_TEST_KEY=$upstream_key "$bin" --log-format json serve --config "$tmp/routes.yaml" >"$tmp/tailor.out" 2>"$tmp/tailor.log" &
@@ -95,6 +110,9 @@ done
 unset TAILOR_MOCK_FORMAT
 
 echo "-- monitoring: real Prometheus, the shipped dashboard and rules; deploy manifests"
+# kubectl renders the kustomize base when it is there (no registry reached here ships a recent
+# one: Debian's is 1.20, too old for the base); without it that one test is skipped, saying so
+if command -v kubectl >/dev/null; then kubectl version --client 2>/dev/null | head -2; else echo "kubectl: not installed"; fi
 "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/monitoring tests/deploy
 
 echo "-- the fleet: two replicas, a restart and feedback across them, read back from a real Prometheus"

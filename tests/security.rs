@@ -61,7 +61,7 @@ async fn client_keys_are_required_and_name_the_client_in_metrics() {
     );
     let m = parse_metrics(&env.metrics().await);
     let req = |c: &str| {
-        metric(&m, &format!("tailor_requests_total{{client=\"{c}\",code=\"200\",model=\"gpt-4o\",outcome=\"ok\",route=\"main\"}}"))
+        metric(&m, &format!("tailor_requests_total{{client=\"{c}\",code=\"200\",endpoint=\"chat\",model=\"gpt-4o\",outcome=\"ok\",route=\"main\"}}"))
     };
     assert_eq!((req("team-a"), req("team-b")), (1.0, 2.0));
     assert!(

@@ -102,6 +102,15 @@ pub fn pick_arm(
     (chosen, pick)
 }
 
+/// The draw that lands at `fraction` (0..=1) of `route`'s total weight, all arms healthy: what
+/// `tailor route --draw 0.95` explains. [`pick_arm`] walks the arms with `draw % total`, so this
+/// is position `floor(fraction * total)`, the last one for 1.0.
+pub fn draw_at(route: &Route, fraction: f64) -> u64 {
+    let total: u64 = route.arms.iter().map(|a| u64::from(a.weight)).sum();
+    let at = (fraction.clamp(0.0, 1.0) * total as f64).floor() as u64;
+    at.min(total.saturating_sub(1))
+}
+
 impl fmt::Display for Pick {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

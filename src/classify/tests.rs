@@ -319,3 +319,23 @@ fn hash_is_fixed() {
     assert_eq!(stable_hash(&[b"support", b"support-ft", b"cust-1"]), PINNED);
     assert_ne!(stable_hash(&[b"ab", b"c"]), stable_hash(&[b"a", b"bc"]));
 }
+
+#[test]
+fn a_draw_fraction_lands_on_the_arm_at_that_share() {
+    // ab-random: ft weight 3, mini weight 1; what `tailor route --draw F` explains
+    let c = cfg();
+    let r = c.routes.iter().find(|r| r.name == "ab-random").unwrap();
+    let body = chat("random", "");
+    for (fraction, want) in [
+        (0.0, "ft"),
+        (0.5, "ft"),
+        (0.74, "ft"),
+        (0.75, "mini"),
+        (0.95, "mini"),
+        (1.0, "mini"),
+    ] {
+        let draw = arm::draw_at(r, fraction);
+        let got = decide(&c, Endpoint::Chat, &body, &[], draw).unwrap().1;
+        assert_eq!(got, want, "--draw {fraction}");
+    }
+}

@@ -5,10 +5,30 @@ use std::path::Path;
 use anyhow::Result;
 use tailor::config::{Auth, PriceSource, Sticky, UpstreamKind};
 
-use super::common::load;
+use super::common::{credential_warnings, load};
 pub fn run(path: &Path) -> Result<()> {
     let cfg = load(path)?;
-    out!("{}: OK", path.display());
+    let mut warnings = credential_warnings(&cfg);
+    for u in &cfg.upstreams {
+        if let Auth::Key { env, key: None } = &u.auth {
+            warnings.push(format!(
+                "upstream `{}`: ${env} is not set: its models fail over, or answer 500",
+                u.name
+            ));
+        }
+    }
+    if warnings.is_empty() {
+        out!("{}: OK", path.display());
+    } else {
+        out!(
+            "{}: OK, with {} warning(s):",
+            path.display(),
+            warnings.len()
+        );
+        for w in &warnings {
+            out!("  warning: {w}");
+        }
+    }
     out!(
         "\nserver: listen {}  admin {}  max_body_bytes {}",
         cfg.server.listen,
@@ -23,7 +43,7 @@ pub fn run(path: &Path) -> Result<()> {
                 format!("key from ${env} (NOT SET: its models fail over, or answer 500)")
             }
             Auth::Passthrough => "caller's Authorization passed through".into(),
-            Auth::None => "no credentials".into(),
+            Auth::None => "no credentials (`auth: none`: a server that wants no key)".into(),
         };
         let kind = match u.kind {
             UpstreamKind::Openai => "openai".to_owned(),
@@ -106,6 +126,14 @@ pub fn run(path: &Path) -> Result<()> {
                 out!("     judged by {}", cfg.models[j.model].name);
             }
         }
+    }
+    match &cfg.passthrough {
+        Some(p) => out!(
+            "\npassthrough: every other /v1 path -> upstream `{}` (bodies up to {} bytes, streamed)",
+            cfg.upstreams[p.upstream].name,
+            p.max_body_bytes
+        ),
+        None => out!("\npassthrough: off (other /v1 paths answer 404)"),
     }
     if !cfg.limits.is_empty() {
         let store = match &cfg.shared_state.redis {

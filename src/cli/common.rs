@@ -4,7 +4,7 @@ use std::path::Path;
 
 use anyhow::Result;
 use clap::ValueEnum;
-use tailor::config::Config;
+use tailor::config::{Auth, Config, UpstreamKind};
 
 /// `--format` of the commands that print a report.
 #[derive(Clone, Copy, ValueEnum)]
@@ -46,4 +46,31 @@ pub fn runtime(threads: Option<usize>) -> Result<tokio::runtime::Runtime> {
         b.worker_threads(n);
     }
     Ok(b.enable_all().build()?)
+}
+
+/// Upstreams that will answer 401 to every request as configured: OpenAI or Azure reached with
+/// no credentials (`auth: none`, or no `api_key_env`). `check` lists them, `serve` warns.
+pub fn credential_warnings(cfg: &Config) -> Vec<String> {
+    cfg.upstreams
+        .iter()
+        .filter(|u| matches!(u.auth, Auth::None))
+        .filter_map(|u| {
+            let host = u
+                .url
+                .parse::<http::Uri>()
+                .ok()?
+                .host()?
+                .to_ascii_lowercase();
+            let wants_key = u.kind == UpstreamKind::Azure
+                || host == "api.openai.com"
+                || host.ends_with(".openai.azure.com");
+            wants_key.then(|| {
+                format!(
+                    "upstream `{}` at {host} has no credentials: every request will get 401. \
+                     Add `api_key_env:` (the variable holding the key) or `auth: passthrough`",
+                    u.name
+                )
+            })
+        })
+        .collect()
 }

@@ -32,8 +32,19 @@ pub fn run(path: PathBuf, o: Overrides, mock_listen: SocketAddr, rate: Option<f6
                     UpstreamKind::Openai => format!("http://{sim_addr}/v1"),
                     UpstreamKind::Azure => format!("http://{sim_addr}"),
                 };
-                if let Auth::Key { key, .. } = &mut u.auth {
-                    key.get_or_insert_with(|| Secret::new("sk-demo".into()));
+                // the simulator, like OpenAI, answers 401 without a key: every upstream gets one
+                // (passthrough forwards the caller's, which the demo's examples send)
+                match &mut u.auth {
+                    Auth::Key { key, .. } => {
+                        key.get_or_insert_with(|| Secret::new("sk-demo".into()));
+                    }
+                    Auth::None => {
+                        u.auth = Auth::Key {
+                            env: "(demo)".into(),
+                            key: Some(Secret::new("sk-demo".into())),
+                        }
+                    }
+                    Auth::Passthrough => {}
                 }
             }
         });
@@ -53,6 +64,7 @@ Try:
   curl -s http://{api}/v1/chat/completions -H 'content-type: application/json' \
     -d '{{"model":"{example_model}","messages":[{{"role":"user","content":"Hello"}}]}}' -i
 
+  # the official SDK: pip install openai
   python3 -c 'from openai import OpenAI; c = OpenAI(base_url="http://{api}/v1", api_key="unused"); \
 print(c.chat.completions.create(model="{example_model}", messages=[{{"role":"user","content":"Hi"}}]).choices[0].message.content)'
 
@@ -63,6 +75,7 @@ Ctrl-C to stop."#
             );
             if let Some(rate) = rate.filter(|r| *r > 0.0) {
                 out!("Sending demo traffic: {rate} requests/s (support A/B, summaries with a shadow, default).");
+                out!("Access lines are off while the demo sends traffic, so this stays readable: watch the status page.");
                 tokio::spawn(traffic(api, rate));
             }
         })

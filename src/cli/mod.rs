@@ -60,6 +60,7 @@ enum LogFormat {
 enum Cmd {
     /// Serve the OpenAI-compatible API and the admin endpoints.
     Serve {
+        /// The config file: upstreams, models, routes (see README, "routes.yaml").
         #[arg(long, default_value = "routes.yaml")]
         config: PathBuf,
         #[command(flatten)]
@@ -67,6 +68,7 @@ enum Cmd {
     },
     /// Run tailor with the shipped routes.yaml against the built-in simulated OpenAI: no API key.
     Demo {
+        /// The config file: upstreams, models, routes (see README, "routes.yaml").
         #[arg(long, default_value = "routes.yaml")]
         config: PathBuf,
         #[command(flatten)]
@@ -76,6 +78,7 @@ enum Cmd {
         mock_listen: SocketAddr,
         /// Also send a realistic traffic mix to tailor (requests per second; `--traffic` = 20):
         /// support questions on the A/B route, summaries with a shadow, the rest to the default.
+        /// Access lines are off meanwhile (the status page shows the traffic).
         #[arg(long, num_args = 0..=1, default_missing_value = "20", value_name = "PER_SECOND")]
         traffic: Option<f64>,
     },
@@ -87,6 +90,7 @@ enum Cmd {
     /// Replay recorded traffic (capture metadata files) through a candidate config, offline:
     /// request shares, tokens and projected cost per route and arm.
     Simulate {
+        /// The config file: upstreams, models, routes (see README, "routes.yaml").
         #[arg(long, default_value = "routes.yaml")]
         config: PathBuf,
         /// A `*.meta.jsonl` file written by `capture:` (its dataset file is read next to it).
@@ -97,11 +101,14 @@ enum Cmd {
     },
     /// Validate a config; print its routes, models and prices.
     Check {
+        /// The config file: upstreams, models, routes (see README, "routes.yaml").
         #[arg(long, default_value = "routes.yaml")]
         config: PathBuf,
     },
-    /// Print the routing decision for one request body read from stdin.
+    /// Print the routing decision for one request body, read from stdin:
+    /// `echo '{"model":"gpt-4o","messages":[]}' | tailor route -H 'X-Team: support'`.
     Route {
+        /// The config file: upstreams, models, routes (see README, "routes.yaml").
         #[arg(long, default_value = "routes.yaml")]
         config: PathBuf,
         /// The endpoint the body is sent to.
@@ -110,12 +117,15 @@ enum Cmd {
         /// A request header, `name: value` (repeatable).
         #[arg(short = 'H', long = "header")]
         headers: Vec<String>,
-        /// The random draw used for unsticky splits (to explain a given outcome).
-        #[arg(long, default_value_t = 0)]
-        draw: u64,
+        /// Where the random draw of an unsticky split lands, a fraction in 0..1 of the route's
+        /// total weight: with arms weighted 90/10, 0.5 picks the first and 0.95 the second.
+        /// Sticky requests (a `user` or sticky header) ignore it.
+        #[arg(long, default_value_t = 0.0, value_parser = parse_fraction, value_name = "FRACTION")]
+        draw: f64,
     },
     /// Is the fine-tune worth it? The fleet's verdict from Prometheus (as /economics shows it).
     Report {
+        /// The config file: upstreams, models, routes (see README, "routes.yaml").
         #[arg(long, default_value = "routes.yaml")]
         config: PathBuf,
         /// Prometheus's URL (default: economics.prometheus_url of the config).
@@ -137,8 +147,12 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ImportCmd,
     },
-    /// Run the simulated OpenAI server alone.
+    /// Run the simulated OpenAI server alone. Like OpenAI it wants a key: a request without
+    /// `Authorization: Bearer <any key>` (Azure: `api-key`) gets 401, and the key `sk-invalid`
+    /// gets 401 invalid_api_key. Any other key is accepted, so point an upstream at it with
+    /// `api_key_env:` set to any value (an upstream with `auth: none` gets 401 here).
     MockUpstream {
+        /// Where it listens (`127.0.0.1:0`: a free port, printed on start).
         #[arg(long, default_value = "127.0.0.1:8000")]
         listen: SocketAddr,
     },
@@ -150,6 +164,16 @@ enum EndpointArg {
     Completions,
     Embeddings,
     Responses,
+}
+
+/// `--draw`: a fraction in 0..=1 (clap's message names the flag and the value).
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+        _ => Err(format!(
+            "`{s}` is not a fraction between 0 and 1, like 0.95"
+        )),
+    }
 }
 
 impl From<EndpointArg> for Endpoint {
@@ -227,7 +251,18 @@ enum DatasetCmd {
 }
 
 /// Runs the command the command line names.
-pub fn run(cli: Cli) -> Result<()> {
+pub fn run(mut cli: Cli) -> Result<()> {
+    // `demo --traffic` would print an access line per request and scroll its "Try:" block away
+    if let Cmd::Demo {
+        traffic: Some(r), ..
+    } = &cli.cmd
+    {
+        if *r > 0.0 {
+            cli.no_access_log = true;
+            // and a line per shadow pair
+            cli.log.push_str(",tailor::shadow=warn");
+        }
+    }
     init_logs(&cli);
     let result = run_command(cli.cmd);
     tailor::logs::flush();

@@ -1,6 +1,6 @@
 //! `tailor route`: the routing decision for one request body, explained, offline.
 
-use std::io::Read;
+use std::io::{IsTerminal, Read};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -9,10 +9,24 @@ use tailor::classify;
 use tailor::request::{Endpoint, RequestView};
 
 use super::common::load;
-pub fn run(path: &Path, endpoint: Endpoint, headers: &[String], draw: u64) -> Result<()> {
+
+/// How to give `route` its input; said when stdin is a terminal or empty.
+const USAGE: &str = "tailor route reads the request body from stdin, e.g.\n  \
+    echo '{\"model\":\"gpt-4o\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}' \
+    | tailor route --config routes.yaml -H 'x-team: support'";
+
+/// `draw`: a fraction in 0..=1, where the random draw of an unsticky split lands.
+pub fn run(path: &Path, endpoint: Endpoint, headers: &[String], draw: f64) -> Result<()> {
     let cfg = load(path)?;
+    // a terminal would wait for input the user does not know to type
+    if std::io::stdin().is_terminal() {
+        bail!("{USAGE}");
+    }
     let mut body = Vec::new();
     std::io::stdin().read_to_end(&mut body)?;
+    if body.trim_ascii().is_empty() {
+        bail!("no request body on stdin: {USAGE}");
+    }
     let mut h = HeaderMap::new();
     for line in headers {
         let (k, v) = line
@@ -24,6 +38,10 @@ pub fn run(path: &Path, endpoint: Endpoint, headers: &[String], draw: u64) -> Re
         );
     }
     let view = RequestView::parse(&body, endpoint).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // the fraction becomes the draw that lands at that share of the matching route's weight
+    let draw = classify::explain(&cfg, &view, &h, 0)
+        .decision
+        .map_or(0, |d| classify::arm::draw_at(&cfg.routes[d.route], draw));
     let ex = classify::explain(&cfg, &view, &h, draw);
     for (i, v) in ex.verdicts.iter().enumerate() {
         let r = &cfg.routes[i];

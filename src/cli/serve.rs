@@ -76,6 +76,9 @@ pub fn run(path: PathBuf, o: Overrides) -> Result<()> {
     for m in &missing {
         tracing::warn!("API key variable {m} is not set: requests to it fail over to fallbacks or get an error");
     }
+    for w in super::common::credential_warnings(&cfg) {
+        tracing::warn!("{w}");
+    }
     runtime(Some(1))?.block_on(serve(cfg, path, adjust, |_, _| {}))
 }
 

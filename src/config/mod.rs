@@ -4,17 +4,22 @@
 //! validation. A reload builds a whole new `Config` the same way, or keeps the old one.
 //!
 //! - [`raw`]: serde structs with `deny_unknown_fields`, exactly as the file is written.
-//! - [`build`]: `Config::load` / `from_yaml`; server, upstreams, models, clients.
+//! - [`parse`]: YAML → raw structs, naming every problem (serde alone stops at the first).
+//! - [`build`]: `Config::load` / `from_yaml`; upstreams, models, clients; every problem noted.
+//! - [`server`]: `server:` and the defaults of timeouts and retries.
 //! - [`route`]: routes, their match conditions, arms, prompts, shadow and capture.
+//! - [`limits`]: `shared_state:` and `limits:`.
 //! - [`types`]: the validated runtime types. [`secret`]: keys that never print.
 //! - [`error`]: `ConfigError`, always with the key path.
 
 mod build;
 mod error;
 mod limits;
+mod parse;
 pub mod raw;
 mod route;
 mod secret;
+mod server;
 #[cfg(test)]
 mod tests;
 mod types;

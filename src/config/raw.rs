@@ -27,6 +27,17 @@ pub struct RawConfig {
     pub shared_state: RawSharedState,
     #[serde(default)]
     pub limits: Vec<RawLimit>,
+    /// Every other `/v1/...` path (files, batches, fine-tuning, moderations, images, audio) is
+    /// forwarded to one upstream as it is.
+    pub passthrough: Option<RawPassthrough>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPassthrough {
+    pub upstream: String,
+    /// Largest body forwarded (default 512 MiB, OpenAI's file size limit).
+    pub max_body_bytes: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]

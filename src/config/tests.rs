@@ -305,3 +305,79 @@ fn secret_never_prints() {
     let c = Config::from_yaml(BASE, &|_| Some("sk-live-123".to_owned())).unwrap();
     assert!(!format!("{c:?}").contains("sk-live"));
 }
+
+#[test]
+fn fine_tunes_are_known_by_id_base_model_training_cost_or_hosting_fee() {
+    let c = Config::from_yaml(
+        r#"
+upstreams:
+  openai: { url: "http://127.0.0.1:1/v1" }
+  azure: { kind: azure, url: "http://127.0.0.1:1", api_version: "2024-10-21" }
+models:
+  gpt-4o: { upstream: openai, id: gpt-4o-2024-08-06 }
+  ft: { upstream: openai, id: "ft:gpt-4o-2024-08-06:acme:support:A1" }
+  az-base: { upstream: azure, id: gpt4o-prod, base_model: gpt-4o-2024-08-06 }
+  az-ft-trained: { upstream: azure, id: support-prod, base_model: gpt-4o-2024-08-06, training_cost_usd: 412.5 }
+  az-ft-hosted: { upstream: azure, id: support-3, base_model: gpt-4o-2024-08-06, hosting_usd_per_hour: 1.7 }
+  az-ft-base: { upstream: azure, id: support-4, base_model: "ft:gpt-4o-2024-08-06:acme::x" }
+routes: [{ name: r, split: [{ model: gpt-4o }] }]
+"#,
+        &no_env,
+    )
+    .unwrap();
+    for (name, kind) in [
+        ("gpt-4o", ModelKind::Base),
+        ("ft", ModelKind::FineTune),
+        ("az-base", ModelKind::Base),
+        ("az-ft-trained", ModelKind::FineTune),
+        ("az-ft-hosted", ModelKind::FineTune),
+        ("az-ft-base", ModelKind::FineTune),
+    ] {
+        assert_eq!(
+            c.models[c.model_index(name).unwrap()].kind(),
+            kind,
+            "{name}"
+        );
+    }
+    assert_eq!(ModelKind::FineTune.label(), "fine_tune");
+    assert_eq!(ModelKind::Base.label(), "base");
+}
+
+#[test]
+fn every_problem_is_listed_with_its_path() {
+    // independent mistakes, two in one route: each is named, none hides the others, none causes
+    // another
+    let yaml = BASE
+        .replace("openai: {", "openai: { kind: azure,")
+        .replace("fallback: [gpt-4o]", "fallback: [nope]")
+        .replace("sticky: user", "sticky: cookie")
+        .replace("- name: default", "- name: default\n    max_concurrency: 0")
+        + "limits: [{ name: l, route: support, usd: { max: 5, per: fortnight } }]\n";
+    let e = Config::from_yaml(&yaml, &|_| Some("k".into())).unwrap_err();
+    let ConfigError::Problems(p) = &e else {
+        panic!("expected several problems: {e}")
+    };
+    let text = e.to_string();
+    assert!(text.starts_with("5 problems:\n"), "{text}");
+    let paths: Vec<String> = p
+        .iter()
+        .map(|p| p.to_string().split(": ").next().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "upstreams.openai.api_version",
+            "routes[0].sticky",
+            "routes[0].fallback[0]",
+            "routes[1].max_concurrency",
+            "limits[0].usd.per",
+        ],
+        "{text}"
+    );
+    // one mistake reads as before: `path: message`
+    let one = err(&BASE.replace("fallback: [gpt-4o]", "fallback: [nope]"));
+    assert!(
+        one.starts_with("routes[0].fallback[0]: no model named"),
+        "{one}"
+    );
+}

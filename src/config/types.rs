@@ -39,9 +39,23 @@ pub struct Config {
     /// Where budgets and rate limits are counted.
     pub shared_state: SharedState,
     pub limits: Vec<Limit>,
+    /// Other `/v1/...` paths forwarded as they are (`passthrough:`); None: they answer 404.
+    pub passthrough: Option<Passthrough>,
     /// Files the config reads besides itself (arm prompts): a change to one reloads it too.
     pub files: Vec<PathBuf>,
 }
+
+/// `passthrough:`: where the rest of the OpenAI API goes.
+#[derive(Debug, Clone)]
+pub struct Passthrough {
+    /// Index into [`Config::upstreams`].
+    pub upstream: usize,
+    /// Largest request body forwarded; bodies stream, this is not a buffer size.
+    pub max_body_bytes: u64,
+}
+
+/// Default `passthrough.max_body_bytes`: 512 MiB, the largest file OpenAI's Files API takes.
+pub const DEFAULT_PASSTHROUGH_MAX_BODY_BYTES: u64 = 512 * 1024 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -150,19 +164,40 @@ impl Model {
         self.training_cost
     }
 
-    /// Whether the economics count it as the fine-tuned side of a comparison: an `ft:` id (or
-    /// base model), or a declared training cost or hosting fee (a fine-tune on another server).
-    pub fn counts_as_fine_tune(&self) -> bool {
-        self.is_fine_tune() || self.training_cost.is_some() || self.hosting_usd_per_hour.is_some()
+    /// Which side of a base vs fine-tune comparison this model is on. The one rule behind both
+    /// `tailor_model_info{kind}` (dashboards, alerts) and the economics (status page, `tailor
+    /// report`), so the two can never disagree: a fine-tune is an `ft:` id (OpenAI), an `ft:`
+    /// `base_model` (an Azure deployment of one), or a model declared with a training cost or an
+    /// hourly hosting fee, because only a fine-tune has those and its id may say nothing (an Azure
+    /// deployment name, a model on your own server).
+    pub fn kind(&self) -> ModelKind {
+        let ft_id = |id: &str| id.starts_with("ft:");
+        if ft_id(&self.id)
+            || self.base_model.as_deref().is_some_and(ft_id)
+            || self.training_cost.is_some()
+            || self.hosting_usd_per_hour.is_some()
+        {
+            ModelKind::FineTune
+        } else {
+            ModelKind::Base
+        }
     }
+}
 
-    /// Whether this is a fine-tuned model (`ft:` id, or an Azure deployment of an `ft:` base).
-    pub fn is_fine_tune(&self) -> bool {
-        self.id.starts_with("ft:")
-            || self
-                .base_model
-                .as_deref()
-                .is_some_and(|b| b.starts_with("ft:"))
+/// See [`Model::kind`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelKind {
+    Base,
+    FineTune,
+}
+
+impl ModelKind {
+    /// The `kind` label of `tailor_model_info`.
+    pub fn label(self) -> &'static str {
+        match self {
+            ModelKind::Base => "base",
+            ModelKind::FineTune => "fine_tune",
+        }
     }
 }
 

@@ -11,8 +11,8 @@ use serde::Serialize;
 
 use super::ledger::{rfc3339, Counts, Snapshot, Source, Traffic};
 use super::stats::{decide, score_interval, Interval, Moments};
-use crate::config::{Config, Model, Route};
-use crate::metrics::Metrics;
+use crate::config::{Config, Model, ModelKind, Route};
+use crate::metrics::{decimal, Metrics, USD_PLACES};
 use crate::usage::price::PICO_PER_USD;
 
 /// The whole report: `/economics` as JSON, the status page as HTML.
@@ -149,7 +149,7 @@ fn arm_report(
     };
     ArmReport {
         model: m.name.clone(),
-        fine_tune: m.counts_as_fine_tune(),
+        fine_tune: m.kind() == ModelKind::FineTune,
         configured_share: share,
         observed_share: ratio(c.requests, route_n),
         requests: c.requests,
@@ -405,21 +405,27 @@ pub fn publish(metrics: &Metrics, r: &Report) {
     ] {
         g.reset();
     }
+    // fixed decimals: differences of averages carry float noise the counters do not
+    let usd = |v: f64| decimal(v, USD_PLACES);
     for route in &r.routes {
         let Some(v) = &route.finetune else { continue };
         let l = [route.route.as_str(), v.fine_tune.as_str()];
         f.savings_per_1k
             .with_label_values(&l)
-            .set(v.savings_per_1k_requests_usd);
-        f.savings.with_label_values(&l).set(v.savings_to_date_usd);
+            .set(usd(v.savings_per_1k_requests_usd));
+        f.savings
+            .with_label_values(&l)
+            .set(usd(v.savings_to_date_usd));
         if let Some(n) = v.net_usd {
-            f.net.with_label_values(&l).set(n);
+            f.net.with_label_values(&l).set(usd(n));
         }
         if let Some(b) = v.breakeven_requests {
             f.breakeven_requests.with_label_values(&l).set(b as f64);
         }
         if let Some(d) = v.days_to_breakeven {
-            f.breakeven_seconds.with_label_values(&l).set(d * 86_400.0);
+            f.breakeven_seconds
+                .with_label_values(&l)
+                .set(decimal(d * 86_400.0, 3));
         }
     }
 }
@@ -494,6 +500,41 @@ routes: [{{ name: r, split: [{{ model: base }}, {{ model: ft }}] }}]
     }
 
     #[test]
+    fn gauges_hold_fixed_decimals() {
+        let m = Metrics::new().unwrap();
+        let mut r = hosted(1.0);
+        // what float arithmetic gives for differences of averages (0.1 + 0.2 = 0.30000000000000004)
+        let v = r.routes[0].finetune.as_mut().unwrap();
+        v.savings_per_1k_requests_usd = 0.1 + 0.2 + 3.6;
+        v.savings_to_date_usd = 0.1613909500000001;
+        v.days_to_breakeven = Some(0.1 + 0.2);
+        assert_ne!(
+            v.savings_per_1k_requests_usd, 3.9,
+            "the test needs float noise"
+        );
+        publish(&m, &r);
+        let text = String::from_utf8(m.encode()).unwrap();
+        let line = |name: &str| {
+            text.lines()
+                .find(|l| l.starts_with(name))
+                .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+                .rsplit(' ')
+                .next()
+                .unwrap()
+                .to_owned()
+        };
+        assert_eq!(line("tailor_finetune_savings_usd_per_1k_requests{"), "3.9");
+        assert_eq!(line("tailor_finetune_savings_usd{"), "0.16139095");
+        assert_eq!(line("tailor_finetune_breakeven_seconds{"), "25920");
+        assert_eq!(line("tailor_finetune_net_usd{"), "-10");
+        for l in text.lines().filter(|l| l.starts_with("tailor_finetune_")) {
+            let value = l.rsplit(' ').next().unwrap();
+            let decimals = value.split_once('.').map_or(0, |(_, d)| d.len());
+            assert!(decimals <= 9, "float noise in {l}");
+        }
+    }
+
+    #[test]
     fn a_hosting_fee_is_paid_from_the_savings() {
         let close = |a: f64, b: f64| (a - b).abs() < 1e-9;
         // saves $0.004 a request, 500 an hour: $2 an hour against a $1 fee
@@ -521,5 +562,31 @@ routes: [{{ name: r, split: [{{ model: base }}, {{ model: ft }}] }}]
             "{}",
             v.summary
         );
+    }
+    #[test]
+    fn model_info_and_the_economics_agree_on_an_azure_fine_tune() {
+        // an Azure fine-tuned deployment: its id is a deployment name, its base_model prices it,
+        // only the declared training cost says it is a fine-tune
+        let cfg = Config::from_yaml(
+            r#"
+upstreams: { az: { kind: azure, url: "http://127.0.0.1:1", api_version: "2024-10-21" } }
+models:
+  base: { upstream: az, id: gpt4o-prod, base_model: gpt-4o-2024-08-06 }
+  ft: { upstream: az, id: support-prod, base_model: gpt-4o-2024-08-06, training_cost_usd: 412.5 }
+routes: [{ name: r, split: [{ model: ft }, { model: base }] }]
+"#,
+            &|_| None,
+        )
+        .unwrap();
+        let metrics = Metrics::new().unwrap();
+        metrics.publish_config(&cfg);
+        let text = String::from_utf8(metrics.encode()).unwrap();
+        let arms = report(&cfg, &Snapshot::default()).routes.remove(0).arms;
+        for (model, kind) in [("ft", "fine_tune"), ("base", "base")] {
+            let line = format!("tailor_model_info{{kind=\"{kind}\",model=\"{model}\"}} 1");
+            assert!(text.contains(&line), "missing {line} in\n{text}");
+            let arm = arms.iter().find(|a| a.model == model).unwrap();
+            assert_eq!(arm.fine_tune, kind == "fine_tune", "{model}");
+        }
     }
 }

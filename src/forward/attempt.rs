@@ -140,7 +140,7 @@ impl Attempt<'_> {
                     let out = self.tag(out, &model.name, meter.request_id());
                     let Some(why) = why else {
                         // the upstream's own answer (400, 401...): the client gets it as it is
-                        meter.finish(None, 0, Outcome::Ok);
+                        meter.finish(None, 0, policy::final_outcome(p.status, &upstream.auth));
                         return out;
                     };
                     last = Some(out);

@@ -18,10 +18,24 @@ use crate::config::Upstream;
 /// The shared upstream client (HTTP/1.1 and HTTP/2 over TLS, or plain HTTP), pooled.
 pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
+/// The passthrough client: request bodies stream (uploads of up to `passthrough.max_body_bytes`).
+pub type StreamingClient = Client<HttpsConnector<HttpConnector>, StreamingBody>;
+
+/// A request body that streams from the client to the upstream.
+pub type StreamingBody =
+    http_body_util::combinators::UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
 /// Builds a pooled client. TCP_NODELAY is on so SSE events are not held back by Nagle. The client
 /// follows no redirects: where a request goes is decided by the config alone.
 /// Fails only if the TLS provider supports no protocol version (a build defect).
-pub fn client(connect_timeout: Duration) -> Result<HttpClient, rustls::Error> {
+pub fn client<B>(
+    connect_timeout: Duration,
+) -> Result<Client<HttpsConnector<HttpConnector>, B>, rustls::Error>
+where
+    B: http_body::Body + Send + 'static + Unpin,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
     http.enforce_http(false);
@@ -52,7 +66,24 @@ pub fn set_worker(i: usize) {
 /// reload that keeps an upstream's settings keeps its pooled connections. A client pools per
 /// host, so upstreams that share a timeout share a client.
 #[derive(Default)]
-pub struct ClientCache(Mutex<HashMap<Duration, Vec<HttpClient>>>);
+pub struct ClientCache {
+    pools: Mutex<HashMap<Duration, Vec<HttpClient>>>,
+    streaming: Mutex<HashMap<Duration, StreamingClient>>,
+}
+
+impl ClientCache {
+    /// The passthrough client for `connect_timeout` (one for all threads: passthrough traffic is
+    /// uploads, downloads and jobs, not the hot path).
+    pub fn streaming(&self, connect_timeout: Duration) -> Result<StreamingClient, rustls::Error> {
+        let mut map = self.streaming.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = map.get(&connect_timeout) {
+            return Ok(c.clone());
+        }
+        let c = client(connect_timeout)?;
+        map.insert(connect_timeout, c.clone());
+        Ok(c)
+    }
+}
 
 /// The upstream clients, one per upstream for each API worker thread. A pooled connection is
 /// driven by a task on the thread that opened it; each worker having its own pools keeps a
@@ -68,7 +99,7 @@ impl Pools {
         cache: &ClientCache,
     ) -> Result<Pools, rustls::Error> {
         let workers = workers.max(1);
-        let mut cache = cache.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cache = cache.pools.lock().unwrap_or_else(|e| e.into_inner());
         let mut sets: Vec<Vec<HttpClient>> = vec![Vec::with_capacity(upstreams.len()); workers];
         for u in upstreams {
             let t = u.timeouts.connect;

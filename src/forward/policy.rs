@@ -10,6 +10,9 @@ use std::time::Duration;
 use http::header::RETRY_AFTER;
 use http::{HeaderMap, StatusCode};
 
+use crate::config::Auth;
+use crate::usage::meter::Outcome;
+
 /// A try that got no answer at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NoAnswer {
@@ -80,6 +83,17 @@ pub fn judge(status: StatusCode, body: &[u8]) -> Option<Failure> {
     }
 }
 
+/// The outcome of a final non-2xx answer (one [`judge`] passes on as it is). 401 and 403 reject
+/// tailor's own credentials (`api_key_env`, or none): a wrong or revoked upstream key is an
+/// upstream error, the first thing an operator alerts on. With `auth: passthrough` they reject
+/// the caller's key, and any other 4xx judges the request itself: the client's doing, `ok`.
+pub fn final_outcome(status: StatusCode, auth: &Auth) -> Outcome {
+    match (status.as_u16(), auth) {
+        (401 | 403, Auth::Key { .. } | Auth::None) => Outcome::UpstreamError,
+        _ => Outcome::Ok,
+    }
+}
+
 /// Bounded label values for `tailor_upstream_errors_total{kind}` of an answer's status.
 pub fn error_kind(status: StatusCode) -> &'static str {
     match status.as_u16() {
@@ -131,6 +145,27 @@ mod tests {
         assert!(!Failure::ModelNotFound.retry_same());
         assert!(!Failure::NoKey.retry_same());
         assert_eq!(Failure::NoAnswer(NoAnswer::Connect).as_str(), "connect");
+    }
+
+    #[test]
+    fn a_rejected_upstream_key_is_an_upstream_error_a_rejected_caller_key_is_not() {
+        let key = Auth::Key {
+            env: "K".into(),
+            key: None,
+        };
+        for (status, auth, want) in [
+            (401, &key, Outcome::UpstreamError),
+            (403, &key, Outcome::UpstreamError),
+            (401, &Auth::None, Outcome::UpstreamError),
+            (401, &Auth::Passthrough, Outcome::Ok),
+            (403, &Auth::Passthrough, Outcome::Ok),
+            (400, &key, Outcome::Ok),
+            (404, &key, Outcome::Ok),
+            (422, &key, Outcome::Ok),
+        ] {
+            let s = StatusCode::from_u16(status).unwrap();
+            assert_eq!(final_outcome(s, auth), want, "{status} {auth:?}");
+        }
     }
 
     #[test]

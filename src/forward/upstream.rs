@@ -35,13 +35,14 @@ fn is_hop_by_hop(name: &HeaderName, headers: &HeaderMap) -> bool {
 
 const API_KEY: HeaderName = HeaderName::from_static("api-key");
 
-/// Request headers that tailor sets itself or must not pass on.
-fn drop_request_header(name: &HeaderName, passthrough: bool) -> bool {
+/// Request headers that tailor sets itself or must not pass on. `keep_length`: the body is
+/// forwarded unchanged (passthrough), so its `content-length` stays true.
+fn drop_request_header(name: &HeaderName, passthrough_auth: bool, keep_length: bool) -> bool {
     name == header::HOST
-        || name == header::CONTENT_LENGTH
+        || (name == header::CONTENT_LENGTH && !keep_length)
         // tailor must read the response to meter it: ask for it uncompressed
         || name == header::ACCEPT_ENCODING
-        || ((name == header::AUTHORIZATION || name == API_KEY) && !passthrough)
+        || ((name == header::AUTHORIZATION || name == API_KEY) && !passthrough_auth)
         || name.as_str().starts_with("x-tailor-")
 }
 
@@ -67,14 +68,27 @@ pub fn request(
             upstream.api_version.as_deref().unwrap_or_default()
         ),
     };
-    let passthrough = matches!(upstream.auth, Auth::Passthrough);
     let mut req = Request::post(&uri)
         .body(Full::new(body))
         .map_err(|e| ProxyError::Internal(format!("upstream URL `{uri}`: {e}")))?;
-    let headers = req.headers_mut();
+    set_headers(upstream, client_headers, req.headers_mut(), false)?;
+    Ok(req)
+}
+
+/// The upstream request's headers: the client's, less hop-by-hop headers and what tailor sets
+/// itself, then the upstream's credentials.
+pub(super) fn set_headers(
+    upstream: &Upstream,
+    client_headers: &HeaderMap,
+    headers: &mut HeaderMap,
+    keep_length: bool,
+) -> Result<(), ProxyError> {
+    let passthrough_auth = matches!(upstream.auth, Auth::Passthrough);
     headers.reserve(client_headers.len() + 2);
     for (name, value) in client_headers {
-        if !is_hop_by_hop(name, client_headers) && !drop_request_header(name, passthrough) {
+        if !is_hop_by_hop(name, client_headers)
+            && !drop_request_header(name, passthrough_auth, keep_length)
+        {
             headers.append(name.clone(), value.clone());
         }
     }
@@ -92,7 +106,7 @@ pub fn request(
         value.set_sensitive(true);
         headers.insert(name, value);
     }
-    Ok(req)
+    Ok(())
 }
 
 /// Copies upstream response headers for the client, without hop-by-hop headers. `keep_length`:

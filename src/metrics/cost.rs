@@ -10,6 +10,26 @@ use prometheus::proto::{self, MetricFamily, MetricType};
 
 use crate::usage::price::PICO_PER_USD;
 
+/// `v` rounded to `places` decimals (fewer for values too large to hold them): the f64 nearest
+/// that decimal, which prints as it (`0.16139095`, not `0.1613909500000001`). Gauges computed in
+/// floating point (shares, savings, break-even) go through it, so they read as exactly as the
+/// counters, which are integers scaled once.
+pub fn decimal(v: f64, places: i32) -> f64 {
+    if !v.is_finite() {
+        return v;
+    }
+    // up to 15 significant digits survive the round trip through an f64 and its shortest print
+    let mut places = places.clamp(0, 15);
+    while places > 0 && v.abs() * 10f64.powi(places) >= 1e15 {
+        places -= 1;
+    }
+    let scale = 10f64.powi(places);
+    (v * scale).round() / scale
+}
+
+/// Decimals of USD gauges: nano-dollars.
+pub const USD_PLACES: i32 = 9;
+
 /// A cost counter: summed as integer picodollars, exported in USD, so the exported value
 /// is the exact sum rounded once (a float counter would accumulate rounding error per request).
 /// One u64 of picodollars holds up to $18.4M per series per process lifetime.
@@ -93,5 +113,26 @@ impl Collector for CostCollector {
         });
         mf.set_metric(metrics);
         vec![mf]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decimal;
+
+    #[test]
+    fn gauges_print_their_decimals_not_float_noise() {
+        for (v, places, want) in [
+            (0.1613909500000001, 9, "0.16139095"),
+            ((0.010 - 0.006) * 1_000.0, 9, "4"),
+            (1.0 / 3.0, 6, "0.333333"),
+            (2.0 / 3.0, 6, "0.666667"),
+            (-0.30000000000000004, 9, "-0.3"),
+            (123_456_789.123_456_78, 9, "123456789.123457"),
+            (5_000.0 / 12_000.0 * 86_400.0, 3, "36000"),
+        ] {
+            assert_eq!(decimal(v, places).to_string(), want, "{v}");
+        }
+        assert!(decimal(f64::INFINITY, 9).is_infinite());
     }
 }

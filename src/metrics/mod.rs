@@ -5,9 +5,11 @@
 //! a path or an error message.
 //!
 //! Per (route, model) handles are resolved once per config snapshot ([`RouteModelMeter`]), so the
-//! request path only does atomic adds. Money counters are in [`cost`].
+//! request path only does atomic adds. Money counters are in [`cost`] (with [`decimal`], the
+//! rounding of float gauges to fixed decimals); the shadow pairs' integer sums in [`delta`].
 
 pub mod cost;
+pub mod delta;
 pub mod judge;
 pub mod limits;
 
@@ -20,7 +22,8 @@ use prometheus::{
     IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-pub use self::cost::{CostCollector, CostCounter};
+pub use self::cost::{decimal, CostCollector, CostCounter, USD_PLACES};
+pub use self::delta::{DeltaSums, Measure};
 use crate::usage::Usage;
 
 const DURATION_BUCKETS: &[f64] = &[
@@ -59,7 +62,7 @@ pub struct Metrics {
     pub feedback_score_sq: CounterVec,
     pub shadow_comparisons: IntCounterVec,
     /// Sums of shadow − primary per pair (latency s, output tokens, cost USD): mean = sum / pairs.
-    pub shadow_delta: GaugeVec,
+    pub shadow_delta: DeltaSums,
     /// Set at scrape from this replica's economics report: the fine-tune verdicts.
     pub finetune: FinetuneGauges,
     pub judge: judge::JudgeMetrics,
@@ -93,8 +96,8 @@ impl Metrics {
                 &registry,
                 counter(
                     "tailor_requests_total",
-                    "Requests answered, by route, model, client, HTTP status and how they ended",
-                    &["route", "model", "client", "code", "outcome"],
+                    "Requests answered, by route, model, client, endpoint (chat, completions, embeddings, responses; passthrough: files, batches, fine_tuning, moderations, images, audio, other), HTTP status and how they ended",
+                    &["route", "model", "client", "endpoint", "code", "outcome"],
                 )?,
             )?,
             tokens: reg(
@@ -307,14 +310,7 @@ impl Metrics {
                     &["route", "model", "result"],
                 )?,
             )?,
-            shadow_delta: reg(
-                &registry,
-                gauge(
-                    "tailor_shadow_delta_sum",
-                    "Sum over pairs of shadow minus primary: latency_seconds, output_tokens, cost_usd",
-                    &["route", "model", "measure"],
-                )?,
-            )?,
+            shadow_delta: reg(&registry, DeltaSums::new()?)?,
             judge: judge::JudgeMetrics::new(&registry)?,
             limits: limits::LimitMetrics::new(&registry)?,
             finetune: FinetuneGauges {
@@ -410,18 +406,17 @@ impl Metrics {
     pub fn publish_config(&self, config: &crate::config::Config) {
         self.model_info.reset();
         for m in &config.models {
-            // the same rule as the economics: an ft: id, or a declared training cost or hosting fee
-            let kind = if m.counts_as_fine_tune() {
-                "fine_tune"
-            } else {
-                "base"
-            };
-            self.model_info.with_label_values(&[&m.name, kind]).set(1);
+            // Model::kind is the economics' rule too: dashboards and /economics agree
+            self.model_info
+                .with_label_values(&[&m.name, m.kind().label()])
+                .set(1);
         }
         self.route_budget.reset();
         for r in &config.routes {
             if let Some(b) = r.budget_usd_per_hour {
-                self.route_budget.with_label_values(&[&r.name]).set(b);
+                self.route_budget
+                    .with_label_values(&[&r.name])
+                    .set(decimal(b, USD_PLACES));
             }
         }
         self.finetune.training_cost.reset();
@@ -430,7 +425,7 @@ impl Metrics {
                 self.finetune
                     .training_cost
                     .with_label_values(&[&m.name])
-                    .set(c);
+                    .set(decimal(c, USD_PLACES));
             }
         }
         // feedback series exist at zero for every model that can answer a route
@@ -450,7 +445,7 @@ impl Metrics {
         self.arm_weight.reset();
         for r in &config.routes {
             for a in &r.arms {
-                let share = f64::from(a.weight) / r.total_weight as f64;
+                let share = decimal(f64::from(a.weight) / r.total_weight as f64, 6);
                 self.arm_weight
                     .with_label_values(&[&r.name, &config.models[a.model].name])
                     .set(share);
@@ -518,14 +513,15 @@ impl RouteModelMeter {
         );
     }
 
-    /// Counts one answered request with its status code and how it ended.
-    pub fn record_request(&self, code: http::StatusCode, outcome: &'static str) {
+    /// Counts one answered request with its endpoint, status code and how it ended.
+    pub fn record_request(&self, endpoint: &str, code: http::StatusCode, outcome: &'static str) {
         self.metrics
             .requests
             .with_label_values(&[
                 &self.route,
                 &self.model,
                 &self.client,
+                endpoint,
                 code.as_str(),
                 outcome,
             ])
@@ -556,12 +552,12 @@ mod tests {
         };
         for _ in 0..3 {
             meter.record_usage(&u, 4_125_000_000);
-            meter.record_request(http::StatusCode::OK, "ok");
+            meter.record_request("chat", http::StatusCode::OK, "ok");
         }
         m.unrouted.inc();
         let text = String::from_utf8(m.encode()).unwrap();
         for name in [
-            "tailor_requests_total{client=\"team-a\",code=\"200\",model=\"support-ft\",outcome=\"ok\",route=\"support\"} 3",
+            "tailor_requests_total{client=\"team-a\",code=\"200\",endpoint=\"chat\",model=\"support-ft\",outcome=\"ok\",route=\"support\"} 3",
             "tailor_tokens_total{client=\"team-a\",model=\"support-ft\",route=\"support\",type=\"input\"} 2400",
             "tailor_tokens_total{client=\"team-a\",model=\"support-ft\",route=\"support\",type=\"cached_input\"} 600",
             "tailor_tokens_total{client=\"team-a\",model=\"support-ft\",route=\"support\",type=\"output\"} 150",

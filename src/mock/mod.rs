@@ -32,10 +32,12 @@
 //!
 //! - this file: the server, and the dispatch by path, key and fault header.
 //! - [`answer`]: token counts and JSON answers. [`stream`]: SSE answers and stream faults.
+//! - [`files`]: files (multipart uploads streamed to disk), batches, moderations, images.
 //! - [`wire`]: OpenAI's headers and error bodies. [`format`]: other servers' JSON and SSE styles
 //!   (`x-mock-format: spaced | crlf | nospace | noevent | usage-first | comments | unicode`).
 
 mod answer;
+mod files;
 pub mod format;
 mod stream;
 mod wire;
@@ -84,6 +86,8 @@ struct MockState {
     cancelled: Arc<AtomicU64>,
     counter: AtomicU64,
     keep: usize,
+    /// Uploaded files and batches (`files`).
+    files: files::Store,
 }
 
 impl MockServer {
@@ -122,6 +126,7 @@ pub async fn start(addr: SocketAddr, record: bool) -> std::io::Result<MockServer
         cancelled: Arc::default(),
         counter: AtomicU64::new(0),
         keep: if record { 10_000 } else { 0 },
+        files: files::Store::default(),
     });
     let (stop, stopped) = watch::channel(false);
     let s = state.clone();
@@ -140,24 +145,14 @@ pub async fn start(addr: SocketAddr, record: bool) -> std::io::Result<MockServer
     Ok(MockServer { addr, state, stop })
 }
 
-/// How long a model whose id contains `slow` takes before it answers.
-pub const SLOW_MODEL_DELAY: Duration = Duration::from_millis(1500);
-
-async fn handle(
-    state: Arc<MockState>,
-    req: Request<Incoming>,
-) -> Result<Response<MockBody>, Infallible> {
-    let n = state.counter.fetch_add(1, Ordering::Relaxed);
-    let rid = format!("req_{n:024x}");
-    let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .unwrap_or_default();
-    if state.keep > 0 {
-        if let Ok(mut v) = state.received.lock() {
-            if v.len() >= state.keep {
+impl MockState {
+    /// Keeps a received request for tests to inspect (the last `keep`).
+    fn record(&self, parts: &http::request::Parts, body: Bytes) {
+        if self.keep == 0 {
+            return;
+        }
+        if let Ok(mut v) = self.received.lock() {
+            if v.len() >= self.keep {
                 v.remove(0);
             }
             v.push(Received {
@@ -168,10 +163,80 @@ async fn handle(
                     .map(|p| p.to_string())
                     .unwrap_or_default(),
                 headers: parts.headers.clone(),
-                body: body.clone(),
+                body,
             });
         }
     }
+}
+
+/// Azure's answer to a path without `api-version`.
+fn azure_not_found(rid: &str) -> Response<MockBody> {
+    respond(
+        StatusCode::NOT_FOUND,
+        Bytes::from_static(br#"{"error":{"code":"404","message":"Resource not found"}}"#),
+        "application/json",
+        rid,
+    )
+}
+
+/// OpenAI's 401 for a missing key (`Authorization: Bearer`, or Azure's `api-key`), or for the
+/// key `sk-invalid`; None for any other key.
+fn key_error(h: &HeaderMap, azure: bool, rid: &str) -> Option<Response<MockBody>> {
+    let key = if azure {
+        h.get("api-key").and_then(|v| v.to_str().ok())
+    } else {
+        h.get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+    };
+    match key {
+        None | Some("") => {
+            let body = json!({"error": {"message": "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).", "type": "invalid_request_error", "param": Value::Null, "code": Value::Null}});
+            Some(respond(
+                StatusCode::UNAUTHORIZED,
+                Bytes::from(body.to_string()),
+                "application/json",
+                rid,
+            ))
+        }
+        Some("sk-invalid") => Some(error(401, "", rid)),
+        Some(_) => None,
+    }
+}
+
+/// How long a model whose id contains `slow` takes before it answers.
+pub const SLOW_MODEL_DELAY: Duration = Duration::from_millis(1500);
+
+async fn handle(
+    state: Arc<MockState>,
+    req: Request<Incoming>,
+) -> Result<Response<MockBody>, Infallible> {
+    let n = state.counter.fetch_add(1, Ordering::Relaxed);
+    let rid = format!("req_{n:024x}");
+    let (parts, body) = req.into_parts();
+    if let Some(rest) = files::api_path(parts.uri.path()) {
+        // files may be large: their bodies stream, and only the head is recorded
+        state.record(&parts, Bytes::new());
+        let azure = parts.uri.path().starts_with("/openai/");
+        if azure
+            && !parts
+                .uri
+                .query()
+                .is_some_and(|q| q.contains("api-version="))
+        {
+            return Ok(azure_not_found(&rid));
+        }
+        if let Some(denied) = key_error(&parts.headers, azure, &rid) {
+            return Ok(denied);
+        }
+        return Ok(files::handle(&state.files, &parts, rest, body, &rid).await);
+    }
+    let body = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    state.record(&parts, body.clone());
     let path = parts.uri.path();
     // Azure: /openai/deployments/{name}/{endpoint}?api-version=...
     let (azure_deployment, endpoint) = match path.strip_prefix("/openai/deployments/") {
@@ -188,35 +253,10 @@ async fn handle(
             .query()
             .is_some_and(|q| q.contains("api-version="))
     {
-        return Ok(respond(
-            StatusCode::NOT_FOUND,
-            Bytes::from_static(br#"{"error":{"code":"404","message":"Resource not found"}}"#),
-            "application/json",
-            &rid,
-        ));
+        return Ok(azure_not_found(&rid));
     }
-    let key = if azure_deployment.is_some() {
-        h.get("api-key")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    } else {
-        h.get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::to_owned)
-    };
-    match key.as_deref() {
-        None | Some("") => {
-            let body = json!({"error": {"message": "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).", "type": "invalid_request_error", "param": Value::Null, "code": Value::Null}});
-            return Ok(respond(
-                StatusCode::UNAUTHORIZED,
-                Bytes::from(body.to_string()),
-                "application/json",
-                &rid,
-            ));
-        }
-        Some("sk-invalid") => return Ok(error(401, "", &rid)),
-        Some(_) => {}
+    if let Some(denied) = key_error(h, azure_deployment.is_some(), &rid) {
+        return Ok(denied);
     }
     if let Some(ms) = header_num(h, "x-mock-delay-ms") {
         tokio::time::sleep(Duration::from_millis(ms)).await;

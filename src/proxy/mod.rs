@@ -7,6 +7,7 @@
 //!         ─▶ POST /v1/feedback (a score for an answer, any replica)  feedback.rs
 //!         ─▶ POST /v1/{chat/completions,completions,embeddings,responses}
 //!              ─▶ server slot ─▶ body ─▶ view ─▶ classify ─▶ meter ─▶ forward   pipeline.rs
+//!         ─▶ any other /v1 path, with `passthrough:`: forwarded as it is   passthrough.rs
 //!         ─▶ anything else: 404 / 405
 //! ```
 //!
@@ -17,6 +18,7 @@ mod auth;
 mod body;
 mod feedback;
 mod models;
+mod passthrough;
 mod pipeline;
 
 use std::convert::Infallible;
@@ -92,16 +94,17 @@ async fn handle<B: ReqBody>(shared: Arc<Shared>, req: Request<B>) -> Response<Re
             None => return reject(&shared, &method, &path, ProxyError::Unauthorized),
         },
     };
-    let err = match (suffix, &method, client) {
-        (Some("/models"), &Method::GET, _) => return json_response(models::list(&live)),
-        (Some(s), &Method::GET, _) if s.starts_with("/models/") => {
+    let routed = suffix.and_then(Endpoint::from_suffix);
+    let err = match (suffix, routed, &method, client) {
+        (Some("/models"), _, &Method::GET, _) => return json_response(models::list(&live)),
+        (Some(s), _, &Method::GET, _) if s.starts_with("/models/") => {
             let id = &s["/models/".len()..];
             match models::get(&live, id) {
                 Some(body) => return json_response(body),
                 None => ProxyError::UnknownModel(id.chars().take(256).collect()),
             }
         }
-        (Some("/feedback"), &Method::POST, Some(_)) => {
+        (Some("/feedback"), _, &Method::POST, Some(_)) => {
             let (parts, body) = req.into_parts();
             let body = body::read_body(body, &parts.headers, feedback::MAX_BODY).await;
             let answer = match body {
@@ -113,18 +116,25 @@ async fn handle<B: ReqBody>(shared: Arc<Shared>, req: Request<B>) -> Response<Re
                 Err(e) => e,
             }
         }
-        (Some(s), m, Some(client)) if Endpoint::from_suffix(s).is_some() || s == "/models" => {
-            match Endpoint::from_suffix(s) {
-                Some(ep) if m == Method::POST => {
-                    match pipeline::run(&shared, live, ep, client, req).await {
-                        Ok(resp) => return resp,
-                        Err(e) => e,
-                    }
-                }
-                _ => ProxyError::MethodNotAllowed {
-                    method: m.to_string(),
-                    path: path.clone(),
-                },
+        (_, Some(ep), &Method::POST, Some(client)) => {
+            match pipeline::run(&shared, live, ep, client, req).await {
+                Ok(resp) => return resp,
+                Err(e) => e,
+            }
+        }
+        // the rest of the API (and other methods on the routed paths: GET /v1/chat/completions
+        // lists stored completions), when `passthrough:` is configured
+        (Some(s), _, _, Some(client)) if s != "/feedback" && live.config.passthrough.is_some() => {
+            let suffix = s.to_owned();
+            match passthrough::run(&shared, live, client, &suffix, req).await {
+                Ok(resp) => return resp,
+                Err(e) => e,
+            }
+        }
+        (Some(s), routed, m, Some(_)) if routed.is_some() || s == "/models" => {
+            ProxyError::MethodNotAllowed {
+                method: m.to_string(),
+                path: path.clone(),
             }
         }
         _ => ProxyError::NotFound {
@@ -306,10 +316,10 @@ routes:
             .contains("TAILOR_UNSET_KEY"));
         let text = String::from_utf8(metrics.encode()).unwrap();
         for want in [
-            "tailor_requests_total{client=\"anonymous\",code=\"502\",model=\"m\",outcome=\"upstream_error\",route=\"r\"} 1",
+            "tailor_requests_total{client=\"anonymous\",code=\"502\",endpoint=\"chat\",model=\"m\",outcome=\"upstream_error\",route=\"r\"} 1",
             // the first try and two retries (retries.max defaults to 2)
             "tailor_upstream_errors_total{kind=\"connect\",model=\"m\",route=\"r\"} 3",
-            "tailor_requests_total{client=\"anonymous\",code=\"500\",model=\"k\",outcome=\"upstream_error\",route=\"nokey\"} 1",
+            "tailor_requests_total{client=\"anonymous\",code=\"500\",endpoint=\"chat\",model=\"k\",outcome=\"upstream_error\",route=\"nokey\"} 1",
             "tailor_in_flight_requests{route=\"r\"} 0",
         ] {
             assert!(text.contains(want), "missing {want}\n{text}");

@@ -27,7 +27,11 @@ use crate::state::{LiveState, Shared};
 use crate::usage::body::RespBody;
 use crate::usage::meter::RequestMeter;
 
-fn try_slot(in_flight: &Arc<InFlight>, limit: usize, scope: &str) -> Result<Slot, ProxyError> {
+pub(super) fn try_slot(
+    in_flight: &Arc<InFlight>,
+    limit: usize,
+    scope: &str,
+) -> Result<Slot, ProxyError> {
     in_flight
         .try_take(limit)
         .ok_or_else(|| ProxyError::Overloaded {
@@ -89,6 +93,7 @@ pub async fn run<B: ReqBody>(
     let mut meter = RequestMeter::start(
         arm,
         started,
+        endpoint.as_str(),
         view.stream,
         request_id,
         view.estimated_prompt_tokens(),

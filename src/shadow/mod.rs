@@ -21,6 +21,7 @@ use crate::config::Route;
 use crate::economics::Traffic;
 use crate::forward::client::HttpClient;
 use crate::forward::upstream;
+use crate::metrics::Measure;
 use crate::request::{RequestView, SystemPrompt};
 use crate::state::{LiveState, Shared};
 use crate::usage::event::{Finished, Subscriber};
@@ -246,23 +247,34 @@ impl Pair {
         m.shadow_comparisons
             .with_label_values(&[&self.route, &self.model, result])
             .inc();
-        let (dl, dt, dc) = match (&primary, s.ok) {
+        // shadow − primary as integers (µs, tokens, picodollars): summed exactly, and scaled
+        // once for the log line, so neither prints float noise
+        let deltas = match (&primary, s.ok) {
             (Some(p), true) => {
-                let dl = s.latency.as_secs_f64() - p.latency.as_secs_f64();
-                let dt = s.usage.output as f64 - p.output_tokens as f64;
-                let dc = (s.cost_pico as f64 - p.cost_pico as f64) / PICO_PER_USD;
-                for (measure, v) in [
-                    ("latency_seconds", dl),
-                    ("output_tokens", dt),
-                    ("cost_usd", dc),
-                ] {
-                    m.shadow_delta
-                        .with_label_values(&[&self.route, &self.model, measure])
-                        .add(v);
+                let diff = |a: u128, b: u128| {
+                    i64::try_from(a as i128 - b as i128).unwrap_or(if a > b {
+                        i64::MAX
+                    } else {
+                        i64::MIN
+                    })
+                };
+                let d = [
+                    (
+                        Measure::LatencySeconds,
+                        diff(s.latency.as_micros(), p.latency.as_micros()),
+                    ),
+                    (
+                        Measure::OutputTokens,
+                        diff(s.usage.output.into(), p.output_tokens.into()),
+                    ),
+                    (Measure::CostUsd, diff(s.cost_pico, p.cost_pico)),
+                ];
+                for (measure, units) in d {
+                    m.shadow_delta.add(&self.route, &self.model, measure, units);
                 }
-                (Some(dl), Some(dt), Some(dc))
+                Some(d.map(|(_, units)| units))
             }
-            _ => (None, None, None),
+            _ => None,
         };
         tracing::info!(
             target: "tailor::shadow",
@@ -273,10 +285,10 @@ impl Pair {
             input_tokens = s.usage.input,
             output_tokens = s.usage.output,
             cost_usd = s.cost_pico as f64 / PICO_PER_USD,
-            duration_ms = s.latency.as_secs_f64() * 1e3,
-            latency_delta_ms = dl.map(|v| v * 1e3),
-            output_tokens_delta = dt,
-            cost_delta_usd = dc,
+            duration_ms = s.latency.as_micros() as f64 / 1e3,
+            latency_delta_ms = deltas.map(|[us, _, _]| us as f64 / 1e3),
+            output_tokens_delta = deltas.map(|[_, tokens, _]| tokens),
+            cost_delta_usd = deltas.map(|[_, _, pico]| pico as f64 / PICO_PER_USD),
         );
         primary_answer
     }

@@ -40,6 +40,8 @@ enum Mode {
     },
     /// An SSE stream, scanned event by event.
     Sse(SseScanner),
+    /// Anything else (a passthrough file download): forwarded, not read.
+    Opaque,
 }
 
 /// Time limits of a response body.
@@ -110,6 +112,20 @@ impl<B> MeteredBody<B> {
         MeteredBody::new(inner, Mode::Sse(scanner), meter, limits)
     }
 
+    /// Wraps a passthrough body: read for usage at its end when it is JSON, else only passed on.
+    pub fn passthrough(
+        inner: B,
+        meter: RequestMeter,
+        json: bool,
+        limits: BodyLimits,
+    ) -> MeteredBody<B> {
+        if json {
+            MeteredBody::json(inner, meter, limits)
+        } else {
+            MeteredBody::new(inner, Mode::Opaque, meter, limits)
+        }
+    }
+
     fn usage(&self) -> (Option<Usage>, u64) {
         match &self.mode {
             Mode::Json { frames, kept } => {
@@ -127,6 +143,7 @@ impl<B> MeteredBody<B> {
                 (usage, 0)
             }
             Mode::Sse(s) => (s.usage(), s.text_bytes()),
+            Mode::Opaque => (None, 0),
         }
     }
 
@@ -174,7 +191,7 @@ impl<B> MeteredBody<B> {
         );
         // an SSE stream's unfinished last event is read first: its usage may be there
         let rest = match &mut self.mode {
-            Mode::Json { .. } => None,
+            Mode::Json { .. } | Mode::Opaque => None,
             Mode::Sse(s) => Some(s.finish()),
         };
         if let Some(r) = &rest {
@@ -309,6 +326,7 @@ where
                             data
                         }
                         Mode::Sse(s) => s.feed(data),
+                        Mode::Opaque => data,
                     };
                     this.meter.keep_answer(&out);
                     if matches!(&this.mode, Mode::Sse(s) if s.overflowed()) {
@@ -353,7 +371,7 @@ where
 
     fn size_hint(&self) -> SizeHint {
         match self.mode {
-            Mode::Json { .. } => self.inner.size_hint(),
+            Mode::Json { .. } | Mode::Opaque => self.inner.size_hint(),
             Mode::Sse(_) => SizeHint::default(),
         }
     }

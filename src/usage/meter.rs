@@ -19,8 +19,11 @@ use crate::metrics::RouteModelMeter;
 /// How a request ended (the `outcome` label of `tailor_requests_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
+    /// Answered: a success, or the upstream's own verdict on the request passed on as it is.
     Ok,
     ClientCancelled,
+    /// No answer, a broken stream, retries and fallbacks spent, or the upstream refusing
+    /// tailor's own credentials (401 / 403: see `forward::policy::final_outcome`).
     UpstreamError,
     /// Still running when the drain timeout of a shutdown ran out.
     Shutdown,
@@ -46,7 +49,9 @@ pub const CLIENT_CLOSED: u16 = 499;
 pub struct ArmMeter {
     pub metrics: RouteModelMeter,
     pub price: Price,
-    pub health: Arc<ModelHealth>,
+    /// The model's health, told of broken streams (None: passthrough requests, which say
+    /// nothing about a model's chat answers).
+    pub health: Option<Arc<ModelHealth>>,
     /// Told of every request this arm finishes (the economics ledger).
     pub ledger: Arc<dyn Subscriber>,
 }
@@ -67,10 +72,15 @@ pub struct RequestMeter {
     upstream_request_id: Option<HeaderValue>,
     status: Option<StatusCode>,
     stream: bool,
+    /// The `endpoint` label: chat, completions, embeddings or responses.
+    endpoint: &'static str,
     /// Estimated prompt tokens, recorded when the upstream answered but sent no usage.
     prompt_estimate: u64,
     /// Concurrency slots, released when the request is recorded.
     permits: Vec<Slot>,
+    /// A successful answer without usage is billed by estimate (false: passthrough, where an
+    /// answer without usage, a file or a job, costs nothing by itself).
+    estimate: bool,
     done: bool,
     /// A shadow copy runs: the pair's id (the request id when it was launched), for the access line.
     shadow_pair: Option<String>,
@@ -84,6 +94,7 @@ impl RequestMeter {
     pub fn start(
         arm: ArmMeter,
         started: Instant,
+        endpoint: &'static str,
         stream: bool,
         request_id: String,
         prompt_estimate: u64,
@@ -96,14 +107,22 @@ impl RequestMeter {
             request_id,
             upstream_request_id: None,
             status: None,
+            endpoint,
             stream,
             prompt_estimate,
             permits,
+            estimate: true,
             done: false,
             shadow_pair: None,
             subscribers: Vec::new(),
             answer: None,
         }
+    }
+
+    /// An answer without usage is recorded as having none, not estimated.
+    pub fn without_estimate(mut self) -> RequestMeter {
+        self.estimate = false;
+        self
     }
 
     /// Adds a subscriber of this request's end.
@@ -155,7 +174,9 @@ impl RequestMeter {
     /// A stream that had started broke: that counts against the model's health (failures
     /// before the first byte are counted by the forwarder, try by try).
     pub fn stream_failed(&self) {
-        self.arm.health.failure();
+        if let Some(h) = &self.arm.health {
+            h.failure();
+        }
     }
 
     /// When the request arrived.
@@ -180,6 +201,12 @@ impl RequestMeter {
             return;
         }
         self.permits.clear();
+        // an upstream's 5xx passed on as it is (passthrough, or one no policy retries) is the
+        // upstream's failure however cleanly its body ended
+        let outcome = match (outcome, self.status) {
+            (Outcome::Ok, Some(s)) if s.is_server_error() => Outcome::UpstreamError,
+            (o, _) => o,
+        };
         let m = &self.arm.metrics;
         let status = match (self.status, outcome) {
             (Some(s), _) => s,
@@ -190,7 +217,7 @@ impl RequestMeter {
         };
         let (usage, source) = match usage {
             Some(u) => (Some(u), "upstream"),
-            None if self.status.is_some_and(|s| s.is_success()) => (
+            None if self.estimate && self.status.is_some_and(|s| s.is_success()) => (
                 Some(Usage {
                     input: self.prompt_estimate,
                     cached: 0,
@@ -209,7 +236,7 @@ impl RequestMeter {
         if source == "estimate" {
             m.record_estimate(&u, cost);
         }
-        m.record_request(status, outcome.as_str());
+        m.record_request(self.endpoint, status, outcome.as_str());
         let elapsed = self.started.elapsed();
         m.duration.observe(elapsed.as_secs_f64());
         m.in_flight.dec();

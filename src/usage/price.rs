@@ -23,6 +23,14 @@ pub struct Price {
 pub const PICO_PER_USD: f64 = 1e12;
 
 impl Price {
+    /// No price: tokens are counted, nothing is charged (a passthrough model tailor does not know).
+    pub const FREE: Price = Price {
+        input: 0,
+        cached_input: 0,
+        output: 0,
+        training: None,
+    };
+
     /// Cost of one request in picodollars:
     /// `(prompt - cached) * input + cached * cached_input + completion * output`.
     /// Reasoning tokens are already inside completion tokens and are not added again.

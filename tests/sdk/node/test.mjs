@@ -1,7 +1,7 @@
 // The official OpenAI Node SDK pointed at a running tailor (started by tests/run-all.sh).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import OpenAI from 'openai';
+import OpenAI, { toFile } from 'openai';
 
 const BASE = process.env.TAILOR_BASE_URL;
 const ADMIN = process.env.TAILOR_ADMIN_URL;
@@ -111,4 +111,25 @@ test('a stream broken mid-way raises', async () => {
     for await (const chunk of stream) text += chunk.choices[0].delta.content ?? '';
   });
   assert.ok(text.startsWith(OPENING), text);
+});
+
+test('files, batches and moderations pass through to the upstream', async () => {
+  const lines = [0, 1].map((i) => JSON.stringify({ custom_id: `n${i}`, method: 'POST', url: '/v1/chat/completions',
+    body: { model: 'gpt-4o', messages: [{ role: 'user', content: `q${i}` }] } }) + '\n').join('');
+  const uploaded = await client.files.create({ file: await toFile(Buffer.from(lines), 'node.jsonl'), purpose: 'batch' });
+  assert.equal(uploaded.bytes, Buffer.byteLength(lines));
+  const ids = [];
+  for await (const f of client.files.list()) ids.push(f.id);
+  assert.ok(ids.includes(uploaded.id));
+  assert.equal((await client.files.retrieve(uploaded.id)).filename, 'node.jsonl');
+  assert.equal(await (await client.files.content(uploaded.id)).text(), lines);
+  const batch = await client.batches.create({ input_file_id: uploaded.id, endpoint: '/v1/chat/completions', completion_window: '24h' });
+  const done = await client.batches.retrieve(batch.id);
+  assert.equal(done.status, 'completed');
+  assert.equal(done.request_counts.total, 2);
+  const mod = await client.moderations.create({ model: 'omni-moderation-latest', input: 'violence-test' });
+  assert.equal(mod.results[0].flagged, true);
+  assert.ok((await client.files.delete(uploaded.id)).deleted);
+  assert.ok(await counter('tailor_requests_total', { route: 'passthrough', endpoint: 'files', code: '200' }) >= 5);
+  assert.ok(await counter('tailor_requests_total', { route: 'passthrough', endpoint: 'moderations' }) >= 1);
 });

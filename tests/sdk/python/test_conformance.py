@@ -137,14 +137,16 @@ def test_models_list():
     dict(body={"model": "gpt-4o"}, status=400),
     dict(body={"model": "nope", "messages": MSG}, status=404),
     dict(raw=json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "x" * 70000}]}).encode(), status=413),
-    dict(method="GET", status=405),
+    # (GET /v1/chat/completions lists stored completions: passed through, like every other
+    # method and path tailor does not route; /v1/feedback is tailor's own)
+    dict(path="/feedback", method="GET", status=404),
     # the upstream's, passed through
     dict(body={"model": "gpt-4o", "messages": MSG}, headers={"x-mock-status": "429"}, status=429),
     dict(body={"model": "gpt-4o", "messages": MSG}, headers={"x-mock-status": "401"}, status=401),
     dict(body={"model": "gpt-4o", "messages": MSG}, headers={"x-mock-status": "500"}, status=500),
 ])
 def test_error_bodies(case):
-    status, headers, body = call("/chat/completions", case.get("body"), method=case.get("method"),
+    status, headers, body = call(case.get("path", "/chat/completions"), case.get("body"), method=case.get("method"),
                                  headers=case.get("headers"), raw=case.get("raw"))
     assert status == case["status"], body
     assert headers["content-type"].startswith("application/json")

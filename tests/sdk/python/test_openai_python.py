@@ -175,6 +175,37 @@ def test_fallback_is_invisible_to_the_client(client):
     assert raw.parse().choices[0].message.content
 
 
+def test_files_batches_and_moderations_pass_through(client, tmp_path):
+    """The rest of the API goes through `passthrough:` to the simulator, with tailor's key for it."""
+    lines = [{"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions",
+              "body": {"model": "gpt-4o", "messages": [{"role": "user", "content": f"question {i}"}]}}
+             for i in range(3)]
+    path = tmp_path / "batch.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    with path.open("rb") as f:
+        uploaded = client.files.create(file=f, purpose="batch")
+    assert uploaded.bytes == path.stat().st_size and uploaded.purpose == "batch"
+    assert uploaded.id in [x.id for x in client.files.list()]
+    assert client.files.retrieve(uploaded.id).filename == "batch.jsonl"
+    assert client.files.content(uploaded.id).content == path.read_bytes()
+    batch = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
+                                  completion_window="24h")
+    assert batch.status == "validating"
+    done = client.batches.retrieve(batch.id)
+    assert done.status == "completed" and done.request_counts.total == 3
+    out = client.files.content(done.output_file_id).text.splitlines()
+    assert sorted(json.loads(x)["custom_id"] for x in out) == ["r0", "r1", "r2"]
+    mod = client.moderations.create(model="omni-moderation-latest", input=["hello", "violence-test"])
+    assert [r.flagged for r in mod.results] == [False, True]
+    assert client.files.delete(uploaded.id).deleted
+    with pytest.raises(openai.NotFoundError):
+        client.files.retrieve(uploaded.id)
+    text = metrics()
+    assert counter(text, "tailor_requests_total", route="passthrough", endpoint="files", code="200") >= 6
+    assert counter(text, "tailor_requests_total", route="passthrough", endpoint="batches") >= 2
+    assert counter(text, "tailor_requests_total", route="passthrough", endpoint="moderations") >= 1
+
+
 def test_metrics_count_this_run():
     text = metrics()
     # the 8 answered default-route calls above (chat x3, tools x2, responses x2, broken stream)
