@@ -100,6 +100,8 @@ pub fn convert(
     };
 
     let mut upstream_keys: Vec<entry::UpstreamKey> = Vec::new();
+    // one variable per key written in the file, whichever upstreams share it
+    let mut literal_vars: Vec<([u8; 32], String)> = Vec::new();
     let mut model_names = HashSet::new();
     let mut route_names = HashSet::new();
     // per group: the route being built and its models' names
@@ -118,8 +120,12 @@ pub fn convert(
                 Some(i) => i,
                 None => {
                     upstream_keys.push(d.upstream.clone());
-                    plan.upstreams
-                        .push(new_upstream(d, &plan.upstreams, &mut notes));
+                    plan.upstreams.push(new_upstream(
+                        d,
+                        &plan.upstreams,
+                        &mut literal_vars,
+                        &mut notes,
+                    ));
                     upstream_keys.len() - 1
                 }
             };
@@ -206,7 +212,12 @@ fn credentials(top: &Mapping) -> Mapping {
     out
 }
 
-fn new_upstream(d: &Deployment, existing: &[Upstream], notes: &mut Notes) -> Upstream {
+fn new_upstream(
+    d: &Deployment,
+    existing: &[Upstream],
+    literal_vars: &mut Vec<([u8; 32], String)>,
+    notes: &mut Notes,
+) -> Upstream {
     let u = &d.upstream;
     let host = u
         .url
@@ -242,12 +253,19 @@ fn new_upstream(d: &Deployment, existing: &[Upstream], notes: &mut Notes) -> Ups
     let auth = match &u.key {
         KeySource::Env(var) => Auth::Env(var.clone()),
         KeySource::None => Auth::None,
-        KeySource::Literal(_) => {
-            let var = format!(
-                "{}_API_KEY",
-                name.to_ascii_uppercase()
-                    .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
-            );
+        KeySource::Literal(hash) => {
+            let var = match literal_vars.iter().find(|(h, _)| h == hash) {
+                Some((_, var)) => var.clone(),
+                None => {
+                    let var = format!(
+                        "{}_API_KEY",
+                        name.to_ascii_uppercase()
+                            .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+                    );
+                    literal_vars.push((*hash, var.clone()));
+                    var
+                }
+            };
             notes.check(
                 format!("{}.litellm_params.api_key", d.path),
                 format!("a key written in the file is not copied (routes.yaml only names variables): set ${var} to it"),

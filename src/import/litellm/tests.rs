@@ -222,6 +222,8 @@ model_list:
     litellm_params: { model: hosted_vllm/llama, api_base: "http://vllm:8000/v1" }
   - model_name: f
     litellm_params: { model: groq/llama3-8b-8192 }
+  - model_name: g
+    litellm_params: { model: openai/llama, api_base: "http://10.0.0.7:8000/v1", api_key: other-SECRET }
 general_settings:
   master_key: sk-master-SECRET
 "#,
@@ -241,6 +243,13 @@ general_settings:
     assert_eq!(env_of("d"), None);
     assert_eq!(env_of("e"), None);
     assert_eq!(env_of("f").as_deref(), Some("GROQ_API_KEY"));
+    // the same key written twice, on another server: its own upstream, the same variable
+    assert_ne!(model(&cfg, "g").upstream, model(&cfg, "c").upstream);
+    assert_eq!(env_of("g").as_deref(), Some("OPENAI_2_API_KEY"));
+    assert_eq!(
+        cfg.upstreams[model(&cfg, "g").upstream].name,
+        "openai-10.0.0.7"
+    );
     assert_eq!(
         cfg.upstreams[model(&cfg, "f").upstream].url,
         "https://api.groq.com/openai/v1"
