@@ -57,6 +57,7 @@
 //! - [`json`]: borrowed readers of untrusted JSON (fields with their spans, nesting check).
 //! - [`error`]: the request-path error enum, OpenAI-shaped.
 //! - [`tools`]: offline commands (`dataset check`, `simulate`).
+//! - [`import`]: other proxies' configs converted to a routes.yaml (`tailor import litellm`), pure.
 //! - [`mock`]: the simulated OpenAI server used by the demo, tests and benchmarks.
 //!
 //! The command line (`src/main.rs`, `src/cli/`) is the binary's: one file per command.
@@ -70,6 +71,7 @@ pub mod economics;
 pub mod error;
 pub mod forward;
 pub mod ids;
+pub mod import;
 pub mod json;
 pub mod limits;
 pub mod logs;

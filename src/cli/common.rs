@@ -17,9 +17,24 @@ fn env_var(k: &str) -> Option<String> {
     std::env::var(k).ok()
 }
 
-/// Loads and validates a config with the process environment; the error names the file.
+/// Loads and validates a config with the process environment; the error names the file, and
+/// suggests the importer when the file is a LiteLLM config.
 pub fn load(path: &Path) -> Result<Config> {
-    Config::load(path, &env_var).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    Config::load(path, &env_var).map_err(|e| {
+        let keys = std::fs::read_to_string(path)
+            .map(|t| tailor::import::litellm::litellm_keys(&t))
+            .unwrap_or_default();
+        if keys.is_empty() {
+            return anyhow::anyhow!("{}: {e}", path.display());
+        }
+        let keys: Vec<String> = keys.iter().map(|k| format!("`{k}`")).collect();
+        anyhow::anyhow!(
+            "{p}: {e}\n\n{p} looks like a LiteLLM proxy config (it has {}), not a tailor routes.yaml. \
+             Convert it with:\n\n    tailor import litellm {p} > routes.yaml",
+            keys.join(", "),
+            p = path.display()
+        )
+    })
 }
 
 /// The main runtime. `threads`: its worker threads (default: one per CPU). `serve` and `demo`

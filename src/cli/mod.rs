@@ -13,6 +13,7 @@ mod check;
 mod common;
 mod dataset;
 mod demo;
+mod import;
 mod mock;
 mod report;
 mod route;
@@ -140,6 +141,12 @@ enum Cmd {
         #[arg(long, value_enum, default_value = "text")]
         format: OutFormat,
     },
+    /// Convert another proxy's config to a routes.yaml (stdout); what could not be converted goes
+    /// to stderr.
+    Import {
+        #[command(subcommand)]
+        cmd: ImportCmd,
+    },
     /// Run the simulated OpenAI server alone. Like OpenAI it wants a key: a request without
     /// `Authorization: Bearer <any key>` (Azure: `api-key`) gets 401, and the key `sk-invalid`
     /// gets 401 invalid_api_key. Any other key is accepted, so point an upstream at it with
@@ -221,6 +228,13 @@ fn init_logs(cli: &Cli) {
 }
 
 #[derive(Subcommand)]
+enum ImportCmd {
+    /// A LiteLLM proxy config (`model_list`, `router_settings`, `litellm_settings`):
+    /// `tailor import litellm config.yaml > routes.yaml`.
+    Litellm { file: PathBuf },
+}
+
+#[derive(Subcommand)]
 enum DatasetCmd {
     /// Validate a dataset file the way OpenAI's fine-tuning upload does; count tokens, price it,
     /// find duplicates. Exits 1 if any line would be rejected.
@@ -292,6 +306,9 @@ fn run_command(cmd: Cmd) -> Result<()> {
             since,
             format,
         } => report::run(&config, prometheus, route, since, format),
+        Cmd::Import {
+            cmd: ImportCmd::Litellm { file },
+        } => import::run_litellm(&file),
         Cmd::MockUpstream { listen } => mock::run(listen),
     }
 }
