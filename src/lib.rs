@@ -51,6 +51,8 @@
 //! - [`classify`]: route selection, pure and table-tested.
 //! - [`request`]: the borrowed view of a request body and the byte-preserving rewrite.
 //! - [`config`]: `routes.yaml`, strict raw structs → validated runtime [`config::Config`].
+//! - [`tokens`]: OpenAI's tokenizers (o200k_base, cl100k_base), loaded once; chat overheads as
+//!   OpenAI counts them; a stream's text counted in bounded memory (for broken-stream estimates).
 //! - [`json`]: borrowed readers of untrusted JSON (fields with their spans, nesting check).
 //! - [`error`]: the request-path error enum, OpenAI-shaped.
 //! - [`tools`]: offline commands (`dataset check`, `simulate`).
@@ -78,5 +80,6 @@ pub mod request;
 pub mod server;
 pub mod shadow;
 pub mod state;
+pub mod tokens;
 pub mod tools;
 pub mod usage;

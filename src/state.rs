@@ -80,6 +80,8 @@ impl LiveState {
         } else {
             config.clients.iter().map(|c| c.name.as_str()).collect()
         };
+        // a new config may bring a model of another encoding: loaded off the request path
+        crate::tokens::warm_in_background(config.models.iter().map(|m| m.encoding()));
         let model_health: Vec<Arc<ModelHealth>> = config
             .models
             .iter()
@@ -109,6 +111,7 @@ impl LiveState {
                             price: model.price,
                             health: model_health[m].clone(),
                             ledger: ledger.arm(&route, &name, Traffic::Primary),
+                            encoding: model.encoding(),
                         })
                         .collect();
                     v.push((m, per_client));

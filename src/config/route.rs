@@ -85,6 +85,7 @@ pub(super) fn build_route(
                     model,
                     text: text.trim_end().into(),
                     replace,
+                    tokens: std::sync::OnceLock::new(),
                 });
                 files.push(p);
             }

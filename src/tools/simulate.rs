@@ -6,7 +6,9 @@
 //! non-secret headers, stream); the dataset line at the same position in the companion file
 //! (`x.meta.jsonl` → `x.jsonl`) gives the messages and tools, for system/content/tools/size rules.
 //! Tokens are the recorded usage; the input changes by the difference between the candidate
-//! arm's system prompt and the one the request was recorded with (bytes / 4 each). Draws for
+//! arm's system prompt (counted with the candidate model's tokenizer, as the system message it is
+//! sent as) and the one the request was recorded with (as recorded). A line without usage is
+//! counted from its messages and answer with the candidate model's tokenizer. Draws for
 //! non-sticky splits come from a hash of the request id, so a run is reproducible.
 
 use std::collections::BTreeMap;
@@ -19,6 +21,7 @@ use serde_json::{json, Value};
 use crate::classify;
 use crate::config::Config;
 use crate::request::{Endpoint, RequestView};
+use crate::tokens::chat;
 use crate::usage::price::PICO_PER_USD;
 use crate::usage::Usage;
 
@@ -84,9 +87,11 @@ pub fn simulate(cfg: &Config, meta_lines: &[&str], data_lines: &[&str]) -> Proje
             .and_then(|l| serde_json::from_str(l).ok())
             .unwrap_or(Value::Null);
         let mut messages = data["messages"].as_array().cloned().unwrap_or_default();
-        if messages.last().is_some_and(|m| m["role"] == "assistant") {
-            messages.pop();
-        }
+        let answer = if messages.last().is_some_and(|m| m["role"] == "assistant") {
+            messages.pop()
+        } else {
+            None
+        };
         let mut body =
             json!({"model": req["model"], "messages": messages, "stream": req["stream"]});
         for k in ["user", "metadata"] {
@@ -120,16 +125,30 @@ pub fn simulate(cfg: &Config, meta_lines: &[&str], data_lines: &[&str]) -> Proje
             continue;
         };
         let recorded = &meta["usage"];
-        let old_prompt = req["arm_prompt_tokens"].as_u64().unwrap_or(0);
+        let enc = cfg.models[d.model].encoding();
         let new_prompt = cfg.routes[d.route]
             .prompt_for(d.model)
-            .map_or(0, |pr| pr.text.len().div_ceil(4) as u64);
-        let input = (recorded["input_tokens"].as_u64().unwrap_or(0) + new_prompt)
-            .saturating_sub(old_prompt);
+            .map_or(0, |pr| chat::system_prompt_tokens(enc, &pr.text));
+        // recorded usage is the upstream's; a line without it (a capture from another tool) is
+        // counted from its messages, the arm prompt it was recorded with not among them
+        let input = match recorded["input_tokens"].as_u64() {
+            Some(n) => {
+                let old_prompt = req["arm_prompt_tokens"].as_u64().unwrap_or(0);
+                (n + new_prompt).saturating_sub(old_prompt)
+            }
+            None => chat::request_prompt_tokens(enc, endpoint, &bytes).unwrap_or(0) + new_prompt,
+        };
+        let output = recorded["output_tokens"].as_u64().unwrap_or_else(|| {
+            answer.as_ref().map_or(0, |a| {
+                // the answer's tokens, without the framing of a message in a prompt
+                chat::message_tokens(enc, a)
+                    .saturating_sub(chat::TOKENS_PER_MESSAGE + enc.count("assistant"))
+            })
+        });
         let u = Usage {
             input,
             cached: recorded["cached_tokens"].as_u64().unwrap_or(0).min(input),
-            output: recorded["output_tokens"].as_u64().unwrap_or(0),
+            output,
             reasoning: 0,
         };
         let cost = cfg.models[d.model].price.cost_pico(&u) as f64 / PICO_PER_USD;

@@ -15,6 +15,10 @@ use super::Usage;
 use crate::forward::health::ModelHealth;
 use crate::limits::Slot;
 use crate::metrics::RouteModelMeter;
+use crate::request::Endpoint;
+use crate::tokens::chat;
+use crate::tokens::stream::StreamText;
+use crate::tokens::Encoding;
 
 /// How a request ended (the `outcome` label of `tailor_requests_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +53,8 @@ pub struct ArmMeter {
     pub health: Arc<ModelHealth>,
     /// Told of every request this arm finishes (the economics ledger).
     pub ledger: Arc<dyn Subscriber>,
+    /// The model's tokenizer, for estimates when the upstream reports no usage.
+    pub encoding: Encoding,
 }
 
 /// What the client was sent, kept (refcounted frames, not copies) for subscribers that want it.
@@ -67,8 +73,13 @@ pub struct RequestMeter {
     upstream_request_id: Option<HeaderValue>,
     status: Option<StatusCode>,
     stream: bool,
-    /// Estimated prompt tokens, recorded when the upstream answered but sent no usage.
+    /// Estimated prompt tokens (bytes / 4), recorded when the upstream answered but sent no
+    /// usage and the body sent cannot be tokenized.
     prompt_estimate: u64,
+    /// The body last sent upstream (refcounted, not copied), tokenized only if the upstream
+    /// answers and sends no usage (a broken stream, a hang-up): rare, so never on the way of a
+    /// request that completes.
+    sent: Option<(Endpoint, Bytes)>,
     /// Concurrency slots, released when the request is recorded.
     permits: Vec<Slot>,
     done: bool,
@@ -98,6 +109,7 @@ impl RequestMeter {
             status: None,
             stream,
             prompt_estimate,
+            sent: None,
             permits,
             done: false,
             shadow_pair: None,
@@ -130,6 +142,27 @@ impl RequestMeter {
                 k.frames.push(out.clone());
             }
         }
+    }
+
+    /// The body about to be sent upstream: the basis of the prompt count if no usage comes back.
+    pub fn sending(&mut self, endpoint: Endpoint, body: &Bytes) {
+        self.sent = Some((endpoint, body.clone()));
+    }
+
+    /// The tokenizer of the model answering now.
+    pub fn encoding(&self) -> Encoding {
+        self.arm.encoding
+    }
+
+    /// The prompt's tokens, counted with OpenAI's rules from the body sent when the encoder is
+    /// loaded (it is, moments after start), else the estimate made at the start.
+    fn prompt_tokens(&self) -> u64 {
+        let enc = self.arm.encoding;
+        self.sent
+            .as_ref()
+            .filter(|_| enc.loaded().is_some())
+            .and_then(|(endpoint, body)| chat::request_prompt_tokens(enc, *endpoint, body))
+            .unwrap_or(self.prompt_estimate)
     }
 
     /// The request moved to another model (fallback): usage goes to that model's series.
@@ -174,8 +207,9 @@ impl RequestMeter {
 
     /// Records the request: counters, cost, duration, the access line, then the subscribers.
     /// Idempotent. Without upstream usage, a successful answer is billed by estimate: the prompt
-    /// estimate and `text_bytes / 4` output tokens; an answer that never started is billed nothing.
-    pub fn finish(&mut self, usage: Option<Usage>, text_bytes: u64, outcome: Outcome) {
+    /// sent and the generated text `seen`, counted with the model's tokenizer; an answer that
+    /// never started is billed nothing.
+    pub fn finish(&mut self, usage: Option<Usage>, seen: Option<&StreamText>, outcome: Outcome) {
         if std::mem::replace(&mut self.done, true) {
             return;
         }
@@ -192,9 +226,9 @@ impl RequestMeter {
             Some(u) => (Some(u), "upstream"),
             None if self.status.is_some_and(|s| s.is_success()) => (
                 Some(Usage {
-                    input: self.prompt_estimate,
+                    input: self.prompt_tokens(),
                     cached: 0,
-                    output: text_bytes.div_ceil(4),
+                    output: seen.map_or(0, StreamText::tokens),
                     reasoning: 0,
                 }),
                 "estimate",
@@ -257,6 +291,6 @@ impl RequestMeter {
 
 impl Drop for RequestMeter {
     fn drop(&mut self) {
-        self.finish(None, 0, Outcome::ClientCancelled);
+        self.finish(None, None, Outcome::ClientCancelled);
     }
 }
