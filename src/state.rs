@@ -82,6 +82,9 @@ impl LiveState {
         };
         // a new config may bring a model of another encoding: loaded off the request path
         crate::tokens::warm_in_background(config.models.iter().map(|m| m.encoding()));
+        for m in config.models.iter().filter(|m| !m.encoding_known()) {
+            tracing::info!(model = %m.name, assumed = m.encoding().name(), "tokenizer of this model unknown: tailor's own estimates (broken streams) assume it");
+        }
         let model_health: Vec<Arc<ModelHealth>> = config
             .models
             .iter()

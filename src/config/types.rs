@@ -147,7 +147,16 @@ pub enum PriceSource {
 impl Model {
     /// The tokenizer of the OpenAI model this is (Azure: its `base_model`), o200k_base if unknown.
     pub fn encoding(&self) -> crate::tokens::Encoding {
-        crate::tokens::Encoding::for_model(self.base_model.as_deref().unwrap_or(&self.id)).0
+        crate::tokens::Encoding::for_model(self.tokenizer_name()).0
+    }
+
+    /// Whether [`Model::encoding`] knows the model (else it assumes o200k_base).
+    pub fn encoding_known(&self) -> bool {
+        crate::tokens::Encoding::for_model(self.tokenizer_name()).1
+    }
+
+    fn tokenizer_name(&self) -> &str {
+        self.base_model.as_deref().unwrap_or(&self.id)
     }
 
     /// The fine-tune's one-off training cost, if declared.
