@@ -154,13 +154,11 @@ impl RequestMeter {
         self.arm.encoding
     }
 
-    /// The prompt's tokens, counted with OpenAI's rules from the body sent when the encoder is
+    /// The prompt's tokens, counted with OpenAI's rules from the body `sent` when the encoder is
     /// loaded (it is, moments after start), else the estimate made at the start.
-    fn prompt_tokens(&self) -> u64 {
+    fn prompt_tokens(&self, sent: Option<&(Endpoint, Bytes)>) -> u64 {
         let enc = self.arm.encoding;
-        self.sent
-            .as_ref()
-            .filter(|_| enc.loaded().is_some())
+        sent.filter(|_| enc.loaded().is_some())
             .and_then(|(endpoint, body)| chat::request_prompt_tokens(enc, *endpoint, body))
             .unwrap_or(self.prompt_estimate)
     }
@@ -214,6 +212,8 @@ impl RequestMeter {
             return;
         }
         self.permits.clear();
+        // the request body is not needed past this point: not kept as long as the meter
+        let sent = self.sent.take();
         let m = &self.arm.metrics;
         let status = match (self.status, outcome) {
             (Some(s), _) => s,
@@ -226,7 +226,7 @@ impl RequestMeter {
             Some(u) => (Some(u), "upstream"),
             None if self.status.is_some_and(|s| s.is_success()) => (
                 Some(Usage {
-                    input: self.prompt_tokens(),
+                    input: self.prompt_tokens(sent.as_ref()),
                     cached: 0,
                     output: seen.map_or(0, StreamText::tokens),
                     reasoning: 0,

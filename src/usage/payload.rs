@@ -1,6 +1,6 @@
 //! One SSE `data:` payload read in a single pass with a borrowed serde view: usage (top-level, or
-//! a Responses event's `response.usage`), the number of `choices`, the generated text (borrowed
-//! unless escaped), and the event `type`. Whatever the spacing, key order or escapes, the answer is the same.
+//! a Responses event's `response.usage`), the number of `choices`, the generated text (handed
+//! on as it is read), and the event `type`. Whatever the spacing, key order or escapes, the answer is the same.
 
 // Reads untrusted bytes: no indexing that could panic (`.get()` instead).
 #![deny(clippy::indexing_slicing)]
@@ -25,9 +25,9 @@ pub struct Payload<'a> {
     response_usage: Option<RawUsage>,
     /// How many `choices` (when it is an array).
     pub choices: Option<usize>,
-    /// Generated text, decoded: `choices[].delta.content`, `choices[].text`, tool call
-    /// `arguments`, a Responses `delta`, refusals. Borrowed from the event unless escaped.
-    pub texts: Vec<Cow<'a, str>>,
+    /// Bytes of generated text (decoded): `choices[].delta.content`, `choices[].text`, tool call
+    /// `arguments`, a Responses `delta`, refusals.
+    pub text_bytes: u64,
     /// The Responses event `type`.
     pub kind: Option<Cow<'a, str>>,
 }
@@ -35,9 +35,21 @@ pub struct Payload<'a> {
 impl<'a> Payload<'a> {
     /// Reads a payload; `None` when it is not a JSON object.
     pub fn parse(data: &'a [u8]) -> Option<Payload<'a>> {
+        Payload::parse_with(data, &mut |_| {})
+    }
+
+    /// [`Payload::parse`], handing each piece of generated text (decoded) to `on_text` as it is
+    /// read: no copy or allocation unless the text has escapes.
+    pub fn parse_with(data: &'a [u8], on_text: &mut dyn FnMut(&str)) -> Option<Payload<'a>> {
         let mut de = serde_json::Deserializer::from_slice(data);
-        let p = de::Deserializer::deserialize_map(&mut de, PayloadVisitor).ok()?;
+        let mut bytes = 0u64;
+        let mut sink = |t: &str| {
+            bytes += t.len() as u64;
+            on_text(t);
+        };
+        let mut p = de::Deserializer::deserialize_map(&mut de, PayloadVisitor(&mut sink)).ok()?;
         de.end().ok()?;
+        p.text_bytes = bytes;
         Some(p)
     }
 
@@ -48,11 +60,6 @@ impl<'a> Payload<'a> {
             .filter(|u| u.get() != "null")
             .and_then(|u| serde_json::from_str::<RawUsage>(u.get()).ok());
         top.or(self.response_usage.clone()).map(Usage::from)
-    }
-
-    /// Bytes of generated text (decoded).
-    pub fn text_bytes(&self) -> u64 {
-        self.texts.iter().map(|t| t.len() as u64).sum()
     }
 }
 
@@ -69,9 +76,9 @@ pub fn is_terminal_response_event_str(kind: &str) -> bool {
     is_terminal_response_event(kind.as_bytes())
 }
 
-struct PayloadVisitor;
+struct PayloadVisitor<'s>(Sink<'s>);
 
-impl<'de> Visitor<'de> for PayloadVisitor {
+impl<'de> Visitor<'de> for PayloadVisitor<'_> {
     type Value = Payload<'de>;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON object")
@@ -81,7 +88,7 @@ impl<'de> Visitor<'de> for PayloadVisitor {
         while let Some(key) = map.next_key::<KeyStr<'de>>()? {
             match key.0.as_ref() {
                 "usage" => p.top_usage = Some(map.next_value()?),
-                "choices" => p.choices = map.next_value_seed(Choices(&mut p.texts))?,
+                "choices" => p.choices = map.next_value_seed(Choices(&mut *self.0))?,
                 "response" => {
                     // a Responses event's object; any other shape carries no usage
                     let r: &RawValue = map.next_value()?;
@@ -89,7 +96,7 @@ impl<'de> Visitor<'de> for PayloadVisitor {
                         .ok()
                         .and_then(|r| r.usage);
                 }
-                "delta" => map.next_value_seed(Text(&mut p.texts))?,
+                "delta" => map.next_value_seed(Text(&mut *self.0))?,
                 "type" => p.kind = map.next_value::<Option<KeyStr<'de>>>()?.map(|k| k.0),
                 _ => {
                     map.next_value::<IgnoredAny>()?;
@@ -100,35 +107,26 @@ impl<'de> Visitor<'de> for PayloadVisitor {
     }
 }
 
-/// Where the texts found go: one vector per payload, filled by the seeds below (no allocation
-/// per nesting level).
-type Sink<'s, 'de> = &'s mut Vec<Cow<'de, str>>;
+/// Where the texts found go, as they are read (no collection in between).
+type Sink<'s> = &'s mut dyn FnMut(&str);
 
-/// A string value is generated text (kept borrowed when it has no escapes); anything else is not.
-struct Text<'s, 'de>(Sink<'s, 'de>);
+/// A string value is generated text; anything else is not.
+struct Text<'s>(Sink<'s>);
 
-impl<'de> DeserializeSeed<'de> for Text<'_, 'de> {
+impl<'de> DeserializeSeed<'de> for Text<'_> {
     type Value = ();
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for Text<'_, 'de> {
+impl<'de> Visitor<'de> for Text<'_> {
     type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a value")
     }
-    fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<(), E> {
-        if !s.is_empty() {
-            self.0.push(Cow::Borrowed(s));
-        }
-        Ok(())
-    }
     fn visit_str<E: de::Error>(self, s: &str) -> Result<(), E> {
-        if !s.is_empty() {
-            self.0.push(Cow::Owned(s.to_owned()));
-        }
+        (self.0)(s);
         Ok(())
     }
     skip_other_values!(());
@@ -143,16 +141,16 @@ impl<'de> Visitor<'de> for Text<'_, 'de> {
 }
 
 /// `choices`: how many (when it is an array), their generated text into the sink.
-struct Choices<'s, 'de>(Sink<'s, 'de>);
+struct Choices<'s>(Sink<'s>);
 
-impl<'de> DeserializeSeed<'de> for Choices<'_, 'de> {
+impl<'de> DeserializeSeed<'de> for Choices<'_> {
     type Value = Option<usize>;
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Option<usize>, D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for Choices<'_, 'de> {
+impl<'de> Visitor<'de> for Choices<'_> {
     type Value = Option<usize>;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("choices")
@@ -177,16 +175,16 @@ impl<'de> Visitor<'de> for Choices<'_, 'de> {
 /// The generated text in a choice, a delta, a message, a tool call or its function: the string
 /// values of `content`, `text`, `refusal` and `arguments`, at any depth of `delta`, `message`,
 /// `tool_calls` and `function`.
-struct Texts<'s, 'de>(Sink<'s, 'de>);
+struct Texts<'s>(Sink<'s>);
 
-impl<'de> DeserializeSeed<'de> for Texts<'_, 'de> {
+impl<'de> DeserializeSeed<'de> for Texts<'_> {
     type Value = ();
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for Texts<'_, 'de> {
+impl<'de> Visitor<'de> for Texts<'_> {
     type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a choice")
@@ -361,12 +359,18 @@ mod tests {
             br#"{"choices":[{"delta":{"content":"caf\u00e9","tool_calls":[{"index":0,"function":{"arguments":"{}"}}]}}],"usage":null}"#,
         )
         .unwrap();
-        assert_eq!(t.text_bytes(), 5 + 2);
-        assert_eq!(t.texts, ["café", "{}"]);
+        assert_eq!(t.text_bytes, 5 + 2);
+        let mut texts = Vec::new();
+        Payload::parse_with(
+            br#"{"choices":[{"delta":{"content":"caf\u00e9","tool_calls":[{"index":0,"function":{"arguments":"{}"}}]}}],"usage":null}"#,
+            &mut |t| texts.push(t.to_owned()),
+        )
+        .unwrap();
+        assert_eq!(texts, ["café", "{}"]);
         assert_eq!(t.usage(), None);
         let r = Payload::parse(br#"{"type":"response.output_text.delta","delta":"Hi"}"#).unwrap();
         assert_eq!(
-            (r.text_bytes(), r.kind.as_deref()),
+            (r.text_bytes, r.kind.as_deref()),
             (2, Some("response.output_text.delta"))
         );
         let c = Payload::parse(br#"{"type": "response.completed", "response": {"usage": {"input_tokens": 7, "output_tokens": 4}}}"#).unwrap();

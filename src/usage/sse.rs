@@ -244,12 +244,10 @@ impl SseScanner {
             self.complete = true;
             return Action::Keep;
         }
-        let Some(p) = Payload::parse(&data) else {
+        let text = &mut self.text;
+        let Some(p) = Payload::parse_with(&data, &mut |t| text.push(t)) else {
             return Action::Keep;
         };
-        for t in &p.texts {
-            self.text.push(t);
-        }
         if p.kind
             .as_deref()
             .is_some_and(payload::is_terminal_response_event_str)
