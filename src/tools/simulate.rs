@@ -238,3 +238,31 @@ impl Projection {
         s
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tokens::Encoding;
+
+    /// A recorded line without usage is counted from its messages and answer with the candidate
+    /// model's tokenizer: cl100k_base for gpt-4, o200k_base for gpt-4o.
+    #[test]
+    fn a_line_without_usage_is_counted_with_the_candidates_tokenizer() {
+        let data = r#"{"messages":[{"role":"user","content":"hello there"},{"role":"assistant","content":"お誕生日おめでとう"}]}"#;
+        let meta = r#"{"request":{"endpoint":"chat","model":"m","stream":false,"headers":{}},"request_id":"r1","time":1}"#;
+        // the cookbook's example: 8 tokens in o200k_base, 9 in cl100k_base
+        for (id, enc, answer) in [
+            ("gpt-4o-2024-08-06", Encoding::O200kBase, 8),
+            ("gpt-4-0613", Encoding::Cl100kBase, 9),
+        ] {
+            let y = format!("upstreams:\n  u: {{ url: \"http://127.0.0.1:1/v1\" }}\nmodels:\n  m: {{ upstream: u, id: {id}, price: {{ input: 1, output: 1 }} }}\nroutes:\n  - {{ name: r, split: [{{ model: m }}] }}\n");
+            let cfg = Config::from_yaml(&y, &|_| None).unwrap();
+            let p = simulate(&cfg, &[meta], &[data]);
+            assert_eq!(p.requests, 1, "{id}");
+            // 3 + "user" 1 + "hello there" 2, 3 to prime the reply (the same in both)
+            assert_eq!(p.arms[0].input_tokens, 9, "{id}");
+            assert_eq!(p.arms[0].output_tokens, answer, "{id}");
+            assert_eq!(enc.count("お誕生日おめでとう"), answer);
+        }
+    }
+}
