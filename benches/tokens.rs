@@ -103,6 +103,18 @@ fn bench_count(c: &mut Criterion) {
         });
     }
     g.finish();
+    // a client can send one 100 KB word: one pre-tokenizer piece, the BPE merge's worst case
+    let mut g = c.benchmark_group("count_o200k_one_100k_word");
+    g.sample_size(10);
+    let word = "ab".repeat(50 * 1024);
+    assert_eq!(bpe.count(word.as_str()), tik.encode_ordinary(&word).len());
+    g.bench_function("bpe-openai", |b| {
+        b.iter(|| bpe.count(black_box(word.as_str())))
+    });
+    g.bench_function("tiktoken-rs", |b| {
+        b.iter(|| tik.encode_ordinary(black_box(&word)).len())
+    });
+    g.finish();
     let mut g = c.benchmark_group("chat_request_o200k");
     for size in [2 * 1024, 200 * 1024] {
         let body = chat_body(size);

@@ -21,7 +21,8 @@
 //!    │                 policy.rs (final / retry / fall back), health.rs: all before the first byte
 //!    ▼
 //!  usage/ ─────────── body.rs MeteredBody: SSE / JSON usage, idle/total/drain limits
-//!                      ─▶ meter.rs: price, metrics, access line ─▶ event.rs "request finished"
+//!                      ─▶ meter.rs: price (no usage came: counted with tokens/), metrics,
+//!                         access line ─▶ event.rs "request finished"
 //!                                                                   ├──▶ economics ledger (per arm)
 //!                                                                   ├──▶ shadow pair comparison
 //!                                                                   └──▶ capture queue ─▶ writer thread
