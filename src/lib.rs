@@ -21,7 +21,8 @@
 //!    │                 policy.rs (final / retry / fall back), health.rs: all before the first byte
 //!    ▼
 //!  usage/ ─────────── body.rs MeteredBody: SSE / JSON usage, idle/total/drain limits
-//!                      ─▶ meter.rs: price, metrics, access line ─▶ event.rs "request finished"
+//!                      ─▶ meter.rs: price (no usage came: counted with tokens/), metrics,
+//!                         access line ─▶ event.rs "request finished"
 //!                                                                   ├──▶ economics ledger (per arm)
 //!                                                                   ├──▶ shadow pair comparison
 //!                                                                   ├──▶ capture queue ─▶ writer thread
@@ -54,6 +55,8 @@
 //! - [`classify`]: route selection, pure and table-tested.
 //! - [`request`]: the borrowed view of a request body and the byte-preserving rewrite.
 //! - [`config`]: `routes.yaml`, strict raw structs → validated runtime [`config::Config`].
+//! - [`tokens`]: OpenAI's tokenizers (o200k_base, cl100k_base), loaded once; chat overheads as
+//!   OpenAI counts them; a stream's text counted in bounded memory (for broken-stream estimates).
 //! - [`json`]: borrowed readers of untrusted JSON (fields with their spans, nesting check).
 //! - [`error`]: the request-path error enum, OpenAI-shaped.
 //! - [`tools`]: offline commands (`dataset check`, `simulate`).
@@ -84,5 +87,6 @@ pub mod server;
 pub mod shadow;
 pub mod state;
 pub mod telemetry;
+pub mod tokens;
 pub mod tools;
 pub mod usage;

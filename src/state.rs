@@ -84,6 +84,11 @@ impl LiveState {
         } else {
             config.clients.iter().map(|c| c.name.as_str()).collect()
         };
+        // a new config may bring a model of another encoding: loaded off the request path
+        crate::tokens::warm_in_background(config.models.iter().map(|m| m.encoding()));
+        for m in config.models.iter().filter(|m| !m.encoding_known()) {
+            tracing::info!(model = %m.name, assumed = m.encoding().name(), "tokenizer of this model unknown: tailor's own estimates (broken streams) assume it");
+        }
         let model_health: Vec<Arc<ModelHealth>> = config
             .models
             .iter()
@@ -113,6 +118,7 @@ impl LiveState {
                             price: model.price,
                             health: Some(model_health[m].clone()),
                             ledger: ledger.arm(&route, &name, Traffic::Primary),
+                            encoding: model.encoding(),
                         })
                         .collect();
                     v.push((m, per_client));

@@ -421,16 +421,18 @@ fn simulate_replays_recorded_traffic_like_a_hand_computation() {
     let cost = |inp: f64, cached: f64, out: f64, p: (f64, f64, f64)| {
         ((inp - cached) * p.0 + cached * p.1 + out * p.2) / 1e6
     };
-    // the candidate's support arm adds prompts/short.md: 39 bytes -> 10 tokens
-    let short = std::fs::read_to_string(format!("{dir}/prompts/short.md"))
-        .unwrap()
-        .trim_end()
-        .len()
-        .div_ceil(4) as f64;
-    assert_eq!(short, 10.0);
-    // line 1: support, cust-1 -> ft, +10 prompt tokens; line 2: user vip-7 -> vip (gpt-4o);
+    // the candidate's support arm adds prompts/short.md as a system message, in o200k_base (the
+    // ft model is a gpt-4o fine-tune): 3 + "system" 1 + "Answer in one sentence. Be kind always." 9
+    let short = std::fs::read_to_string(format!("{dir}/prompts/short.md")).unwrap();
+    let counted = tailor::tokens::chat::system_prompt_tokens(
+        tailor::tokens::Encoding::O200kBase,
+        short.trim_end(),
+    );
+    assert_eq!(counted, 13);
+    let short = counted as f64;
+    // line 1: support, cust-1 -> ft, +13 prompt tokens; line 2: user vip-7 -> vip (gpt-4o);
     // line 3: model gpt-4o, recorded with a 300-token arm prompt -> rest (mini), without it;
-    // line 4: support -> ft, +10
+    // line 4: support -> ft, +13
     let ft_cost = cost(100.0 + short, 0.0, 50.0, ft) + cost(1500.0 + short, 1024.0, 80.0, ft);
     let vip_cost = cost(2000.0, 1024.0, 100.0, gpt4o);
     let rest_cost = cost(400.0 - 300.0, 0.0, 20.0, mini);
@@ -448,7 +450,7 @@ fn simulate_replays_recorded_traffic_like_a_hand_computation() {
             .clone()
     };
     for (route, model, n, c, inp) in [
-        ("support", "ft", 2, ft_cost, 100 + 1500 + 20),
+        ("support", "ft", 2, ft_cost, 100 + 1500 + 26),
         ("vip", "gpt-4o", 1, vip_cost, 2000),
         ("rest", "mini", 1, rest_cost, 100),
     ] {

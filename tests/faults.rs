@@ -72,6 +72,47 @@ async fn reset_mid_stream_ends_with_an_error_event() {
     );
 }
 
+/// A stream that breaks before its usage chunk is billed with OpenAI's tokenizer: the prompt
+/// tailor sent and the text the client got, counted exactly (o200k_base for gpt-4o).
+#[tokio::test]
+async fn a_broken_stream_is_billed_with_exact_token_counts() {
+    use tailor::tokens::{chat as tchat, Encoding};
+    // loaded at start on a background thread; a test must not race it
+    Encoding::O200kBase.warm();
+    let env = setup().await;
+    let r = env
+        .chat(&chat("plain", true), &[("x-mock-fail-after", "5")])
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let mut text = String::new();
+    for d in sse_data(&r.text()) {
+        if let Ok(v) = serde_json::from_str::<Value>(&d) {
+            text.push_str(v["choices"][0]["delta"]["content"].as_str().unwrap_or(""));
+        }
+    }
+    assert!(!text.is_empty());
+    let sent = env.mock.received()[0].body.clone();
+    let input =
+        tchat::request_prompt_tokens(Encoding::O200kBase, tailor::request::Endpoint::Chat, &sent)
+            .unwrap();
+    // 3 per message + "user" 1 + "hello there" 2, and 3 to prime the reply
+    assert_eq!(input, 9);
+    let m = parse_metrics(&env.metrics().await);
+    let est = |t: &str| {
+        metric(
+            &m,
+            &format!(
+                "tailor_estimated_tokens_total{{model=\"gpt-4o\",route=\"plain\",type=\"{t}\"}}"
+            ),
+        )
+    };
+    assert_eq!(est("input"), input as f64);
+    let output = Encoding::O200kBase.count(&text);
+    assert_eq!(est("output"), output as f64, "{text:?}");
+    // bytes / 4 would not give it: the words are short
+    assert_ne!(output, text.len().div_ceil(4) as u64, "{text:?}");
+}
+
 #[tokio::test]
 async fn stalled_stream_hits_the_idle_limit_and_the_upstream_is_cancelled() {
     let env = setup().await;

@@ -452,14 +452,44 @@ impl Body for Upload {
     }
 }
 
-/// Peak resident memory of a process, in KiB.
-fn peak_rss_kib(pid: u32) -> u64 {
+/// A line of `/proc/{pid}/status` in KiB (`VmHWM`: peak resident memory, `VmRSS`: now).
+fn status_kib(pid: u32, key: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(key))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap()
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmHWM:")
+}
+
+/// Waits until the process's memory stops growing (the tokenizer tables load on a background
+/// thread after start: tens of MiB that are not the upload's).
+async fn settled(pid: u32) {
+    let mut last = 0;
+    let mut same = 0;
+    for _ in 0..100 {
+        let now = status_kib(pid, "VmRSS:");
+        same = if now == last { same + 1 } else { 0 };
+        if same == 4 {
+            return;
+        }
+        last = now;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Kills the child when the test ends, passed or not (a panic must not leave it running).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[tokio::test]
@@ -479,7 +509,7 @@ async fn a_500_mb_upload_and_its_download_pass_with_flat_memory() {
         ),
     )
     .unwrap();
-    let mut tailor = spawn_tailor(
+    let tailor = spawn_tailor(
         &[
             "--log-format",
             "json",
@@ -491,6 +521,8 @@ async fn a_500_mb_upload_and_its_download_pass_with_flat_memory() {
         &dir.join("stderr"),
     );
     let pid = tailor.child.id();
+    let api = tailor.api.clone();
+    let _child = KillOnDrop(tailor.child);
     let client = Client::builder(TokioExecutor::new()).build_http::<Upload>();
     // warm up: one small request, so the baseline includes the runtime and pools
     let head = format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.bin\"\r\nContent-Type: application/octet-stream\r\n\r\n");
@@ -507,7 +539,7 @@ async fn a_500_mb_upload_and_its_download_pass_with_flat_memory() {
     };
     let send = |len: u64| {
         let total = head.len() as u64 + len + tail.len() as u64;
-        Request::post(format!("{}/v1/files", tailor.api))
+        Request::post(format!("{api}/v1/files"))
             .header("content-type", multipart_type())
             .header("content-length", total)
             .body(upload(len))
@@ -516,6 +548,7 @@ async fn a_500_mb_upload_and_its_download_pass_with_flat_memory() {
     let r = client.request(send(1000)).await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     r.into_body().collect().await.unwrap();
+    settled(pid).await;
     let before = peak_rss_kib(pid);
     let r = client.request(send(LEN)).await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
@@ -525,8 +558,7 @@ async fn a_500_mb_upload_and_its_download_pass_with_flat_memory() {
     let after_upload = peak_rss_kib(pid);
     // download it back, checking every byte against the pattern without keeping it
     let get = Request::get(format!(
-        "{}/v1/files/{}/content",
-        tailor.api,
+        "{api}/v1/files/{}/content",
         file["id"].as_str().unwrap()
     ))
     .body(Upload {
@@ -562,8 +594,6 @@ async fn a_500_mb_upload_and_its_download_pass_with_flat_memory() {
         "download grew RSS by {} KiB",
         after_download - before
     );
-    tailor.child.kill().unwrap();
-    let _ = tailor.child.wait();
     let _ = std::fs::remove_dir_all(&dir);
 }
 

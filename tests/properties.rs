@@ -183,6 +183,11 @@ proptest! {
         prop_assert_eq!(&out, input.as_bytes());
         prop_assert_eq!(got.usage(), want.usage());
         prop_assert_eq!(got.text_bytes(), want.text_bytes());
+        // the broken-stream estimate: the text's tokens, whatever the format, as if counted whole
+        let enc = tailor::tokens::Encoding::O200kBase;
+        enc.warm();
+        prop_assert_eq!(got.text().tokens(), want.text().tokens());
+        prop_assert_eq!(got.text().tokens(), enc.count(&texts.concat()));
         prop_assert!(got.complete());
         let (stripped, s) = feed_in_pieces(input.as_bytes(), &cuts, true);
         let stripped = String::from_utf8(stripped).unwrap();

@@ -8,6 +8,7 @@ use tailor::usage::find_in_json;
 use tailor::usage::sse::SseScanner;
 
 fuzz_target!(|data: &[u8]| {
+    tailor::tokens::Encoding::O200kBase.warm();
     let _ = find_in_json(data);
     let Some((&cut, body)) = data.split_first() else {
         return;
@@ -28,6 +29,7 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(out, body);
             }
         }
-        let _ = (s.usage(), s.complete(), s.text_bytes());
+        // the broken-stream estimate: the text's tokens (bytes / 4 until an encoder is loaded)
+        let _ = (s.usage(), s.complete(), s.text_bytes(), s.text().tokens());
     }
 });

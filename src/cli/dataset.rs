@@ -13,7 +13,7 @@ pub fn run(file: &Path, model: &str, epochs: u32, format: OutFormat) -> Result<(
         .or_else(|| tailor::usage::price::lookup(model))
         .and_then(|(_, e)| e.price.training)
         .map(|t| t as f64 / 1e6);
-    let report = tailor::tools::dataset::check(&text, epochs, price);
+    let report = tailor::tools::dataset::check(&text, model, epochs, price);
     match format {
         OutFormat::Text => out!("{}", report.render(&file.display().to_string())),
         OutFormat::Json => out!("{}", serde_json::to_string_pretty(&report)?),

@@ -162,6 +162,7 @@ fn build_split(
                     model,
                     text: text.trim_end().into(),
                     replace,
+                    tokens: std::sync::OnceLock::new(),
                 });
                 files.push(p);
             }

@@ -173,6 +173,20 @@ pub enum PriceSource {
 }
 
 impl Model {
+    /// The tokenizer of the OpenAI model this is (Azure: its `base_model`), o200k_base if unknown.
+    pub fn encoding(&self) -> crate::tokens::Encoding {
+        crate::tokens::Encoding::for_model(self.tokenizer_name()).0
+    }
+
+    /// Whether [`Model::encoding`] knows the model (else it assumes o200k_base).
+    pub fn encoding_known(&self) -> bool {
+        crate::tokens::Encoding::for_model(self.tokenizer_name()).1
+    }
+
+    fn tokenizer_name(&self) -> &str {
+        self.base_model.as_deref().unwrap_or(&self.id)
+    }
+
     /// The fine-tune's one-off training cost, if declared.
     pub fn training_cost_usd(&self) -> Option<f64> {
         self.training_cost
@@ -252,6 +266,24 @@ pub struct ArmPrompt {
     pub text: Arc<str>,
     /// Instead of the client's system and developer messages (else before them).
     pub replace: bool,
+    /// Its tokens as the system message it is sent as, counted once (on the first sampled
+    /// capture after the encoder is loaded): tokenizing costs ~25 ns a byte.
+    pub tokens: std::sync::OnceLock<u64>,
+}
+
+impl ArmPrompt {
+    /// The prompt's tokens as a system message for `model`'s encoding; bytes / 4 (not kept)
+    /// while the encoder is not loaded yet. For the request path.
+    pub fn tokens_if_loaded(&self, model: &Model) -> u64 {
+        let enc = model.encoding();
+        match self.tokens.get() {
+            Some(n) => *n,
+            None if enc.loaded().is_some() => *self
+                .tokens
+                .get_or_init(|| crate::tokens::chat::system_prompt_tokens(enc, &self.text)),
+            None => self.text.len().div_ceil(4) as u64,
+        }
+    }
 }
 
 /// The store of `limits:` counters (`shared_state:`).

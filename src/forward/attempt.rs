@@ -152,7 +152,7 @@ impl Attempt<'_> {
                     let out = self.tag(out, &model.name, meter.request_id());
                     let Some(why) = why else {
                         // the upstream's own answer (400, 401...): the client gets it as it is
-                        meter.finish(None, 0, policy::final_outcome(p.status, &upstream.auth));
+                        meter.finish(None, None, policy::final_outcome(p.status, &upstream.auth));
                         return out;
                     };
                     last = Some(out);
@@ -178,7 +178,7 @@ impl Attempt<'_> {
                 break;
             }
         }
-        meter.finish(None, 0, Outcome::UpstreamError);
+        meter.finish(None, None, Outcome::UpstreamError);
         let mut out = last.unwrap_or_else(|| {
             let err = ProxyError::Internal("no upstream attempt was made".into());
             tracing::error!(request_id = meter.request_id(), error = %err, "no candidate model");
@@ -269,6 +269,7 @@ impl Attempt<'_> {
                 replace: p.replace,
             });
         let body = self.view.rewrite(&model.id, self.inject_usage, prompt);
+        meter.sending(self.view.endpoint, &body);
         let req = match upstream::request(
             upstream,
             model,

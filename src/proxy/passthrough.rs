@@ -109,6 +109,10 @@ pub async fn run<B: ReqBody>(
         price: model.map_or(Price::FREE, |m| cfg.models[m].price),
         health: None,
         ledger: Arc::new(NoLedger),
+        // (never used: a passthrough answer without usage is not estimated)
+        encoding: model.map_or(crate::tokens::Encoding::O200kBase, |m| {
+            cfg.models[m].encoding()
+        }),
     };
     let request_id = live.ids.mint(ROUTE, model_name, shared.next_random());
     let mut meter = RequestMeter::start(
@@ -306,7 +310,7 @@ fn error_response(
     }
     let mut resp = err.into_response::<Full<Bytes>>().map(Either::Left);
     tag(resp.headers_mut(), meter.request_id());
-    meter.finish(None, 0, outcome);
+    meter.finish(None, None, outcome);
     resp
 }
 

@@ -105,9 +105,10 @@ pub async fn run<B: ReqBody>(
     if let Some(c) = &route.capture {
         // sample in millionths
         if shared.next_random() % 1_000_000 < (c.sample * 1e6).round() as u64 {
+            let model = &live.config.models[decision.model];
             let prompt_tokens = route
                 .prompt_for(decision.model)
-                .map_or(0, |p| p.text.len().div_ceil(4) as u64);
+                .map_or(0, |p| p.tokens_if_loaded(model));
             meter.subscribe(Box::new(capture::Sample::new(
                 c,
                 c.only_model.map(|m| live.config.models[m].name.as_str()),

@@ -1,15 +1,19 @@
 //! `tailor dataset check`: validates a fine-tuning file the way OpenAI's upload does (chat format,
 //! one example per line), and prices it.
 //!
-//! No tokenizer ships with tailor: tokens are estimated as OpenAI's cookbook does for a quick
-//! check: 3 tokens per message plus the text's bytes / 4, plus 3 per example. Good to about 10 %
-//! for English; the estimate is labelled as such.
+//! Tokens are counted with the model's tokenizer (o200k_base for GPT-4o and its fine-tunes) and
+//! OpenAI's chat rules ([`crate::tokens::chat`]): per example, its messages with their overheads,
+//! its function tools, and the 3 tokens that prime a reply. OpenAI does not publish how it frames
+//! a training example; these are the rules its API bills a request with.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use serde::Serialize;
 use serde_json::Value;
+
+use crate::tokens::chat;
+use crate::tokens::Encoding;
 
 /// Roles the chat fine-tuning format accepts.
 const ROLES: [&str; 5] = ["system", "user", "assistant", "tool", "function"];
@@ -31,8 +35,12 @@ pub const MIN_EXAMPLES: usize = 10;
 /// gpt-4o fine-tuning's context: longer examples are truncated by the upload.
 pub const MAX_EXAMPLE_TOKENS: u64 = 65_536;
 
-#[derive(Debug, Serialize, Default)]
+#[derive(Debug, Serialize)]
 pub struct Report {
+    /// The tokenizer the counts used (`o200k_base`, `cl100k_base`).
+    pub encoding: &'static str,
+    /// The model name was not known: the encoding is an assumption.
+    pub encoding_assumed: bool,
     pub examples: usize,
     /// (line number, message) of every line the upload would reject.
     pub errors: Vec<(usize, String)>,
@@ -49,17 +57,8 @@ pub struct Report {
     pub estimated_training_cost_usd: Option<f64>,
 }
 
-fn text_len(v: &Value) -> usize {
-    match v {
-        Value::String(s) => s.len(),
-        Value::Array(a) => a.iter().map(text_len).sum(),
-        Value::Object(o) => o.values().map(text_len).sum(),
-        _ => 0,
-    }
-}
-
-/// Checks one example; its estimated tokens, or why the upload would reject it.
-fn check_example(v: &Value) -> Result<u64, String> {
+/// Checks one example; its tokens, or why the upload would reject it.
+fn check_example(enc: Encoding, v: &Value) -> Result<u64, String> {
     let obj = v.as_object().ok_or("not a JSON object")?;
     if let Some(k) = obj.keys().find(|k| !EXAMPLE_KEYS.contains(&k.as_str())) {
         return Err(format!("unknown key `{k}`"));
@@ -71,7 +70,6 @@ fn check_example(v: &Value) -> Result<u64, String> {
     if messages.is_empty() {
         return Err("`messages` is empty".into());
     }
-    let mut tokens = 3u64;
     let mut assistants = 0;
     for (i, m) in messages.iter().enumerate() {
         let m = m
@@ -110,28 +108,40 @@ fn check_example(v: &Value) -> Result<u64, String> {
         if role == "assistant" {
             assistants += 1;
         }
-        tokens +=
-            3 + (text_len(content) + m.get("tool_calls").map_or(0, text_len)).div_ceil(4) as u64;
     }
     if assistants == 0 {
         return Err("no assistant message".into());
     }
-    if let Some(t) = obj.get("tools") {
-        if !t.is_array() {
-            return Err("`tools` is not an array".into());
+    let mut tools: &[Value] = &[];
+    for key in ["tools", "functions"] {
+        if let Some(t) = obj.get(key) {
+            tools = t
+                .as_array()
+                .ok_or(format!("`{key}` is not an array"))?
+                .as_slice();
         }
-        tokens += text_len(t).div_ceil(4) as u64;
     }
-    Ok(tokens)
+    Ok(chat::chat_prompt_tokens(enc, messages, tools))
 }
 
-/// Checks a whole file's text. `training_price` in USD per 1M training tokens.
-pub fn check(text: &str, epochs: u32, training_price: Option<f64>) -> Report {
+/// Checks a whole file's text for fine-tuning `model`. `training_price` in USD per 1M
+/// training tokens.
+pub fn check(text: &str, model: &str, epochs: u32, training_price: Option<f64>) -> Report {
+    let (enc, known) = Encoding::for_model(model);
     let mut r = Report {
+        encoding: enc.name(),
+        encoding_assumed: !known,
+        examples: 0,
+        errors: Vec::new(),
+        warnings: Vec::new(),
+        total_tokens: 0,
+        min_tokens: u64::MAX,
+        max_tokens: 0,
+        mean_tokens: 0.0,
+        duplicates: Vec::new(),
         epochs,
         training_price_usd_per_1m: training_price,
-        min_tokens: u64::MAX,
-        ..Report::default()
+        estimated_training_cost_usd: None,
     };
     let mut seen: HashMap<String, usize> = HashMap::new();
     for (i, line) in text.lines().enumerate() {
@@ -147,7 +157,7 @@ pub fn check(text: &str, epochs: u32, training_price: Option<f64>) -> Report {
                 continue;
             }
         };
-        match check_example(&v) {
+        match check_example(enc, &v) {
             Ok(t) => {
                 r.examples += 1;
                 r.total_tokens += t;
@@ -155,7 +165,7 @@ pub fn check(text: &str, epochs: u32, training_price: Option<f64>) -> Report {
                 r.max_tokens = r.max_tokens.max(t);
                 if t > MAX_EXAMPLE_TOKENS {
                     r.warnings.push(format!(
-                        "line {n}: ~{t} tokens, over the {MAX_EXAMPLE_TOKENS}-token context: the upload truncates it"
+                        "line {n}: {t} tokens, over the {MAX_EXAMPLE_TOKENS}-token context: the upload truncates it"
                     ));
                 }
                 // serde_json's map is ordered by key: equal values print equal
@@ -204,10 +214,15 @@ impl Report {
         for (n, e) in self.errors.iter().take(50) {
             let _ = writeln!(s, "  line {n}: {e}");
         }
+        let assumed = if self.encoding_assumed {
+            ", assumed: the model is not one tailor knows"
+        } else {
+            ""
+        };
         let _ = writeln!(
             s,
-            "tokens (estimate: bytes/4 + 3 per message): {} in all; per example min {} / mean {:.0} / max {}",
-            self.total_tokens, self.min_tokens, self.mean_tokens, self.max_tokens
+            "tokens ({}{assumed}; OpenAI's chat overheads): {} in all; per example min {} / mean {:.0} / max {}",
+            self.encoding, self.total_tokens, self.min_tokens, self.mean_tokens, self.max_tokens
         );
         match (
             self.estimated_training_cost_usd,
@@ -257,7 +272,7 @@ mod tests {
             r#"{"messages":[],"extra":1}"#,
         ]
         .join("\n");
-        let r = check(&text, 3, Some(25.0));
+        let r = check(&text, "gpt-4o-2024-08-06", 3, Some(25.0));
         assert_eq!(r.examples, 3);
         let lines: Vec<usize> = r.errors.iter().map(|(n, _)| *n).collect();
         assert_eq!(lines, [4, 5, 6, 7]);
@@ -265,10 +280,45 @@ mod tests {
         assert!(r.errors[1].1.contains("robot"));
         assert!(r.errors[3].1.contains("extra"));
         assert_eq!(r.duplicates, [(3, 1)]);
-        // good: 3 + (3+2) + (3+1) + (3+2) = 17 tokens
-        assert_eq!(r.min_tokens, 17);
+        // good, in o200k_base: (3 + "system" 1 + "be brief" 2) + (3 + "user" 1 + "hi" 1)
+        // + (3 + "assistant" 1 + "hello" 1) + 3 to prime the reply
+        assert_eq!(r.min_tokens, 19);
+        assert_eq!((r.encoding, r.encoding_assumed), ("o200k_base", false));
         let cost = r.estimated_training_cost_usd.unwrap();
         assert!((cost - r.total_tokens as f64 * 3.0 * 25.0 / 1e6).abs() < 1e-12);
         assert!(r.warnings.iter().any(|w| w.contains("at least 10")));
+    }
+
+    /// The cookbook's chat example as a training line: 124 tokens in o200k_base, 129 in
+    /// cl100k_base, as OpenAI's API counted them.
+    #[test]
+    fn tokens_are_openais_counts() {
+        let line = serde_json::json!({"messages": [
+            {"role": "system", "content": "You are a helpful, pattern-following assistant that translates corporate jargon into plain English."},
+            {"role": "system", "name": "example_user", "content": "New synergies will help drive top-line growth."},
+            {"role": "system", "name": "example_assistant", "content": "Things working well together will increase revenue."},
+            {"role": "system", "name": "example_user", "content": "Let's circle back when we have more bandwidth to touch base on opportunities for increased leverage."},
+            {"role": "system", "name": "example_assistant", "content": "Let's talk later when we're less busy about how to do better."},
+            {"role": "user", "content": "This late pivot means we don't have time to boil the ocean for the client deliverable."},
+            {"role": "assistant", "content": "This late change means we don't have time to do everything for the client."},
+        ]});
+        let answer = 3
+            + Encoding::O200kBase.count("assistant")
+            + Encoding::O200kBase.count(
+                "This late change means we don't have time to do everything for the client.",
+            );
+        let r = check(&line.to_string(), "gpt-4o-mini-2024-07-18", 1, None);
+        assert_eq!(r.total_tokens, 124 + answer);
+        let answer = 3
+            + Encoding::Cl100kBase.count("assistant")
+            + Encoding::Cl100kBase.count(
+                "This late change means we don't have time to do everything for the client.",
+            );
+        let r = check(&line.to_string(), "gpt-3.5-turbo-0125", 1, None);
+        assert_eq!(r.total_tokens, 129 + answer);
+        assert_eq!(r.encoding, "cl100k_base");
+        let r = check(&line.to_string(), "my-own-model", 1, None);
+        assert!(r.encoding_assumed);
+        assert!(r.render("f").contains("o200k_base, assumed"));
     }
 }

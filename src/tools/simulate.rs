@@ -6,7 +6,9 @@
 //! non-secret headers, stream); the dataset line at the same position in the companion file
 //! (`x.meta.jsonl` → `x.jsonl`) gives the messages and tools, for system/content/tools/size rules.
 //! Tokens are the recorded usage; the input changes by the difference between the candidate
-//! arm's system prompt and the one the request was recorded with (bytes / 4 each). Draws for
+//! arm's system prompt (counted with the candidate model's tokenizer, as the system message it is
+//! sent as) and the one the request was recorded with (as recorded). A line without usage is
+//! counted from its messages and answer with the candidate model's tokenizer. Draws for
 //! non-sticky splits come from a hash of the request id, so a run is reproducible.
 
 use std::collections::BTreeMap;
@@ -19,6 +21,7 @@ use serde_json::{json, Value};
 use crate::classify;
 use crate::config::Config;
 use crate::request::{Endpoint, RequestView};
+use crate::tokens::chat;
 use crate::usage::price::PICO_PER_USD;
 use crate::usage::Usage;
 
@@ -84,9 +87,11 @@ pub fn simulate(cfg: &Config, meta_lines: &[&str], data_lines: &[&str]) -> Proje
             .and_then(|l| serde_json::from_str(l).ok())
             .unwrap_or(Value::Null);
         let mut messages = data["messages"].as_array().cloned().unwrap_or_default();
-        if messages.last().is_some_and(|m| m["role"] == "assistant") {
-            messages.pop();
-        }
+        let answer = if messages.last().is_some_and(|m| m["role"] == "assistant") {
+            messages.pop()
+        } else {
+            None
+        };
         let mut body =
             json!({"model": req["model"], "messages": messages, "stream": req["stream"]});
         for k in ["user", "metadata"] {
@@ -120,16 +125,30 @@ pub fn simulate(cfg: &Config, meta_lines: &[&str], data_lines: &[&str]) -> Proje
             continue;
         };
         let recorded = &meta["usage"];
-        let old_prompt = req["arm_prompt_tokens"].as_u64().unwrap_or(0);
+        let enc = cfg.models[d.model].encoding();
         let new_prompt = cfg.routes[d.route]
             .prompt_for(d.model)
-            .map_or(0, |pr| pr.text.len().div_ceil(4) as u64);
-        let input = (recorded["input_tokens"].as_u64().unwrap_or(0) + new_prompt)
-            .saturating_sub(old_prompt);
+            .map_or(0, |pr| chat::system_prompt_tokens(enc, &pr.text));
+        // recorded usage is the upstream's; a line without it (a capture from another tool) is
+        // counted from its messages, the arm prompt it was recorded with not among them
+        let input = match recorded["input_tokens"].as_u64() {
+            Some(n) => {
+                let old_prompt = req["arm_prompt_tokens"].as_u64().unwrap_or(0);
+                (n + new_prompt).saturating_sub(old_prompt)
+            }
+            None => chat::request_prompt_tokens(enc, endpoint, &bytes).unwrap_or(0) + new_prompt,
+        };
+        let output = recorded["output_tokens"].as_u64().unwrap_or_else(|| {
+            answer.as_ref().map_or(0, |a| {
+                // the answer's tokens, without the framing of a message in a prompt
+                chat::message_tokens(enc, a)
+                    .saturating_sub(chat::TOKENS_PER_MESSAGE + enc.count("assistant"))
+            })
+        });
         let u = Usage {
             input,
             cached: recorded["cached_tokens"].as_u64().unwrap_or(0).min(input),
-            output: recorded["output_tokens"].as_u64().unwrap_or(0),
+            output,
             reasoning: 0,
         };
         let cost = cfg.models[d.model].price.cost_pico(&u) as f64 / PICO_PER_USD;
@@ -217,5 +236,33 @@ impl Projection {
             self.actual_usd_per_day
         );
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tokens::Encoding;
+
+    /// A recorded line without usage is counted from its messages and answer with the candidate
+    /// model's tokenizer: cl100k_base for gpt-4, o200k_base for gpt-4o.
+    #[test]
+    fn a_line_without_usage_is_counted_with_the_candidates_tokenizer() {
+        let data = r#"{"messages":[{"role":"user","content":"hello there"},{"role":"assistant","content":"お誕生日おめでとう"}]}"#;
+        let meta = r#"{"request":{"endpoint":"chat","model":"m","stream":false,"headers":{}},"request_id":"r1","time":1}"#;
+        // the cookbook's example: 8 tokens in o200k_base, 9 in cl100k_base
+        for (id, enc, answer) in [
+            ("gpt-4o-2024-08-06", Encoding::O200kBase, 8),
+            ("gpt-4-0613", Encoding::Cl100kBase, 9),
+        ] {
+            let y = format!("upstreams:\n  u: {{ url: \"http://127.0.0.1:1/v1\" }}\nmodels:\n  m: {{ upstream: u, id: {id}, price: {{ input: 1, output: 1 }} }}\nroutes:\n  - {{ name: r, split: [{{ model: m }}] }}\n");
+            let cfg = Config::from_yaml(&y, &|_| None).unwrap();
+            let p = simulate(&cfg, &[meta], &[data]);
+            assert_eq!(p.requests, 1, "{id}");
+            // 3 + "user" 1 + "hello there" 2, 3 to prime the reply (the same in both)
+            assert_eq!(p.arms[0].input_tokens, 9, "{id}");
+            assert_eq!(p.arms[0].output_tokens, answer, "{id}");
+            assert_eq!(enc.count("お誕生日おめでとう"), answer);
+        }
     }
 }

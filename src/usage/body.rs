@@ -56,6 +56,21 @@ pub struct BodyLimits {
     pub max_sse_event: usize,
 }
 
+/// The usage in the kept tail of a JSON body.
+fn json_usage(frames: &VecDeque<Bytes>, kept: usize) -> Option<Usage> {
+    match frames.len() {
+        0 => None,
+        1 => frames.front().and_then(|f| find_in_json(f)),
+        _ => {
+            let mut all = BytesMut::with_capacity(kept);
+            for f in frames {
+                all.extend_from_slice(f);
+            }
+            find_in_json(&all)
+        }
+    }
+}
+
 /// The response body wrapper: forwards frames as they arrive and meters the request.
 pub struct MeteredBody<B> {
     inner: B,
@@ -108,7 +123,8 @@ impl<B> MeteredBody<B> {
         strip_usage_chunk: bool,
         limits: BodyLimits,
     ) -> MeteredBody<B> {
-        let scanner = SseScanner::with_limit(strip_usage_chunk, limits.max_sse_event);
+        let scanner = SseScanner::with_limit(strip_usage_chunk, limits.max_sse_event)
+            .with_encoding(meter.encoding());
         MeteredBody::new(inner, Mode::Sse(scanner), meter, limits)
     }
 
@@ -126,29 +142,12 @@ impl<B> MeteredBody<B> {
         }
     }
 
-    fn usage(&self) -> (Option<Usage>, u64) {
-        match &self.mode {
-            Mode::Json { frames, kept } => {
-                let usage = match frames.len() {
-                    0 => None,
-                    1 => frames.front().and_then(|f| find_in_json(f)),
-                    _ => {
-                        let mut all = BytesMut::with_capacity(*kept);
-                        for f in frames {
-                            all.extend_from_slice(f);
-                        }
-                        find_in_json(&all)
-                    }
-                };
-                (usage, 0)
-            }
-            Mode::Sse(s) => (s.usage(), s.text_bytes()),
-            Mode::Opaque => (None, 0),
-        }
-    }
-
     fn finish(&mut self, outcome: Outcome) {
-        let (usage, text) = self.usage();
+        let (usage, text) = match &self.mode {
+            Mode::Sse(s) => (s.usage(), Some(s.text())),
+            Mode::Json { frames, kept } => (json_usage(frames, *kept), None),
+            Mode::Opaque => (None, None),
+        };
         self.meter.finish(usage, text, outcome);
     }
 

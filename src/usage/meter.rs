@@ -16,6 +16,10 @@ use super::Usage;
 use crate::forward::health::ModelHealth;
 use crate::limits::Slot;
 use crate::metrics::RouteModelMeter;
+use crate::request::Endpoint;
+use crate::tokens::chat;
+use crate::tokens::stream::StreamText;
+use crate::tokens::Encoding;
 
 /// Status recorded when the client went away before a response was sent (nginx's convention).
 pub const CLIENT_CLOSED: u16 = 499;
@@ -31,6 +35,8 @@ pub struct ArmMeter {
     pub health: Option<Arc<ModelHealth>>,
     /// Told of every request this arm finishes (the economics ledger).
     pub ledger: Arc<dyn Subscriber>,
+    /// The model's tokenizer, for estimates when the upstream reports no usage.
+    pub encoding: Encoding,
 }
 
 /// What the client was sent, kept (refcounted frames, not copies) for subscribers that want it.
@@ -51,8 +57,13 @@ pub struct RequestMeter {
     stream: bool,
     /// The `endpoint` label: chat, completions, embeddings, responses, or a passthrough family.
     endpoint: &'static str,
-    /// Estimated prompt tokens, recorded when the upstream answered but sent no usage.
+    /// Estimated prompt tokens (bytes / 4), recorded when the upstream answered but sent no
+    /// usage and the body sent cannot be tokenized.
     prompt_estimate: u64,
+    /// The body last sent upstream (refcounted, not copied), tokenized only if the upstream
+    /// answers and sends no usage (a broken stream, a hang-up): rare, so never on the way of a
+    /// request that completes.
+    sent: Option<(Endpoint, Bytes)>,
     /// Concurrency slots, released when the request is recorded.
     permits: Vec<Slot>,
     /// How the answer itself was judged (passthrough: an upstream's 401 to tailor's key is its
@@ -92,6 +103,7 @@ impl RequestMeter {
             endpoint,
             stream,
             prompt_estimate,
+            sent: None,
             permits,
             estimate: true,
             judged: None,
@@ -156,6 +168,25 @@ impl RequestMeter {
         }
     }
 
+    /// The body about to be sent upstream: the basis of the prompt count if no usage comes back.
+    pub fn sending(&mut self, endpoint: Endpoint, body: &Bytes) {
+        self.sent = Some((endpoint, body.clone()));
+    }
+
+    /// The tokenizer of the model answering now.
+    pub fn encoding(&self) -> Encoding {
+        self.arm.encoding
+    }
+
+    /// The prompt's tokens, counted with OpenAI's rules from the body `sent` when the encoder is
+    /// loaded (it is, moments after start), else the estimate made at the start.
+    fn prompt_tokens(&self, sent: Option<&(Endpoint, Bytes)>) -> u64 {
+        let enc = self.arm.encoding;
+        sent.filter(|_| enc.loaded().is_some())
+            .and_then(|(endpoint, body)| chat::request_prompt_tokens(enc, *endpoint, body))
+            .unwrap_or(self.prompt_estimate)
+    }
+
     /// The request moved to another model (fallback): usage goes to that model's series.
     pub fn switch_model(&mut self, arm: ArmMeter) {
         // in-flight is per route, and the route does not change
@@ -200,8 +231,9 @@ impl RequestMeter {
 
     /// Records the request: counters, cost, duration, the access line, then the subscribers.
     /// Idempotent. Without upstream usage, a successful answer is billed by estimate: the prompt
-    /// estimate and `text_bytes / 4` output tokens; an answer that never started is billed nothing.
-    pub fn finish(&mut self, usage: Option<Usage>, text_bytes: u64, outcome: Outcome) {
+    /// sent and the generated text `seen`, counted with the model's tokenizer; an answer that
+    /// never started is billed nothing.
+    pub fn finish(&mut self, usage: Option<Usage>, seen: Option<&StreamText>, outcome: Outcome) {
         if std::mem::replace(&mut self.done, true) {
             return;
         }
@@ -213,6 +245,8 @@ impl RequestMeter {
             (Outcome::Ok, Some(s), None) if s.is_server_error() => Outcome::UpstreamError,
             (o, _, _) => o,
         };
+        // the request body is not needed past this point: not kept as long as the meter
+        let sent = self.sent.take();
         let m = &self.arm.metrics;
         let status = match (self.status, outcome) {
             (Some(s), _) => s,
@@ -225,9 +259,9 @@ impl RequestMeter {
             Some(u) => (Some(u), "upstream"),
             None if self.estimate && self.status.is_some_and(|s| s.is_success()) => (
                 Some(Usage {
-                    input: self.prompt_estimate,
+                    input: self.prompt_tokens(sent.as_ref()),
                     cached: 0,
-                    output: text_bytes.div_ceil(4),
+                    output: seen.map_or(0, StreamText::tokens),
                     reasoning: 0,
                 }),
                 "estimate",
@@ -294,6 +328,6 @@ impl RequestMeter {
 
 impl Drop for RequestMeter {
     fn drop(&mut self) {
-        self.finish(None, 0, Outcome::ClientCancelled);
+        self.finish(None, None, Outcome::ClientCancelled);
     }
 }

@@ -1,6 +1,6 @@
 //! One SSE `data:` payload read in a single pass with a borrowed serde view: usage (top-level, or
-//! a Responses event's `response.usage`), the number of `choices`, the bytes of generated text,
-//! and the event `type`. Whatever the spacing, key order or escapes, the answer is the same.
+//! a Responses event's `response.usage`), the number of `choices`, the generated text (handed
+//! on as it is read), and the event `type`. Whatever the spacing, key order or escapes, the answer is the same.
 
 // Reads untrusted bytes: no indexing that could panic (`.get()` instead).
 #![deny(clippy::indexing_slicing)]
@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::ops::Range;
 
-use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -25,7 +25,7 @@ pub struct Payload<'a> {
     response_usage: Option<RawUsage>,
     /// How many `choices` (when it is an array).
     pub choices: Option<usize>,
-    /// Bytes of generated text: `choices[].delta.content`, `choices[].text`, tool call
+    /// Bytes of generated text (decoded): `choices[].delta.content`, `choices[].text`, tool call
     /// `arguments`, a Responses `delta`, refusals.
     pub text_bytes: u64,
     /// The Responses event `type`.
@@ -35,9 +35,21 @@ pub struct Payload<'a> {
 impl<'a> Payload<'a> {
     /// Reads a payload; `None` when it is not a JSON object.
     pub fn parse(data: &'a [u8]) -> Option<Payload<'a>> {
+        Payload::parse_with(data, &mut |_| {})
+    }
+
+    /// [`Payload::parse`], handing each piece of generated text (decoded) to `on_text` as it is
+    /// read: no copy or allocation unless the text has escapes.
+    pub fn parse_with(data: &'a [u8], on_text: &mut dyn FnMut(&str)) -> Option<Payload<'a>> {
         let mut de = serde_json::Deserializer::from_slice(data);
-        let p = de::Deserializer::deserialize_map(&mut de, PayloadVisitor).ok()?;
+        let mut bytes = 0u64;
+        let mut sink = |t: &str| {
+            bytes += t.len() as u64;
+            on_text(t);
+        };
+        let mut p = de::Deserializer::deserialize_map(&mut de, PayloadVisitor(&mut sink)).ok()?;
         de.end().ok()?;
+        p.text_bytes = bytes;
         Some(p)
     }
 
@@ -64,9 +76,9 @@ pub fn is_terminal_response_event_str(kind: &str) -> bool {
     is_terminal_response_event(kind.as_bytes())
 }
 
-struct PayloadVisitor;
+struct PayloadVisitor<'s>(Sink<'s>);
 
-impl<'de> Visitor<'de> for PayloadVisitor {
+impl<'de> Visitor<'de> for PayloadVisitor<'_> {
     type Value = Payload<'de>;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON object")
@@ -76,11 +88,7 @@ impl<'de> Visitor<'de> for PayloadVisitor {
         while let Some(key) = map.next_key::<KeyStr<'de>>()? {
             match key.0.as_ref() {
                 "usage" => p.top_usage = Some(map.next_value()?),
-                "choices" => {
-                    let c: Choices = map.next_value()?;
-                    p.choices = c.count;
-                    p.text_bytes += c.text_bytes;
-                }
+                "choices" => p.choices = map.next_value_seed(Choices(&mut *self.0))?,
                 "response" => {
                     // a Responses event's object; any other shape carries no usage
                     let r: &RawValue = map.next_value()?;
@@ -88,7 +96,7 @@ impl<'de> Visitor<'de> for PayloadVisitor {
                         .ok()
                         .and_then(|r| r.usage);
                 }
-                "delta" => p.text_bytes += map.next_value::<TextLen>()?.0,
+                "delta" => map.next_value_seed(Text(&mut *self.0))?,
                 "type" => p.kind = map.next_value::<Option<KeyStr<'de>>>()?.map(|k| k.0),
                 _ => {
                     map.next_value::<IgnoredAny>()?;
@@ -99,121 +107,112 @@ impl<'de> Visitor<'de> for PayloadVisitor {
     }
 }
 
-/// The length of a string value (decoded), 0 for anything else.
-struct TextLen(u64);
+/// Where the texts found go, as they are read (no collection in between).
+type Sink<'s> = &'s mut dyn FnMut(&str);
 
-impl<'de> Deserialize<'de> for TextLen {
-    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = TextLen;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a value")
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<TextLen, E> {
-                Ok(TextLen(s.len() as u64))
-            }
-            skip_other_values!(TextLen(0));
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<TextLen, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(TextLen(0))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TextLen, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(TextLen(0))
-            }
-        }
-        d.deserialize_any(V)
+/// A string value is generated text; anything else is not.
+struct Text<'s>(Sink<'s>);
+
+impl<'de> DeserializeSeed<'de> for Text<'_> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
     }
 }
 
-/// `choices`: how many, and the generated text in them (any other shape counts as none).
-struct Choices {
-    count: Option<usize>,
-    text_bytes: u64,
-}
-
-const NO_CHOICES: Choices = Choices {
-    count: None,
-    text_bytes: 0,
-};
-
-impl<'de> Deserialize<'de> for Choices {
-    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Choices;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("choices")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Choices, A::Error> {
-                let mut c = Choices {
-                    count: Some(0),
-                    text_bytes: 0,
-                };
-                while let Some(choice) = seq.next_element::<Texts>()? {
-                    c.count = c.count.map(|n| n + 1);
-                    c.text_bytes += choice.0;
-                }
-                Ok(c)
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Choices, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(NO_CHOICES)
-            }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<Choices, E> {
-                Ok(NO_CHOICES)
-            }
-            skip_other_values!(NO_CHOICES);
-        }
-        d.deserialize_any(V)
+impl<'de> Visitor<'de> for Text<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a value")
+    }
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<(), E> {
+        (self.0)(s);
+        Ok(())
+    }
+    skip_other_values!(());
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(())
     }
 }
 
-/// The generated text bytes in a choice, a delta, a message, a tool call or its function: the
-/// string values of `content`, `text`, `refusal` and `arguments`, at any depth of `delta`,
-/// `message`, `tool_calls` and `function`.
-struct Texts(u64);
+/// `choices`: how many (when it is an array), their generated text into the sink.
+struct Choices<'s>(Sink<'s>);
 
-impl<'de> Deserialize<'de> for Texts {
-    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Texts;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a choice")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Texts, A::Error> {
-                let mut n = 0;
-                while let Some(key) = map.next_key::<KeyStr<'de>>()? {
-                    match key.0.as_ref() {
-                        "content" | "text" | "refusal" | "arguments" => {
-                            n += map.next_value::<TextLen>()?.0
-                        }
-                        "delta" | "message" | "function" | "tool_calls" => {
-                            n += map.next_value::<Texts>()?.0
-                        }
-                        _ => {
-                            map.next_value::<IgnoredAny>()?;
-                        }
-                    }
-                }
-                Ok(Texts(n))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Texts, A::Error> {
-                let mut n = 0;
-                while let Some(t) = seq.next_element::<Texts>()? {
-                    n += t.0;
-                }
-                Ok(Texts(n))
-            }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<Texts, E> {
-                Ok(Texts(0))
-            }
-            skip_other_values!(Texts(0));
-        }
-        d.deserialize_any(V)
+impl<'de> DeserializeSeed<'de> for Choices<'_> {
+    type Value = Option<usize>;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Option<usize>, D::Error> {
+        d.deserialize_any(self)
     }
+}
+
+impl<'de> Visitor<'de> for Choices<'_> {
+    type Value = Option<usize>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("choices")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Option<usize>, A::Error> {
+        let mut n = 0;
+        while seq.next_element_seed(Texts(&mut *self.0))?.is_some() {
+            n += 1;
+        }
+        Ok(Some(n))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<usize>, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Option<usize>, E> {
+        Ok(None)
+    }
+    skip_other_values!(None);
+}
+
+/// The generated text in a choice, a delta, a message, a tool call or its function: the string
+/// values of `content`, `text`, `refusal` and `arguments`, at any depth of `delta`, `message`,
+/// `tool_calls` and `function`.
+struct Texts<'s>(Sink<'s>);
+
+impl<'de> DeserializeSeed<'de> for Texts<'_> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Texts<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a choice")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<KeyStr<'de>>()? {
+            match key.0.as_ref() {
+                "content" | "text" | "refusal" | "arguments" => {
+                    map.next_value_seed(Text(&mut *self.0))?
+                }
+                "delta" | "message" | "function" | "tool_calls" => {
+                    map.next_value_seed(Texts(&mut *self.0))?
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(Texts(&mut *self.0))?.is_some() {}
+        Ok(())
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    skip_other_values!(());
 }
 
 #[derive(Deserialize)]
@@ -361,6 +360,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(t.text_bytes, 5 + 2);
+        let mut texts = Vec::new();
+        Payload::parse_with(
+            br#"{"choices":[{"delta":{"content":"caf\u00e9","tool_calls":[{"index":0,"function":{"arguments":"{}"}}]}}],"usage":null}"#,
+            &mut |t| texts.push(t.to_owned()),
+        )
+        .unwrap();
+        assert_eq!(texts, ["café", "{}"]);
         assert_eq!(t.usage(), None);
         let r = Payload::parse(br#"{"type":"response.output_text.delta","delta":"Hi"}"#).unwrap();
         assert_eq!(

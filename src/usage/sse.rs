@@ -20,6 +20,8 @@ use bytes::{Bytes, BytesMut};
 
 use super::payload::{self, Payload};
 use super::Usage;
+use crate::tokens::stream::StreamText;
+use crate::tokens::Encoding;
 
 /// Default cap on one SSE event's size (`server.max_sse_event_bytes`).
 pub const DEFAULT_MAX_EVENT_BYTES: usize = 1024 * 1024;
@@ -43,9 +45,9 @@ pub struct SseScanner {
     complete: bool,
     /// Complete events seen (forwarded or dropped).
     events: u64,
-    /// Bytes of generated text seen (content, text deltas, tool arguments): the basis of the
-    /// estimate when a stream ends before its usage arrives.
-    text_bytes: u64,
+    /// Generated text seen (content, text deltas, tool arguments), counted in bounded memory: the
+    /// basis of the estimate when a stream ends before its usage arrives.
+    text: StreamText,
     /// Byte ranges of the current buffer forwarded differently: dropped (`None`) or replaced.
     edits: Vec<Edit>,
 }
@@ -84,9 +86,15 @@ impl SseScanner {
             usage: None,
             complete: false,
             events: 0,
-            text_bytes: 0,
+            text: StreamText::new(Encoding::O200kBase),
             edits: Vec::new(),
         }
+    }
+
+    /// Counts the generated text with `encoding` (the answering model's) instead of o200k_base.
+    pub fn with_encoding(mut self, encoding: Encoding) -> SseScanner {
+        self.text = StreamText::new(encoding);
+        self
     }
 
     /// The usage seen so far (the stream's last usage object wins).
@@ -106,7 +114,12 @@ impl SseScanner {
 
     /// Bytes of generated text seen so far.
     pub fn text_bytes(&self) -> u64 {
-        self.text_bytes
+        self.text.bytes()
+    }
+
+    /// The generated text seen so far, counted.
+    pub fn text(&self) -> &StreamText {
+        &self.text
     }
 
     /// Whether an event grew past the cap (its bytes were dropped; the stream must end).
@@ -231,10 +244,10 @@ impl SseScanner {
             self.complete = true;
             return Action::Keep;
         }
-        let Some(p) = Payload::parse(&data) else {
+        let text = &mut self.text;
+        let Some(p) = Payload::parse_with(&data, &mut |t| text.push(t)) else {
             return Action::Keep;
         };
-        self.text_bytes += p.text_bytes;
         if p.kind
             .as_deref()
             .is_some_and(payload::is_terminal_response_event_str)
