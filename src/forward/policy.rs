@@ -83,12 +83,14 @@ pub fn judge(status: StatusCode, body: &[u8]) -> Option<Failure> {
     }
 }
 
-/// The outcome of a final non-2xx answer (one [`judge`] passes on as it is). 401 and 403 reject
+/// The outcome of a final non-2xx answer (one [`judge`] passes on as it is, or a passthrough
+/// answer). A 5xx is the upstream's failure, however cleanly its body ends. 401 and 403 reject
 /// tailor's own credentials (`api_key_env`, or none): a wrong or revoked upstream key is an
 /// upstream error, the first thing an operator alerts on. With `auth: passthrough` they reject
 /// the caller's key, and any other 4xx judges the request itself: the client's doing, `ok`.
 pub fn final_outcome(status: StatusCode, auth: &Auth) -> Outcome {
     match (status.as_u16(), auth) {
+        (500..=599, _) => Outcome::UpstreamError,
         (401 | 403, Auth::Key { .. } | Auth::None) => Outcome::UpstreamError,
         _ => Outcome::Ok,
     }
@@ -162,6 +164,8 @@ mod tests {
             (400, &key, Outcome::Ok),
             (404, &key, Outcome::Ok),
             (422, &key, Outcome::Ok),
+            (500, &key, Outcome::UpstreamError),
+            (503, &Auth::Passthrough, Outcome::UpstreamError),
         ] {
             let s = StatusCode::from_u16(status).unwrap();
             assert_eq!(final_outcome(s, auth), want, "{status} {auth:?}");

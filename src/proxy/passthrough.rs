@@ -147,10 +147,7 @@ pub async fn run<B: ReqBody>(
     meter.responded(status, rparts.headers.get("x-request-id").cloned());
     // as for routed requests: an upstream's 5xx, or a 401 / 403 to tailor's own key, is the
     // upstream's failure; other answers are passed on as the client's business
-    let judged = match policy::final_outcome(status, &upstream.auth) {
-        Outcome::Ok if status.is_server_error() => Outcome::UpstreamError,
-        o => o,
-    };
+    let judged = policy::final_outcome(status, &upstream.auth);
     if judged == Outcome::UpstreamError || status == StatusCode::TOO_MANY_REQUESTS {
         meter.metrics().upstream_error(policy::error_kind(status));
     }

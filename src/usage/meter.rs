@@ -238,12 +238,10 @@ impl RequestMeter {
             return;
         }
         self.permits.clear();
-        // an upstream's 5xx passed on as it is (passthrough, or one no policy retries) is the
-        // upstream's failure however cleanly its body ended
-        let outcome = match (outcome, self.status, self.judged) {
-            (Outcome::Ok, _, Some(judged)) => judged,
-            (Outcome::Ok, Some(s), None) if s.is_server_error() => Outcome::UpstreamError,
-            (o, _, _) => o,
+        // a body that ended cleanly ends as its answer was judged (`policy::final_outcome`)
+        let outcome = match (outcome, self.judged) {
+            (Outcome::Ok, Some(judged)) => judged,
+            (o, _) => o,
         };
         // the request body is not needed past this point: not kept as long as the meter
         let sent = self.sent.take();
