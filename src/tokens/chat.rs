@@ -212,26 +212,28 @@ pub fn request_prompt_tokens(enc: Encoding, endpoint: Endpoint, body: &[u8]) -> 
     })
 }
 
+/// The cookbook's `example_messages` (section 6), shared by the tests that check OpenAI's
+/// published counts (here and `dataset check`'s).
+#[cfg(test)]
+pub(crate) fn cookbook_messages() -> Vec<Value> {
+    serde_json::json!([
+        {"role": "system", "content": "You are a helpful, pattern-following assistant that translates corporate jargon into plain English."},
+        {"role": "system", "name": "example_user", "content": "New synergies will help drive top-line growth."},
+        {"role": "system", "name": "example_assistant", "content": "Things working well together will increase revenue."},
+        {"role": "system", "name": "example_user", "content": "Let's circle back when we have more bandwidth to touch base on opportunities for increased leverage."},
+        {"role": "system", "name": "example_assistant", "content": "Let's talk later when we're less busy about how to do better."},
+        {"role": "user", "content": "This late pivot means we don't have time to boil the ocean for the client deliverable."},
+    ])
+    .as_array()
+    .cloned()
+    .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
     use super::*;
-
-    /// The cookbook's `example_messages` (section 6).
-    fn cookbook_messages() -> Vec<Value> {
-        json!([
-            {"role": "system", "content": "You are a helpful, pattern-following assistant that translates corporate jargon into plain English."},
-            {"role": "system", "name": "example_user", "content": "New synergies will help drive top-line growth."},
-            {"role": "system", "name": "example_assistant", "content": "Things working well together will increase revenue."},
-            {"role": "system", "name": "example_user", "content": "Let's circle back when we have more bandwidth to touch base on opportunities for increased leverage."},
-            {"role": "system", "name": "example_assistant", "content": "Let's talk later when we're less busy about how to do better."},
-            {"role": "user", "content": "This late pivot means we don't have time to boil the ocean for the client deliverable."},
-        ])
-        .as_array()
-        .cloned()
-        .unwrap()
-    }
 
     /// The cookbook's section 7 example: one weather tool, two messages.
     fn cookbook_tools() -> (Vec<Value>, Vec<Value>) {

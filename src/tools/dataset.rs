@@ -293,15 +293,9 @@ mod tests {
     /// cl100k_base, as OpenAI's API counted them.
     #[test]
     fn tokens_are_openais_counts() {
-        let line = serde_json::json!({"messages": [
-            {"role": "system", "content": "You are a helpful, pattern-following assistant that translates corporate jargon into plain English."},
-            {"role": "system", "name": "example_user", "content": "New synergies will help drive top-line growth."},
-            {"role": "system", "name": "example_assistant", "content": "Things working well together will increase revenue."},
-            {"role": "system", "name": "example_user", "content": "Let's circle back when we have more bandwidth to touch base on opportunities for increased leverage."},
-            {"role": "system", "name": "example_assistant", "content": "Let's talk later when we're less busy about how to do better."},
-            {"role": "user", "content": "This late pivot means we don't have time to boil the ocean for the client deliverable."},
-            {"role": "assistant", "content": "This late change means we don't have time to do everything for the client."},
-        ]});
+        let mut messages = crate::tokens::chat::cookbook_messages();
+        messages.push(serde_json::json!({"role": "assistant", "content": "This late change means we don't have time to do everything for the client."}));
+        let line = serde_json::json!({ "messages": messages });
         let answer = 3
             + Encoding::O200kBase.count("assistant")
             + Encoding::O200kBase.count(
