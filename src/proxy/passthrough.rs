@@ -318,3 +318,31 @@ fn tag(h: &mut HeaderMap, request_id: &str) {
         h.insert("x-tailor-request-id", v);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_model_is_read_from_any_spelling_of_json_and_nothing_from_broken_json() {
+        for (body, want) in [
+            (
+                r#"{"model":"gpt-image-1","prompt":"x"}"#,
+                Some("gpt-image-1"),
+            ),
+            (
+                "{ \"prompt\" : \"a \\\"model\\\": no\" ,\r\n  \"model\" :\t\"gpt-image-1\" }",
+                Some("gpt-image-1"),
+            ),
+            (r#"{"mod\u0065l": "gpt-\u0069mage-1"}"#, Some("gpt-image-1")),
+            (r#"{"input": "no model here"}"#, None),
+            (r#"{"model": 5}"#, None),
+            (r#"{"model": "gpt-ima"#, None),
+            (r#"{"model": "a\"#, None),
+            ("[1, 2]", None),
+            ("", None),
+        ] {
+            assert_eq!(requested_model(body.as_bytes()).as_deref(), want, "{body}");
+        }
+    }
+}
