@@ -48,18 +48,19 @@ impl RequestIds {
 
     /// The id of a request of `route` answered by `model` (config names: no `/` in them).
     pub fn mint(&self, route: &str, model: &str, nonce: u64) -> String {
-        let payload = format!("{route}/{model}/{nonce:016x}");
-        let tag = self.tag(payload.as_bytes());
+        // `{route}/{model}/{nonce:016x}`, without `fmt` on the request path
+        let mut payload = Vec::with_capacity(route.len() + model.len() + 18);
+        payload.extend_from_slice(route.as_bytes());
+        payload.push(b'/');
+        payload.extend_from_slice(model.as_bytes());
+        payload.push(b'/');
+        payload.extend(hex(&nonce.to_be_bytes()));
+        let tag = self.tag(&payload);
         let mut id = String::with_capacity(4 + payload.len() * 4 / 3 + 2 + 2 * TAG);
         id.push_str("tlr-");
-        URL_SAFE_NO_PAD.encode_string(payload.as_bytes(), &mut id);
+        URL_SAFE_NO_PAD.encode_string(&payload, &mut id);
         id.push('.');
-        // hex by hand: no allocation per byte on the request path
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        for b in tag.iter().take(TAG) {
-            id.push(char::from(HEX[usize::from(b >> 4)]));
-            id.push(char::from(HEX[usize::from(b & 15)]));
-        }
+        id.extend(hex(tag.get(..TAG).unwrap_or_default()).map(char::from));
         id
     }
 
@@ -83,6 +84,14 @@ impl RequestIds {
         parts.next()?;
         Some((route.to_owned(), model.to_owned()))
     }
+}
+
+/// Lower-case hex digits of `bytes`.
+fn hex(bytes: &[u8]) -> impl Iterator<Item = u8> + '_ {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    bytes
+        .iter()
+        .flat_map(|b| [HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]])
 }
 
 fn hex16(s: &str) -> Option<[u8; TAG]> {
@@ -113,6 +122,13 @@ mod tests {
         assert_eq!(RequestIds::new(b"other").verify(&id), None, "another key");
         // another route under the same tag, a flipped tag digit, truncation, garbage
         let (payload, tag) = id.split_once('.').unwrap();
+        let nonce = u64::MAX - 0xabc;
+        let big = a.mint("r", "m", nonce);
+        let big_payload = URL_SAFE_NO_PAD.decode(&big[4..big.find('.').unwrap()]);
+        assert_eq!(
+            big_payload.unwrap(),
+            format!("r/m/{nonce:016x}").into_bytes()
+        );
         let other = URL_SAFE_NO_PAD.encode("default/gpt-4o/000000000000002a");
         for forged in [
             format!("tlr-{other}.{tag}"),

@@ -210,6 +210,7 @@ fn init_logs(cli: &Cli) {
         default_hook(info);
     }));
     let plain = tracing_subscriber::fmt::format();
+    tailor::logs::set_json(matches!(cli.log_format, LogFormat::Json));
     match cli.log_format {
         LogFormat::Text => b
             .event_format(tailor::logs::Access {

@@ -100,10 +100,16 @@ fn build(
             price_source: PriceSource::Config,
             training_cost: None,
             hosting_usd_per_hour: None,
+            addresses: Default::default(),
         };
         model_index.insert(name.clone(), models.len());
         let built = build_model(&path, name, m, &upstream_index);
         models.push(p.or(built, placeholder));
+    }
+    for m in &mut models {
+        if let Some(u) = upstreams.get(m.upstream) {
+            m.addresses = super::Addresses::new(u, &m.id);
+        }
     }
 
     let mut routes: Vec<Route> = Vec::new();
@@ -360,6 +366,7 @@ fn build_model(
         price_source,
         training_cost,
         hosting_usd_per_hour: m.hosting_usd_per_hour,
+        addresses: Default::default(),
     })
 }
 

@@ -13,6 +13,7 @@
 //! - [`types`]: the validated runtime types. [`secret`]: keys that never print.
 //! - [`error`]: `ConfigError`, always with the key path.
 
+mod address;
 mod build;
 mod error;
 mod limits;
@@ -26,6 +27,7 @@ mod telemetry;
 mod tests;
 mod types;
 
+pub use address::{upstream_url, Addresses};
 pub use error::ConfigError;
 pub use secret::Secret;
 pub use types::*;

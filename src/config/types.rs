@@ -244,6 +244,8 @@ pub struct Model {
     pub training_cost: Option<f64>,
     /// Billed per hour while deployed, whatever the traffic (Azure fine-tuned deployments).
     pub hosting_usd_per_hour: Option<f64>,
+    /// Its upstream URIs and `host` header, worked out when the config is built.
+    pub addresses: super::Addresses,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -144,11 +144,12 @@ impl Attempt<'_> {
                     }
                     return self.stream_back(resp, meter, mi, deadline);
                 }
-                Tried::Answer(p, body) => {
+                Tried::Answer(mut p, body) => {
                     let why = policy::judge(p.status, &body);
                     let mut out = Response::new(Either::Left(Full::new(body)));
                     *out.status_mut() = p.status;
-                    *out.headers_mut() = upstream::response_headers(&p.headers, false);
+                    *out.headers_mut() =
+                        upstream::response_headers(std::mem::take(&mut p.headers), false);
                     let out = self.tag(out, &model.name, meter.request_id());
                     let Some(why) = why else {
                         // the upstream's own answer (400, 401...): the client gets it as it is
@@ -357,7 +358,7 @@ impl Attempt<'_> {
         };
         let mut out = Response::new(Either::Right(body));
         *out.status_mut() = status;
-        *out.headers_mut() = upstream::response_headers(&rparts.headers, !is_sse);
+        *out.headers_mut() = upstream::response_headers(rparts.headers, !is_sse);
         self.tag(out, &model.name, &request_id)
     }
 
@@ -383,9 +384,9 @@ impl Attempt<'_> {
         let route = &self.cfg().routes[self.decision.route].name;
         let h = resp.headers_mut();
         for (name, value) in [
-            ("x-tailor-route", route.as_str()),
-            ("x-tailor-model", model),
-            ("x-tailor-request-id", request_id),
+            (upstream::TAILOR_ROUTE, route.as_str()),
+            (upstream::TAILOR_MODEL, model),
+            (upstream::TAILOR_REQUEST_ID, request_id),
         ] {
             if let Ok(v) = HeaderValue::from_str(value) {
                 h.insert(name, v);

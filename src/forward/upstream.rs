@@ -23,18 +23,30 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TRANSFER_ENCODING,
 ];
 
-fn is_hop_by_hop(name: &HeaderName, headers: &HeaderMap) -> bool {
-    HOP_BY_HOP.contains(name)
-        || name == header::UPGRADE
-        || headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(name.as_str()))
+/// The header names a message's `connection` header lists (hop-by-hop for that message too);
+/// empty, and no allocation, when it lists only `keep-alive` (hop-by-hop anyway) or is absent.
+fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.eq_ignore_ascii_case("keep-alive"))
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .collect()
+}
+
+fn is_hop_by_hop(name: &HeaderName, listed: &[HeaderName]) -> bool {
+    HOP_BY_HOP.contains(name) || name == header::UPGRADE || listed.contains(name)
 }
 
 const API_KEY: HeaderName = HeaderName::from_static("api-key");
+
+/// The headers tailor adds to every answer: the route, the model and its own request id.
+pub const TAILOR_ROUTE: HeaderName = HeaderName::from_static("x-tailor-route");
+pub const TAILOR_MODEL: HeaderName = HeaderName::from_static("x-tailor-model");
+pub const TAILOR_REQUEST_ID: HeaderName = HeaderName::from_static("x-tailor-request-id");
 
 /// Request headers that tailor sets itself or must not pass on. `keep_length`: the body is
 /// forwarded unchanged (passthrough), so its `content-length` stays true.
@@ -62,23 +74,21 @@ pub fn request(
     trace: Option<&TraceHeaders>,
     body: Bytes,
 ) -> Result<Request<Full<Bytes>>, ProxyError> {
-    let uri = match upstream.kind {
-        UpstreamKind::Openai => match query {
-            Some(q) => format!("{}{}?{q}", upstream.url, endpoint.suffix()),
-            None => format!("{}{}", upstream.url, endpoint.suffix()),
-        },
-        UpstreamKind::Azure => format!(
-            "{}/openai/deployments/{}{}?api-version={}",
-            upstream.url,
-            model.id,
-            endpoint.suffix(),
-            upstream.api_version.as_deref().unwrap_or_default()
-        ),
+    let uri = match (query, model.addresses.uri(endpoint)) {
+        (None, Some(uri)) => uri.clone(),
+        _ => {
+            let url = crate::config::upstream_url(upstream, &model.id, endpoint, query);
+            url.parse()
+                .map_err(|e| ProxyError::Internal(format!("upstream URL `{url}`: {e}")))?
+        }
     };
-    let mut req = Request::post(&uri)
-        .body(Full::new(body))
-        .map_err(|e| ProxyError::Internal(format!("upstream URL `{uri}`: {e}")))?;
+    let mut req = Request::new(Full::new(body));
+    *req.method_mut() = http::Method::POST;
+    *req.uri_mut() = uri;
     set_headers(upstream, client_headers, trace, req.headers_mut(), false)?;
+    if let Some(host) = model.addresses.host() {
+        req.headers_mut().insert(header::HOST, host.clone());
+    }
     Ok(req)
 }
 
@@ -92,9 +102,10 @@ pub(super) fn set_headers(
     keep_length: bool,
 ) -> Result<(), ProxyError> {
     let passthrough_auth = matches!(upstream.auth, Auth::Passthrough);
-    headers.reserve(client_headers.len() + 2);
+    headers.reserve(client_headers.len() + 3);
+    let listed = connection_listed(client_headers);
     for (name, value) in client_headers {
-        if !is_hop_by_hop(name, client_headers)
+        if !is_hop_by_hop(name, &listed)
             && !drop_request_header(name, passthrough_auth, keep_length)
             && !(trace.is_some() && (name == TRACEPARENT || name == TRACESTATE))
         {
@@ -113,28 +124,27 @@ pub(super) fn set_headers(
     );
     if let Auth::Key { key: Some(key), .. } = &upstream.auth {
         let (name, value) = match upstream.kind {
-            UpstreamKind::Openai => (header::AUTHORIZATION, format!("Bearer {}", key.expose())),
-            UpstreamKind::Azure => (API_KEY, key.expose().to_owned()),
+            UpstreamKind::Openai => (header::AUTHORIZATION, key.bearer_header()),
+            UpstreamKind::Azure => (API_KEY, key.plain_header()),
         };
-        let mut value = HeaderValue::from_str(&value)
-            .map_err(|_| ProxyError::Internal("API key is not a valid header value".into()))?;
-        value.set_sensitive(true);
-        headers.insert(name, value);
+        let value = value
+            .ok_or_else(|| ProxyError::Internal("API key is not a valid header value".into()))?;
+        headers.insert(name, value.clone());
     }
     Ok(())
 }
 
-/// Copies upstream response headers for the client, without hop-by-hop headers. `keep_length`:
-/// the body passes unchanged, so `content-length` stays valid.
-pub fn response_headers(upstream: &HeaderMap, keep_length: bool) -> HeaderMap {
-    let mut out = HeaderMap::with_capacity(upstream.len() + 3);
-    for (name, value) in upstream {
-        if is_hop_by_hop(name, upstream) || (!keep_length && name == header::CONTENT_LENGTH) {
-            continue;
-        }
-        out.append(name.clone(), value.clone());
+/// The upstream's response headers as the client gets them: without hop-by-hop headers, and
+/// without `content-length` unless `keep_length` (the body passes unchanged, so it stays true).
+pub fn response_headers(mut headers: HeaderMap, keep_length: bool) -> HeaderMap {
+    let listed = connection_listed(&headers);
+    for name in HOP_BY_HOP.iter().chain(&[header::UPGRADE]).chain(&listed) {
+        headers.remove(name);
     }
-    out
+    if !keep_length {
+        headers.remove(header::CONTENT_LENGTH);
+    }
+    headers
 }
 
 #[cfg(test)]
@@ -192,10 +202,11 @@ routes: [{{ name: r, split: [{{ model: m }}] }}]
         assert_eq!(h[header::AUTHORIZATION], "Bearer sk-up");
         assert_eq!(h["openai-organization"], "org-1");
         assert_eq!(h[header::ACCEPT_ENCODING], "identity");
+        // the upstream's host, never the client's
+        assert_eq!(h[header::HOST], "example.test");
         for gone in [
             "x-secret-hop",
             "connection",
-            "host",
             "x-tailor-debug",
             "content-length",
             "api-key",
@@ -286,13 +297,22 @@ routes: [{{ name: r, split: [{{ model: m }}] }}]
         h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
         h.insert("x-request-id", HeaderValue::from_static("req_1"));
         h.insert("retry-after", HeaderValue::from_static("2"));
-        let out = response_headers(&h, false);
+        let out = response_headers(h.clone(), false);
         assert!(
             !out.contains_key(header::TRANSFER_ENCODING)
                 && !out.contains_key(header::CONTENT_LENGTH)
         );
         assert_eq!(out["x-request-id"], "req_1");
         assert_eq!(out["retry-after"], "2");
-        assert_eq!(response_headers(&h, true)[header::CONTENT_LENGTH], "5");
+        assert_eq!(
+            response_headers(h.clone(), true)[header::CONTENT_LENGTH],
+            "5"
+        );
+        // and what `connection` lists
+        h.insert(header::CONNECTION, HeaderValue::from_static("close, x-hop"));
+        h.insert("x-hop", HeaderValue::from_static("1"));
+        let out = response_headers(h, true);
+        assert!(!out.contains_key("x-hop") && !out.contains_key(header::CONNECTION));
+        assert_eq!(out["x-request-id"], "req_1");
     }
 }

@@ -29,7 +29,7 @@ use crate::error::ProxyError;
 use crate::forward::client::StreamingBody;
 use crate::forward::passthrough::{self as pass, Family};
 use crate::forward::policy;
-use crate::forward::upstream::response_headers;
+use crate::forward::upstream::{self, response_headers};
 use crate::state::{LiveState, Shared, ANONYMOUS};
 use crate::usage::body::{BodyLimits, MeteredBody, RespBody};
 use crate::usage::event::{Finished, Subscriber};
@@ -164,7 +164,7 @@ pub async fn run<B: ReqBody>(
         rbody, meter, json, limits,
     )));
     *out.status_mut() = status;
-    *out.headers_mut() = response_headers(&rparts.headers, true);
+    *out.headers_mut() = response_headers(rparts.headers, true);
     tag(out.headers_mut(), &request_id);
     Ok(out)
 }
@@ -313,9 +313,9 @@ fn error_response(
 
 /// `x-tailor-route: passthrough` and tailor's request id.
 fn tag(h: &mut HeaderMap, request_id: &str) {
-    h.insert("x-tailor-route", HeaderValue::from_static(ROUTE));
+    h.insert(upstream::TAILOR_ROUTE, HeaderValue::from_static(ROUTE));
     if let Ok(v) = HeaderValue::from_str(request_id) {
-        h.insert("x-tailor-request-id", v);
+        h.insert(upstream::TAILOR_REQUEST_ID, v);
     }
 }
 

@@ -34,16 +34,22 @@ impl Endpoint {
         }
     }
 
+    /// Every endpoint, in the order of [`Endpoint::index`].
+    pub const ALL: [Endpoint; 4] = [
+        Endpoint::Chat,
+        Endpoint::Completions,
+        Endpoint::Embeddings,
+        Endpoint::Responses,
+    ];
+
+    /// Its place in [`Endpoint::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// The endpoint for its [`Endpoint::as_str`] name.
     pub fn from_name(name: &str) -> Option<Endpoint> {
-        [
-            Endpoint::Chat,
-            Endpoint::Completions,
-            Endpoint::Embeddings,
-            Endpoint::Responses,
-        ]
-        .into_iter()
-        .find(|e| e.as_str() == name)
+        Endpoint::ALL.into_iter().find(|e| e.as_str() == name)
     }
 
     pub fn as_str(self) -> &'static str {

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 pub use super::event::Outcome;
 use super::event::{AttemptEvent, Finished, Step, Subscriber, MAX_KEPT_ANSWER_BYTES};
-use super::price::{Price, PICO_PER_USD};
+use super::price::{Price, PICO_DIGITS};
 use super::Usage;
 use crate::forward::health::ModelHealth;
 use crate::limits::Slot;
@@ -278,25 +278,28 @@ impl RequestMeter {
         let elapsed = self.started.elapsed();
         m.duration.observe(elapsed.as_secs_f64());
         m.in_flight.dec();
-        tracing::info!(
-            target: "tailor::access",
-            request_id = self.request_id.as_str(),
-            upstream_request_id = self.upstream_request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or(""),
-            route = &*m.route,
-            model = &*m.model,
-            client = &*m.client,
-            status = status.as_u16(),
-            stream = self.stream,
-            outcome = outcome.as_str(),
-            usage = source,
-            input_tokens = u.input,
-            cached_tokens = u.cached,
-            output_tokens = u.output,
-            reasoning_tokens = u.reasoning,
-            cost_usd = cost as f64 / PICO_PER_USD,
-            duration_ms = elapsed.as_micros() as f64 / 1e3,
-            shadow_pair = self.shadow_pair.as_deref().unwrap_or(""),
-        );
+        crate::logs::access(|l| {
+            let upstream_id = self.upstream_request_id.as_ref();
+            l.str("request_id", &self.request_id)
+                .str(
+                    "upstream_request_id",
+                    upstream_id.and_then(|v| v.to_str().ok()).unwrap_or(""),
+                )
+                .str("route", &m.route)
+                .str("model", &m.model)
+                .str("client", &m.client)
+                .u64("status", status.as_u16().into())
+                .bool("stream", self.stream)
+                .str("outcome", outcome.as_str())
+                .str("usage", source)
+                .u64("input_tokens", u.input)
+                .u64("cached_tokens", u.cached)
+                .u64("output_tokens", u.output)
+                .u64("reasoning_tokens", u.reasoning)
+                .decimal("cost_usd", cost, PICO_DIGITS)
+                .decimal("duration_ms", elapsed.as_micros(), 3)
+                .str("shadow_pair", self.shadow_pair.as_deref().unwrap_or(""));
+        });
         let kept = self.answer.take().unwrap_or_default();
         let attempts = self.attempts.take().unwrap_or_default();
         let event = Finished {

@@ -21,6 +21,8 @@ pub struct Price {
 
 /// Picodollars per USD.
 pub const PICO_PER_USD: f64 = 1e12;
+/// Decimal places of a picodollar amount in USD.
+pub const PICO_DIGITS: u32 = 12;
 
 impl Price {
     /// No price: tokens are counted, nothing is charged (a passthrough model tailor does not know).

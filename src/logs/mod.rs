@@ -7,16 +7,12 @@
 //!
 //! What can be lost: lines of the last [`BATCH`] when the process is killed with SIGKILL. An
 //! ordinary exit (the end of `serve`, a command's end, a panic's message) calls [`flush`] first.
+//!
+//! [`access`] builds the access lines themselves.
 
-use std::fmt::Write as _;
 use std::io::Write;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
-
-use tracing::field::{Field, Visit};
-use tracing_subscriber::fmt::format::{self, FormatEvent, FormatFields};
-use tracing_subscriber::fmt::FmtContext;
-use tracing_subscriber::registry::LookupSpan;
 
 /// How long the writer gathers lines before writing them.
 pub const BATCH: Duration = Duration::from_millis(20);
@@ -171,149 +167,16 @@ pub fn flush() {
     }
 }
 
-/// The event formatter: access lines (target `tailor::access`, one per request) are written by
-/// a visitor that appends each field straight to the line (no padding, colour or `Debug` detour),
-/// in text (`key=value`, quoted only where a value needs it) or JSON (one flat object: timestamp,
-/// level, fields, target, the same keys as tracing's JSON lines); every other event goes to
-/// `inner`, tracing's own format.
-pub struct Access<F> {
-    pub inner: F,
-    pub json: bool,
-}
-
-impl<S, N, F> FormatEvent<S, N> for Access<F>
-where
-    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
-    N: for<'a> FormatFields<'a> + 'static,
-    F: FormatEvent<S, N>,
-{
-    fn format_event(
-        &self,
-        ctx: &FmtContext<'_, S, N>,
-        mut w: format::Writer<'_>,
-        event: &tracing::Event<'_>,
-    ) -> std::fmt::Result {
-        let meta = event.metadata();
-        if meta.target() != "tailor::access" {
-            return self.inner.format_event(ctx, w, event);
-        }
-        let now = humantime::format_rfc3339_micros(std::time::SystemTime::now());
-        let mut v = Fields {
-            w: &mut w,
-            json: self.json,
-            result: Ok(()),
-        };
-        if self.json {
-            v.result = write!(v.w, r#"{{"timestamp":"{now}","level":"{}""#, meta.level());
-        } else {
-            v.result = write!(v.w, "{now} {:>5} {}:", meta.level(), meta.target());
-        }
-        event.record(&mut v);
-        v.result?;
-        if self.json {
-            writeln!(w, r#","target":"{}"}}"#, meta.target())
-        } else {
-            writeln!(w)
-        }
-    }
-}
-
-/// Appends each field of an access event to its line.
-struct Fields<'a, 'w> {
-    w: &'a mut format::Writer<'w>,
-    json: bool,
-    result: std::fmt::Result,
-}
-
-impl Fields<'_, '_> {
-    fn key(&mut self, field: &Field) -> std::fmt::Result {
-        if self.json {
-            write!(self.w, r#","{}":"#, field.name())
-        } else {
-            write!(self.w, " {}=", field.name())
-        }
-    }
-
-    fn text(&mut self, field: &Field, value: &str) -> std::fmt::Result {
-        self.key(field)?;
-        let bare = !value.is_empty()
-            && value
-                .bytes()
-                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'=' && b != b'\\');
-        if !self.json && bare {
-            return self.w.write_str(value);
-        }
-        self.w.write_char('"')?;
-        for c in value.chars() {
-            match c {
-                '"' => self.w.write_str("\\\"")?,
-                '\\' => self.w.write_str("\\\\")?,
-                '\n' => self.w.write_str("\\n")?,
-                '\r' => self.w.write_str("\\r")?,
-                '\t' => self.w.write_str("\\t")?,
-                c if c.is_control() || c == '\u{2028}' || c == '\u{2029}' => {
-                    write!(self.w, "\\u{:04x}", c as u32)?
-                }
-                c => self.w.write_char(c)?,
-            }
-        }
-        self.w.write_char('"')
-    }
-
-    fn plain(&mut self, field: &Field, value: impl std::fmt::Display) -> std::fmt::Result {
-        self.key(field)?;
-        write!(self.w, "{value}")
-    }
-
-    /// A number or a bool, written as it is (after the first error, nothing more).
-    fn record_plain(&mut self, field: &Field, value: impl std::fmt::Display) {
-        if self.result.is_ok() {
-            self.result = self.plain(field, value);
-        }
-    }
-}
-
-impl Visit for Fields<'_, '_> {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        if self.result.is_ok() {
-            self.result = self.text(field, value);
-        }
-    }
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        self.record_plain(field, value);
-    }
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        self.record_plain(field, value);
-    }
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        self.record_plain(field, value);
-    }
-    fn record_f64(&mut self, field: &Field, value: f64) {
-        if self.result.is_ok() {
-            // JSON has no NaN or infinity
-            self.result = if value.is_finite() || !self.json {
-                self.plain(field, value)
-            } else {
-                self.text(field, &value.to_string())
-            };
-        }
-    }
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        if self.result.is_ok() {
-            // `%value` fields (Display) arrive here: format once, then quote as a string
-            let mut s = String::new();
-            self.result = write!(s, "{value:?}").and_then(|_| self.text(field, &s));
-        }
-    }
-}
+mod access;
+pub use access::{access, set_json, Access, AccessLine};
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A writer that records each write call.
     #[derive(Clone, Default)]
-    struct Calls(Arc<Mutex<Vec<Vec<u8>>>>);
+    pub(super) struct Calls(pub(super) Arc<Mutex<Vec<Vec<u8>>>>);
     impl Write for Calls {
         fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
             self.0.lock().unwrap().push(b.to_vec());
@@ -322,70 +185,6 @@ mod tests {
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
-    }
-
-    /// Formats one access event and one other event with `Access` into a string.
-    fn lines(json: bool) -> String {
-        let out = Calls::default();
-        let w = out.clone();
-        let make = move || w.clone();
-        let plain = tracing_subscriber::fmt::format().without_time();
-        let dispatch = if json {
-            tracing::Dispatch::new(
-                tracing_subscriber::fmt()
-                    .json()
-                    .with_writer(make)
-                    .event_format(Access {
-                        inner: plain.json().flatten_event(true),
-                        json: true,
-                    })
-                    .finish(),
-            )
-        } else {
-            tracing::Dispatch::new(
-                tracing_subscriber::fmt()
-                    .with_ansi(false)
-                    .with_writer(make)
-                    .event_format(Access {
-                        inner: plain,
-                        json: false,
-                    })
-                    .finish(),
-            )
-        };
-        tracing::dispatcher::with_default(&dispatch, || {
-            tracing::info!(target: "tailor::access", request_id = "tlr-a.b", route = "support", status = 200u64,
-                stream = false, cost_usd = 0.0001825, shadow_pair = "", note = "two words \"quoted\"\n");
-            tracing::warn!(answer = 42, "something else");
-        });
-        let bytes = out.0.lock().unwrap().concat();
-        String::from_utf8(bytes).unwrap()
-    }
-
-    #[test]
-    fn access_lines_in_text_and_json() {
-        let text = lines(false);
-        let first = text.lines().next().unwrap();
-        assert!(first.contains(" INFO tailor::access: request_id=tlr-a.b route=support status=200 stream=false cost_usd=0.0001825 shadow_pair=\"\" note=\"two words \\\"quoted\\\"\\n\""), "{first}");
-        assert!(
-            first.starts_with("20") && first[..27].ends_with('Z'),
-            "an RFC 3339 time first: {first}"
-        );
-        assert!(
-            text.lines().nth(1).unwrap().contains("something else"),
-            "other events as tracing writes them"
-        );
-        let json = lines(true);
-        let v: serde_json::Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
-        assert_eq!(v["target"], "tailor::access");
-        assert_eq!(v["level"], "INFO");
-        assert_eq!(v["status"], 200);
-        assert_eq!(v["stream"], false);
-        assert_eq!(v["cost_usd"], 0.0001825);
-        assert_eq!(v["note"], "two words \"quoted\"\n");
-        assert!(v["timestamp"].as_str().unwrap().ends_with('Z'));
-        let other: serde_json::Value = serde_json::from_str(json.lines().nth(1).unwrap()).unwrap();
-        assert_eq!(other["answer"], 42);
     }
 
     #[test]
