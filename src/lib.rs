@@ -57,7 +57,8 @@
 //! - [`config`]: `routes.yaml`, strict raw structs → validated runtime [`config::Config`].
 //! - [`tokens`]: OpenAI's tokenizers (o200k_base, cl100k_base), loaded once; chat overheads as
 //!   OpenAI counts them; a stream's text counted in bounded memory (for broken-stream estimates).
-//! - [`json`]: borrowed readers of untrusted JSON (fields with their spans, nesting check).
+//! - [`json`]: borrowed readers of untrusted JSON (fields with their spans, nesting check; the
+//!   cursor the usage readers walk responses with, which reads exactly as serde_json would).
 //! - [`error`]: the request-path error enum, OpenAI-shaped.
 //! - [`tools`]: offline commands (`dataset check`, `simulate`).
 //! - [`import`]: other proxies' configs converted to a routes.yaml (`tailor import litellm`), pure.

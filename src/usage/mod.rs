@@ -8,15 +8,20 @@
 //! - [`body::MeteredBody`]: the response body wrapper that sees every frame and ends the request.
 //! - [`meter::RequestMeter`]: records each request exactly once (counters, cost, access line).
 //! - [`event`]: the "request finished" event that side paths subscribe to.
-//! - [`payload`]: one SSE data payload (or a JSON body's top level) read with a borrowed view.
+//! - [`payload`]: one SSE data payload (or a JSON body's top level) read with a borrowed view: the
+//!   JSON cursor of [`crate::json::scan`], which reads exactly as serde_json would.
 //! - [`price`]: the built-in price table and exact cost arithmetic.
 
 // Reads untrusted bytes: no indexing that could panic (`.get()` instead).
 #![deny(clippy::indexing_slicing)]
 
 pub mod body;
+#[cfg(test)]
+mod equivalence;
 pub mod event;
 pub mod meter;
+#[cfg(test)]
+mod oracle;
 pub mod payload;
 pub mod price;
 pub mod sse;
@@ -35,6 +40,8 @@ pub struct Usage {
 
 /// The `usage` object as OpenAI sends it: `prompt_tokens`/`completion_tokens` (chat, completions,
 /// embeddings) or `input_tokens`/`output_tokens` (Responses API). Unknown fields are ignored.
+/// `payload::raw_usage` reads this shape by hand, exactly as serde's derive does: a change here is
+/// a change there (the equivalence tests compare the two).
 #[derive(Debug, Clone, Deserialize, Default)]
 struct RawUsage {
     #[serde(default, alias = "input_tokens")]
@@ -82,7 +89,7 @@ pub fn parse_usage_object(json: &[u8]) -> Option<Usage> {
     RawUsage::deserialize(&mut de).ok().map(Usage::from)
 }
 
-/// The top-level `usage` of a JSON response body, read with a borrowed serde view (any spacing,
+/// The top-level `usage` of a JSON response body, read with a borrowed view (any spacing,
 /// key order or escapes; the last non-null `usage` wins).
 ///
 /// When the body is not one whole JSON document (only the last window of a very long body is

@@ -1,26 +1,28 @@
-//! One SSE `data:` payload read in a single pass with a borrowed serde view: usage (top-level, or
-//! a Responses event's `response.usage`), the number of `choices`, the generated text (handed
-//! on as it is read), and the event `type`. Whatever the spacing, key order or escapes, the answer is the same.
+//! One SSE `data:` payload read in a single pass with the JSON cursor ([`crate::json::scan`]):
+//! usage (top-level, or a Responses event's `response.usage`), the number of `choices`, the
+//! generated text (handed on as it is read), and the event `type`. Whatever the spacing, key order
+//! or escapes, the answer is the same, and it is the answer serde_json gives for the same bytes
+//! (`usage::oracle` keeps the serde readers this replaced, and `usage::equivalence` compares the
+//! two on any input).
 
 // Reads untrusted bytes: no indexing that could panic (`.get()` instead).
 #![deny(clippy::indexing_slicing)]
 
 use std::borrow::Cow;
-use std::fmt;
 use std::ops::Range;
 
-use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde::Deserialize;
-use serde_json::value::RawValue;
-
-use super::{RawUsage, Usage};
-use crate::json::{skip_other_values, span_in, KeyStr};
+use super::{InputDetails, OutputDetails, RawUsage, Usage};
+use crate::json::scan::{Cursor, Invalid, Result};
+use crate::json::span_of;
 
 /// What a data payload says that matters to metering.
 #[derive(Default)]
 pub struct Payload<'a> {
-    /// The last top-level `usage` member, raw (`null` included).
-    pub top_usage: Option<&'a RawValue>,
+    /// The last top-level `usage` member's raw bytes (`null` included), borrowed from the
+    /// payload.
+    pub top_usage: Option<&'a [u8]>,
+    /// What that member says (`None` for `null` or a malformed usage).
+    top_parsed: Option<RawUsage>,
     /// `response.usage` of a Responses event.
     response_usage: Option<RawUsage>,
     /// How many `choices` (when it is an array).
@@ -39,27 +41,31 @@ impl<'a> Payload<'a> {
     }
 
     /// [`Payload::parse`], handing each piece of generated text (decoded) to `on_text` as it is
-    /// read: no copy or allocation unless the text has escapes.
+    /// read: no copy or allocation unless the text has escapes. When the payload turns out not to
+    /// be JSON, the pieces before the fault have been handed on (as serde_json would have).
     pub fn parse_with(data: &'a [u8], on_text: &mut dyn FnMut(&str)) -> Option<Payload<'a>> {
-        let mut de = serde_json::Deserializer::from_slice(data);
         let mut bytes = 0u64;
         let mut sink = |t: &str| {
             bytes += t.len() as u64;
             on_text(t);
         };
-        let mut p = de::Deserializer::deserialize_map(&mut de, PayloadVisitor(&mut sink)).ok()?;
-        de.end().ok()?;
+        let mut c = Cursor::new(data);
+        let mut p = read_payload(&mut c, &mut sink).ok()?;
+        c.end().ok()?;
         p.text_bytes = bytes;
         Some(p)
     }
 
     /// The usage this payload reports, if any.
     pub fn usage(&self) -> Option<Usage> {
-        let top = self
-            .top_usage
-            .filter(|u| u.get() != "null")
-            .and_then(|u| serde_json::from_str::<RawUsage>(u.get()).ok());
-        top.or(self.response_usage.clone()).map(Usage::from)
+        let top = self.top_parsed.clone();
+        top.or_else(|| self.response_usage.clone()).map(Usage::from)
+    }
+
+    /// `response.usage` alone (what [`Payload::usage`] falls back on), for the equivalence tests.
+    #[cfg(test)]
+    pub(super) fn response_usage(&self) -> Option<Usage> {
+        self.response_usage.clone().map(Usage::from)
     }
 }
 
@@ -76,158 +82,265 @@ pub fn is_terminal_response_event_str(kind: &str) -> bool {
     is_terminal_response_event(kind.as_bytes())
 }
 
-struct PayloadVisitor<'s>(Sink<'s>);
-
-impl<'de> Visitor<'de> for PayloadVisitor<'_> {
-    type Value = Payload<'de>;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON object")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Payload<'de>, A::Error> {
-        let mut p = Payload::default();
-        while let Some(key) = map.next_key::<KeyStr<'de>>()? {
-            match key.0.as_ref() {
-                "usage" => p.top_usage = Some(map.next_value()?),
-                "choices" => p.choices = map.next_value_seed(Choices(&mut *self.0))?,
-                "response" => {
-                    // a Responses event's object; any other shape carries no usage
-                    let r: &RawValue = map.next_value()?;
-                    p.response_usage = serde_json::from_str::<ResponseObj>(r.get())
-                        .ok()
-                        .and_then(|r| r.usage);
-                }
-                "delta" => map.next_value_seed(Text(&mut *self.0))?,
-                "type" => p.kind = map.next_value::<Option<KeyStr<'de>>>()?.map(|k| k.0),
-                _ => {
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
-        }
-        Ok(p)
-    }
-}
-
 /// Where the texts found go, as they are read (no collection in between).
 type Sink<'s> = &'s mut dyn FnMut(&str);
 
-/// A string value is generated text; anything else is not.
-struct Text<'s>(Sink<'s>);
-
-impl<'de> DeserializeSeed<'de> for Text<'_> {
-    type Value = ();
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
+/// The payload object's members; the last of each name wins.
+fn read_payload<'a>(c: &mut Cursor<'a>, sink: Sink) -> Result<Payload<'a>> {
+    let mut p = Payload::default();
+    let mut obj = c.object()?;
+    while let Some(key) = obj.key(c)? {
+        match key.as_ref() {
+            b"usage" => {
+                let (raw, usage) = top_usage(c)?;
+                p.top_usage = Some(raw);
+                p.top_parsed = usage;
+            }
+            b"choices" => p.choices = choices(c, sink)?,
+            // a Responses event's object; any other shape carries no usage
+            b"response" => p.response_usage = response_usage(c.raw()?),
+            b"delta" => text(c, sink)?,
+            b"type" => {
+                p.kind = match c.peek() {
+                    Some(b'n') => c.null().map(|()| None)?,
+                    _ => Some(c.string()?),
+                }
+            }
+            _ => c.skip()?,
+        }
     }
+    Ok(p)
 }
 
-impl<'de> Visitor<'de> for Text<'_> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a value")
+/// The top-level `usage` member's raw bytes (as serde's `&RawValue` takes them) and what it says
+/// (as serde reads a `RawUsage` from them), in one pass when it is a well-formed usage.
+fn top_usage<'a>(c: &mut Cursor<'a>) -> Result<(&'a [u8], Option<RawUsage>)> {
+    let start = c.mark();
+    let usage = match c.peek() {
+        Some(b'n') => None,
+        _ => raw_usage(c).ok(),
+    };
+    if usage.is_none() {
+        // `null`, or not a usage: only its form matters now
+        c.rewind(start);
+        c.skip()?;
     }
-    fn visit_str<E: de::Error>(self, s: &str) -> Result<(), E> {
-        (self.0)(s);
-        Ok(())
-    }
-    skip_other_values!(());
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(())
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(())
-    }
+    Ok((c.since(start)?, usage))
 }
 
 /// `choices`: how many (when it is an array), their generated text into the sink.
-struct Choices<'s>(Sink<'s>);
-
-impl<'de> DeserializeSeed<'de> for Choices<'_> {
-    type Value = Option<usize>;
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Option<usize>, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Choices<'_> {
-    type Value = Option<usize>;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("choices")
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Option<usize>, A::Error> {
-        let mut n = 0;
-        while seq.next_element_seed(Texts(&mut *self.0))?.is_some() {
-            n += 1;
+fn choices(c: &mut Cursor<'_>, sink: Sink) -> Result<Option<usize>> {
+    match c.peek() {
+        Some(b'[') => {
+            let mut arr = c.array()?;
+            let mut n = 0;
+            while arr.next(c)? {
+                texts(c, sink)?;
+                n += 1;
+            }
+            Ok(Some(n))
         }
-        Ok(Some(n))
+        Some(b'{') => c.object()?.skip_rest(c).map(|()| None),
+        Some(b'"') => c.string().map(|_| None),
+        _ => c.scalar().map(|()| None),
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<usize>, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(None)
-    }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Option<usize>, E> {
-        Ok(None)
-    }
-    skip_other_values!(None);
 }
 
 /// The generated text in a choice, a delta, a message, a tool call or its function: the string
 /// values of `content`, `text`, `refusal` and `arguments`, at any depth of `delta`, `message`,
-/// `tool_calls` and `function`.
-struct Texts<'s>(Sink<'s>);
-
-impl<'de> DeserializeSeed<'de> for Texts<'_> {
-    type Value = ();
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Texts<'_> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a choice")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(key) = map.next_key::<KeyStr<'de>>()? {
-            match key.0.as_ref() {
-                "content" | "text" | "refusal" | "arguments" => {
-                    map.next_value_seed(Text(&mut *self.0))?
-                }
-                "delta" | "message" | "function" | "tool_calls" => {
-                    map.next_value_seed(Texts(&mut *self.0))?
-                }
-                _ => {
-                    map.next_value::<IgnoredAny>()?;
+/// `tool_calls` and `function` (each level a container visited, so at most serde_json's 127).
+fn texts(c: &mut Cursor<'_>, sink: Sink) -> Result<()> {
+    match c.peek() {
+        Some(b'{') => {
+            let mut obj = c.object()?;
+            while let Some(key) = obj.key(c)? {
+                match key.as_ref() {
+                    b"content" | b"text" | b"refusal" | b"arguments" => text(c, sink)?,
+                    b"delta" | b"message" | b"function" | b"tool_calls" => texts(c, sink)?,
+                    _ => c.skip()?,
                 }
             }
+            Ok(())
         }
-        Ok(())
+        Some(b'[') => {
+            let mut arr = c.array()?;
+            while arr.next(c)? {
+                texts(c, sink)?;
+            }
+            Ok(())
+        }
+        Some(b'"') => c.string().map(drop),
+        _ => c.scalar(),
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element_seed(Texts(&mut *self.0))?.is_some() {}
-        Ok(())
-    }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
-        Ok(())
-    }
-    skip_other_values!(());
 }
 
-#[derive(Deserialize)]
-struct ResponseObj {
-    #[serde(default)]
-    usage: Option<RawUsage>,
+/// A string value is generated text; anything else is not.
+fn text(c: &mut Cursor<'_>, sink: Sink) -> Result<()> {
+    match c.peek() {
+        Some(b'"') => {
+            sink(&c.string()?);
+            Ok(())
+        }
+        Some(b'{') => c.object()?.skip_rest(c),
+        Some(b'[') => {
+            let mut arr = c.array()?;
+            while arr.next(c)? {
+                c.skip()?;
+            }
+            Ok(())
+        }
+        _ => c.scalar(),
+    }
+}
+
+/// `response.usage` as serde reads a struct `{ usage: Option<RawUsage> }` (unknown fields
+/// ignored) from the `response` value: an object's `usage` member, or the one element of an
+/// array. A repeated `usage`, a key that is not text or a malformed usage give none.
+fn response_usage(raw: &[u8]) -> Option<RawUsage> {
+    let c = &mut Cursor::new(raw);
+    match c.peek()? {
+        b'{' => {
+            let mut obj = c.object().ok()?;
+            let mut usage = None;
+            while let Some(key) = obj.key(c).ok()? {
+                if key.as_ref() != b"usage" {
+                    c.skip().ok()?;
+                } else if usage.is_some() {
+                    return None;
+                } else {
+                    usage = Some(opt_usage(c).ok()?);
+                }
+            }
+            usage.flatten()
+        }
+        b'[' => {
+            let mut arr = c.array().ok()?;
+            let usage = if arr.next(c).ok()? {
+                opt_usage(c).ok()?
+            } else {
+                None
+            };
+            // a second element is one too many
+            if arr.next(c).ok()? {
+                return None;
+            }
+            usage
+        }
+        _ => None,
+    }
+}
+
+/// `Option<RawUsage>`: `null`, or [`raw_usage`].
+fn opt_usage(c: &mut Cursor<'_>) -> Result<Option<RawUsage>> {
+    if c.peek() == Some(b'n') {
+        return c.null().map(|()| None);
+    }
+    raw_usage(c).map(Some)
+}
+
+/// A [`RawUsage`] read in place as serde's derive reads it: an object (fields by name or alias,
+/// a repeated one an error, unknown ones skipped, missing ones `None`), or an array of the fields
+/// in declaration order (missing ones `None`, more than four an error).
+fn raw_usage(c: &mut Cursor<'_>) -> Result<RawUsage> {
+    let mut u = RawUsage::default();
+    if c.peek() == Some(b'[') {
+        let mut arr = c.array()?;
+        for field in 0..4 {
+            if !arr.next(c)? {
+                return Ok(u);
+            }
+            usage_field(c, &mut u, field)?;
+        }
+        return if arr.next(c)? { Err(Invalid) } else { Ok(u) };
+    }
+    let mut obj = c.object()?;
+    let mut seen = [false; 4];
+    while let Some(key) = obj.key(c)? {
+        let field = match key.as_ref() {
+            b"prompt_tokens" | b"input_tokens" => 0,
+            b"completion_tokens" | b"output_tokens" => 1,
+            b"prompt_tokens_details" | b"input_tokens_details" => 2,
+            b"completion_tokens_details" | b"output_tokens_details" => 3,
+            _ => {
+                c.skip()?;
+                continue;
+            }
+        };
+        match seen.get_mut(field) {
+            Some(s) if !*s => *s = true,
+            _ => return Err(Invalid),
+        }
+        usage_field(c, &mut u, field)?;
+    }
+    Ok(u)
+}
+
+/// Field `field` of a [`RawUsage`] (in declaration order).
+fn usage_field(c: &mut Cursor<'_>, u: &mut RawUsage, field: usize) -> Result<()> {
+    match field {
+        0 => u.prompt_tokens = opt_count(c)?,
+        1 => u.completion_tokens = opt_count(c)?,
+        2 => {
+            u.prompt_tokens_details =
+                details(c, b"cached_tokens")?.map(|cached_tokens| InputDetails { cached_tokens })
+        }
+        _ => {
+            u.completion_tokens_details = details(c, b"reasoning_tokens")?
+                .map(|reasoning_tokens| OutputDetails { reasoning_tokens })
+        }
+    }
+    Ok(())
+}
+
+/// `Option<u64>`: `null` or a plain integer in range.
+fn opt_count(c: &mut Cursor<'_>) -> Result<Option<u64>> {
+    if c.peek() == Some(b'n') {
+        return c.null().map(|()| None);
+    }
+    c.u64().map(Some)
+}
+
+/// `Option<{ field: Option<u64> }>` (the token details): `null`, an object whose `field` may
+/// appear once, or an array of at most one element. `Some(count)` when it is not `null`.
+fn details(c: &mut Cursor<'_>, field: &[u8]) -> Result<Option<Option<u64>>> {
+    match c.peek() {
+        Some(b'n') => c.null().map(|()| None),
+        Some(b'[') => {
+            let mut arr = c.array()?;
+            let mut n = None;
+            if arr.next(c)? {
+                n = opt_count(c)?;
+                if arr.next(c)? {
+                    return Err(Invalid);
+                }
+            }
+            Ok(Some(n))
+        }
+        _ => {
+            let mut obj = c.object()?;
+            let mut n = None;
+            let mut seen = false;
+            while let Some(key) = obj.key(c)? {
+                if key.as_ref() != field {
+                    c.skip()?;
+                } else if std::mem::replace(&mut seen, true) {
+                    return Err(Invalid);
+                } else {
+                    n = opt_count(c)?;
+                }
+            }
+            Ok(Some(n))
+        }
+    }
 }
 
 /// The bytes to remove to take the member whose value is `value` out of the JSON object `obj`,
 /// leaving every other byte as it was: from the end of the previous member's value (its comma
 /// and spacing included) to the end of this one; for a first member, from its key to the next
 /// key. `None` if `obj` is not shaped as expected (then nothing is removed).
-pub fn member_span(obj: &[u8], value: &RawValue) -> Option<Range<usize>> {
-    let v = span_in(obj, value);
-    if obj.get(v.clone())? != value.get().as_bytes() {
+pub fn member_span(obj: &[u8], value: &[u8]) -> Option<Range<usize>> {
+    let v = span_of(obj, value);
+    if obj.get(v.clone())? != value {
         return None;
     }
     // back from the value: spaces, ':', spaces, the key's closing quote
@@ -289,30 +402,20 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
 /// whatever the spacing and key order. `None` when the body is not one whole JSON object (a body
 /// longer than the kept window, say): the caller may then look for it by other means.
 pub fn json_body_usage(body: &[u8]) -> Option<Option<Usage>> {
-    struct V;
-    impl<'de> Visitor<'de> for V {
-        type Value = Option<Usage>;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a JSON object")
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<Usage>, A::Error> {
-            let mut usage = None;
-            while let Some(key) = map.next_key::<KeyStr<'de>>()? {
-                if key.0 == "usage" {
-                    if let Some(u) = map.next_value::<Option<RawUsage>>()? {
-                        usage = Some(Usage::from(u));
-                    }
-                } else {
-                    map.next_value::<IgnoredAny>()?;
-                }
+    let c = &mut Cursor::new(body);
+    let mut usage = None;
+    let mut obj = c.object().ok()?;
+    while let Some(key) = obj.key(c).ok()? {
+        if key.as_ref() == b"usage" {
+            if let Some(u) = opt_usage(c).ok()? {
+                usage = Some(Usage::from(u));
             }
-            Ok(usage)
+        } else {
+            c.skip().ok()?;
         }
     }
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let u = de::Deserializer::deserialize_map(&mut de, V).ok()?;
-    de.end().ok()?;
-    Some(u)
+    c.end().ok()?;
+    Some(usage)
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 //! whatever the reads' sizes, and an event larger than its cap is dropped and flagged
 //! ([`SseScanner::overflowed`]): the caller ends the stream instead of buffering without limit.
 //!
-//! Each event's `data:` payload is read once with a borrowed serde view ([`payload`]): spacing,
+//! Each event's `data:` payload is read once with a borrowed view ([`payload`]): spacing,
 //! key order, `\u` escapes, `data:` with or without its space, `\r\n`, comments and missing
 //! `event:` lines all give the same answer.
 
@@ -261,7 +261,7 @@ impl SseScanner {
             return Action::Keep;
         }
         match p.top_usage {
-            Some(u) if u.get() == "null" => {
+            Some(u) if u == b"null" => {
                 // a multi-line payload is not a slice of the event: leave it as it is
                 let (Cow::Borrowed(d), Some(range)) = (&data, payload::member_span(&data, u))
                 else {
@@ -293,7 +293,11 @@ impl<'a> Event<'a> {
     pub fn parse(event: &'a [u8]) -> Event<'a> {
         let mut name = None;
         let mut data: Option<Cow<'a, [u8]>> = None;
-        for line in event.split(|b| *b == b'\n') {
+        let mut start = 0;
+        let ends = memchr::memchr_iter(b'\n', event).chain(std::iter::once(event.len()));
+        for end in ends {
+            let line = event.get(start..end).unwrap_or_default();
+            start = end + 1;
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             let field = |prefix: &[u8]| {
                 line.strip_prefix(prefix)

@@ -1,5 +1,6 @@
 //! Borrowed readers of untrusted JSON, shared by the request and usage readers: top-level fields as
-//! raw values, keys that borrow unless escaped, the nesting check, and where a value sits.
+//! raw values, keys that borrow unless escaped, the nesting check, and where a value sits; and
+//! [`scan`], the cursor the per-response usage readers walk a body with.
 
 // Reads untrusted bytes: no indexing that could panic (`.get()` instead).
 #![deny(clippy::indexing_slicing)]
@@ -13,6 +14,10 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::error::ProxyError;
+
+pub mod scan;
+#[cfg(test)]
+pub mod testgen;
 
 /// One top-level field: its key and its raw value (borrowed from the body; see [`span_in`]).
 pub struct Field<'a> {
@@ -92,8 +97,14 @@ pub fn check_depth(body: &[u8]) -> Result<(), ProxyError> {
 
 /// Byte range of `raw` inside `body` (raw values borrow from the body).
 pub fn span_in(body: &[u8], raw: &RawValue) -> Range<usize> {
-    let start = (raw.get().as_ptr() as usize).saturating_sub(body.as_ptr() as usize);
-    start..start + raw.get().len()
+    span_of(body, raw.get().as_bytes())
+}
+
+/// Byte range of `part` inside `body`, when `part` is borrowed from it (check the bytes there
+/// before relying on it).
+pub fn span_of(body: &[u8], part: &[u8]) -> Range<usize> {
+    let start = (part.as_ptr() as usize).saturating_sub(body.as_ptr() as usize);
+    start..start + part.len()
 }
 
 pub fn is_null(v: &RawValue) -> bool {

@@ -1,0 +1,223 @@
+//! The cursor-based readers against the serde readers they replaced ([`super::oracle`]), on the
+//! same bytes: payloads and bodies as servers write them, the same with bytes deleted, inserted,
+//! replaced or cut off, nesting at serde_json's limit, and SSE event lines. Every reading must
+//! agree, failures included, and so must the text handed on before a failure.
+
+use proptest::collection::vec;
+use proptest::prelude::*;
+use proptest::sample::select;
+
+use super::oracle;
+use super::payload::{json_body_usage, Payload};
+use super::sse::Event;
+use crate::json::testgen::{edits, mutate, payload, renderings};
+use crate::json::{span_in, span_of};
+
+fn agree(data: &[u8]) -> Result<(), TestCaseError> {
+    let mut texts = Vec::new();
+    let new = Payload::parse_with(data, &mut |t| texts.push(t.to_owned()));
+    let mut old_texts = Vec::new();
+    let old = oracle::Payload::parse_with(data, &mut |t| old_texts.push(t.to_owned()));
+    prop_assert_eq!(&texts, &old_texts, "{:?}", String::from_utf8_lossy(data));
+    match (new, old) {
+        (Some(n), Some(o)) => {
+            prop_assert_eq!(n.top_usage, o.top_usage.map(|u| u.get().as_bytes()));
+            prop_assert_eq!(
+                n.top_usage.map(|u| span_of(data, u)),
+                o.top_usage.map(|u| span_in(data, u))
+            );
+            prop_assert_eq!(n.usage(), o.usage());
+            prop_assert_eq!(n.response_usage(), o.response_usage());
+            prop_assert_eq!(n.choices, o.choices);
+            prop_assert_eq!(n.text_bytes, o.text_bytes);
+            prop_assert_eq!(n.kind, o.kind);
+        }
+        (n, o) => prop_assert_eq!(
+            n.is_some(),
+            o.is_some(),
+            "{:?}",
+            String::from_utf8_lossy(data)
+        ),
+    }
+    prop_assert_eq!(
+        json_body_usage(data),
+        oracle::json_body_usage(data),
+        "{:?}",
+        String::from_utf8_lossy(data)
+    );
+    Ok(())
+}
+
+fn check(data: &[u8]) {
+    if let Err(e) = agree(data) {
+        panic!("{e}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1024))]
+
+    #[test]
+    fn every_format_reads_as_serde_did(j in payload(), noise in vec(any::<u8>(), 0..64)) {
+        for data in renderings(&j, &noise) {
+            agree(&data)?;
+        }
+    }
+
+    #[test]
+    fn broken_payloads_read_as_serde_did(
+        j in payload(),
+        noise in vec(any::<u8>(), 0..64),
+        e in edits(),
+    ) {
+        for mut data in renderings(&j, &noise) {
+            mutate(&mut data, &e);
+            agree(&data)?;
+        }
+    }
+
+    #[test]
+    fn event_lines_read_as_before(lines in vec(
+        prop_oneof![
+            select(&["data:", "data: ", "data:  ", "event:", "event: ", ": c", "", "id: 1", "dat", "Data:"][..])
+                .prop_map(|s| s.as_bytes().to_vec()),
+            vec(any::<u8>(), 0..6),
+            Just(b"{\"a\":1}".to_vec()),
+        ],
+        0..12,
+    ), ends in vec(select(&["\n", "\r\n", "\r", ""][..]), 12)) {
+        let mut event = Vec::new();
+        for (line, end) in lines.iter().zip(&ends) {
+            event.extend_from_slice(line);
+            event.extend_from_slice(end.as_bytes());
+        }
+        let new = Event::parse(&event);
+        let (name, data) = oracle::event(&event);
+        prop_assert_eq!(new.name, name);
+        prop_assert_eq!(new.data, data);
+    }
+}
+
+/// Payloads by hand: what the generators may miss.
+#[test]
+fn edge_cases_read_as_serde_did() {
+    for data in [
+        "",
+        "{}",
+        "[]",
+        "null",
+        "{\"usage\":null}",
+        "{\"usage\":null,\"usage\":{\"prompt_tokens\":1}}",
+        "{\"usage\":{\"prompt_tokens\":1},\"usage\":null}",
+        "{\"usage\":{\"prompt_tokens\":1,\"input_tokens\":2}}",
+        "{\"usage\":[3,4]}",
+        "{\"usage\":[3,4,null,{\"reasoning_tokens\":1}]}",
+        "{\"usage\":[3,4,null,null,5]}",
+        "{\"usage\":[3,4,[5]]}",
+        "{\"usage\":[3,4,[5,6]]}",
+        "{\"usage\":{\"prompt_tokens_details\":[]}}",
+        "{\"usage\":{\"prompt_tokens_details\":[2]}}",
+        "{\"usage\":{\"prompt_tokens_details\":[2,3]}}",
+        "{\"usage\":{\"completion_tokens_details\":{\"reasoning_tokens\":1,\"reasoning_tokens\":2}}}",
+        "{\"usage\":{\"completion_tokens_details\":\"x\"}}",
+        "{\"usage\":{\"prompt_tokens\":-1}}",
+        "{\"usage\":{\"prompt_tokens\":1.0}}",
+        "{\"usage\":{\"prompt_tokens\":18446744073709551616}}",
+        "{\"us\\u0061ge\":{\"prompt_tokens\":7}}",
+        "{\"response\":{\"usage\":{\"input_tokens\":1},\"usage\":null}}",
+        "{\"response\":{\"usage\":null,\"x\":1}}",
+        "{\"response\":[{\"input_tokens\":5}]}",
+        "{\"response\":[{\"input_tokens\":5},1]}",
+        "{\"response\":[]}",
+        "{\"response\":{\"\\ud800\":1,\"usage\":{\"input_tokens\":1}}}",
+        "{\"response\":{\"x\":\"\\ud800\",\"usage\":{\"input_tokens\":1}}}",
+        "{\"response\":\"usage\"}",
+        "{\"type\":null}",
+        "{\"type\":\"a\",\"type\":null}",
+        "{\"type\":1}",
+        "{\"type\":\"response.completed\"}",
+        "{\"delta\":\"a\",\"delta\":\"b\",\"x\":}",
+        "{\"delta\":\"a\"}x",
+        "{\"delta\":\"a\"} \r\n",
+        "{\"delta\":1e400}",
+        "{\"delta\":[1e400]}",
+        "{\"x\":1e400}",
+        "{\"delta\":\"\\ud800\"}",
+        "{\"x\":\"\\ud800\"}",
+        "{\"delta\":{\"\\ud800\":1}}",
+        "{\"delta\":{\"a\":\"\\ud800\"}}",
+        "{\"choices\":{\"\\udc00\":1}}",
+        "{\"choices\":\"\\udc00\"}",
+        "{\"choices\":[\"\\udc00\"]}",
+        "{\"choices\":[[[{\"text\":\"deep\"}]]],\"choices\":5}",
+        "{\"choices\":[{\"delta\":{\"content\":\"a\",\"tool_calls\":[{\"function\":{\"arguments\":\"{}\"}}]}}, {\"text\":\"b\"}]}",
+        "{\"choices\":[{\"message\":{\"content\":[{\"text\":\"part\"}]}}]}",
+        "{\"choices\":[{\"delta\":{\"content\":\"a\"}}],\"usage\":nul}",
+        "{\"choices\":[1,true,null,-0.5e-3,\"s\"]}",
+        "{\"choices\":[1e400]}",
+        "{\"choices\":[],}",
+        "{\"choices\":[,]}",
+        "{\"a\":1 \"b\":2}",
+        "{\"a\":1,\"usage\":{\"prompt_tokens\":3}, \"b\":[1,2,{\"c\":\"\\\"usage\\\"\"}]}",
+    ] {
+        check(data.as_bytes());
+    }
+    // not UTF-8: where serde_json checks text, and where it does not
+    for data in [
+        &b"{\"x\":\"\xff\"}"[..],
+        b"{\"\xff\":1}",
+        b"{\"delta\":\"\xff\"}",
+        b"{\"delta\":\"ok\",\"type\":\"\xff\"}",
+        b"{\"usage\":{\"prompt_tokens\":1,\"x\":\"\xff\"}}",
+        b"{\"response\":{\"x\":\"\xc3\"}}",
+        b"{\"choices\":[{\"delta\":{\"content\":\"a\"},\"x\":\"\xff\"}]}",
+        b"{\"choices\":[{\"delta\":{\"content\":\"a\"}},{\"delta\":{\"content\":\"\xe2\x82\"}}]}",
+        b"{\"choices\":{\"a\":\"\xff\"}}",
+        b"{\"choices\":\"\xff\"}",
+        b"{\"delta\":[\"\xff\"]}",
+    ] {
+        check(data);
+    }
+}
+
+/// Visited containers count towards serde_json's limit (127 levels read, the 128th is an error),
+/// skipped ones never do; text before the fault is handed on either way.
+#[test]
+fn nesting_at_serde_jsons_limit_reads_as_serde_did() {
+    let templates: [(&str, &str, &str, &str, &str); 8] = [
+        ("{\"choices\":", "[", "\"x\"", "]", "}"),
+        (
+            "{\"choices\":[",
+            "{\"delta\":",
+            "{\"content\":\"t\"}",
+            "}",
+            "]}",
+        ),
+        (
+            "{\"choices\":[{\"message\":",
+            "[",
+            "{\"text\":\"t\"}",
+            "]",
+            "}]}",
+        ),
+        ("{\"delta\":", "[", "0", "]", "}"),
+        ("{\"x\":", "{\"a\":[", "0", "]}", "}"),
+        ("{\"usage\":", "[", "null", "]", "}"),
+        ("{\"response\":", "{\"usage\":", "null", "}", "}"),
+        (
+            "{\"choices\":[{\"text\":\"a\"},",
+            "[",
+            "{\"text\":\"b\"}",
+            "]",
+            "]}",
+        ),
+    ];
+    for (head, open, inner, close, tail) in templates {
+        for n in (0..=140).chain([500, 3000]) {
+            let deep = format!("{head}{}{inner}{}{tail}", open.repeat(n), close.repeat(n));
+            check(deep.as_bytes());
+            let cut = format!("{head}{}{inner}", open.repeat(n));
+            check(cut.as_bytes());
+        }
+    }
+}
