@@ -111,13 +111,16 @@ impl<'b> AccessLine<'b> {
     /// escapes (control characters and U+2028/9 as `\uXXXX`).
     pub fn str(&mut self, key: &str, value: &str) -> &mut Self {
         self.key(key);
-        let plain = |b: &u8| b.is_ascii_graphic() && *b != b'"' && *b != b'\\';
-        if !self.json && !value.is_empty() && value.bytes().all(|b| plain(&b) && b != b'=') {
+        // one pass: 0 bare, 1 quoted as it is, 2 quoted with escapes
+        let class = value
+            .bytes()
+            .fold(0, |c, b| c.max(BYTE_CLASS[usize::from(b)]));
+        if !self.json && !value.is_empty() && class == 0 {
             self.buf.extend_from_slice(value.as_bytes());
             return self;
         }
         self.buf.push(b'"');
-        if value.bytes().all(|b| plain(&b) || b == b' ') {
+        if class < 2 {
             self.buf.extend_from_slice(value.as_bytes());
         } else {
             for c in value.chars() {
@@ -197,6 +200,22 @@ impl<'b> AccessLine<'b> {
         self.str(key, &s)
     }
 }
+
+/// How a byte shows in a value: 0 printable ASCII that needs no quotes, 1 a space or `=` (quoted
+/// in text), 2 anything to escape or not ASCII (quoted, and read as characters).
+const BYTE_CLASS: [u8; 256] = {
+    let mut t = [2u8; 256];
+    let mut b = 0x21;
+    while b < 0x7f {
+        t[b] = 0;
+        b += 1;
+    }
+    t[b'"' as usize] = 2;
+    t[b'\\' as usize] = 2;
+    t[b'=' as usize] = 1;
+    t[b' ' as usize] = 1;
+    t
+};
 
 /// Decimal digits of `n`, without `fmt`.
 fn push_u64(buf: &mut Vec<u8>, mut n: u64) {
@@ -403,6 +422,38 @@ mod tests {
                     t.ends_with('Z') && humantime::parse_rfc3339(t).is_ok(),
                     "{t}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn values_are_bare_quoted_or_escaped() {
+        for (value, text, json) in [
+            ("support-ft", "support-ft", "\"support-ft\""),
+            ("", "\"\"", "\"\""),
+            ("a=b", "\"a=b\"", "\"a=b\""),
+            ("two words", "\"two words\"", "\"two words\""),
+            ("café", "\"café\"", "\"café\""),
+            (
+                "a\u{1}\u{2028}\\",
+                "\"a\\u0001\\u2028\\\\\"",
+                "\"a\\u0001\\u2028\\\\\"",
+            ),
+        ] {
+            for (json_mode, want) in [(false, text), (true, json)] {
+                let mut buf = Vec::new();
+                AccessLine {
+                    buf: &mut buf,
+                    json: json_mode,
+                }
+                .str("k", value);
+                let got = String::from_utf8(buf).unwrap();
+                let key = if json_mode { ",\"k\":" } else { " k=" };
+                assert_eq!(got, format!("{key}{want}"), "{value:?}");
+                if json_mode {
+                    let v: String = serde_json::from_str(want).unwrap();
+                    assert_eq!(v, value);
+                }
             }
         }
     }
