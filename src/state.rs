@@ -56,10 +56,12 @@ impl LiveState {
     /// Resolves every handle a request of this config can need, once, from what outlives
     /// configs (`keep`).
     pub fn build(
-        config: Config,
+        mut config: Config,
         metrics: &Arc<Metrics>,
         keep: &Keep,
     ) -> Result<LiveState, rustls::Error> {
+        // an adjusted config (the demo's simulator URLs) is served with its own addresses
+        config.refresh_addresses();
         let Keep {
             health,
             ledger,

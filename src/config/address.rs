@@ -31,11 +31,16 @@ pub fn upstream_url(
     }
 }
 
-/// A model's upstream URIs, one per endpoint, and the `host` header they imply.
+/// A model's upstream URIs, one per endpoint, and the `host` header they imply, with what they
+/// were worked out from: they are used only while that still holds, so a config changed after
+/// they were made (the demo points upstreams at its simulator) can never send a request to the
+/// old address.
 #[derive(Debug, Clone, Default)]
 pub struct Addresses {
     uris: Vec<Uri>,
     host: Option<HeaderValue>,
+    /// The upstream URL, `api_version` and model id they were made from.
+    from: (String, Option<String>, String),
 }
 
 impl Addresses {
@@ -49,30 +54,44 @@ impl Addresses {
             return Addresses::default();
         };
         let host = uris.first().and_then(host_header);
-        Addresses { uris, host }
+        let from = (
+            upstream.url.clone(),
+            upstream.api_version.clone(),
+            model_id.to_owned(),
+        );
+        Addresses { uris, host, from }
     }
 
-    /// The URI of `endpoint`, if it was worked out.
-    pub fn uri(&self, endpoint: Endpoint) -> Option<&Uri> {
-        self.uris.get(endpoint.index())
+    /// Whether these were made for this upstream and model as they are now.
+    fn fits(&self, upstream: &Upstream, model_id: &str) -> bool {
+        self.from.0 == upstream.url
+            && self.from.1 == upstream.api_version
+            && self.from.2 == model_id
     }
 
-    /// The `host` header for these URIs.
-    pub fn host(&self) -> Option<&HeaderValue> {
-        self.host.as_ref()
+    /// The URI of `endpoint` for `model_id` on `upstream`, if it was worked out for them.
+    pub fn uri(&self, upstream: &Upstream, model_id: &str, endpoint: Endpoint) -> Option<&Uri> {
+        self.uris
+            .get(endpoint.index())
+            .filter(|_| self.fits(upstream, model_id))
+    }
+
+    /// The `host` header for these URIs (`http://` upstreams only), on the same condition.
+    pub fn host(&self, upstream: &Upstream, model_id: &str) -> Option<&HeaderValue> {
+        self.host.as_ref().filter(|_| self.fits(upstream, model_id))
     }
 }
 
-/// `host` or `host:port` when the port is not the scheme's default (as an HTTP/1 client writes
-/// it).
+/// `host` or `host:port` when the port is not 80, as hyper-util's HTTP/1 client writes it; only
+/// for `http://` upstreams, always HTTP/1 here. An `https://` upstream may speak HTTP/2 (ALPN),
+/// whose `:authority` hyper sets: there the client adds `host` on HTTP/1 connections only.
 fn host_header(uri: &Uri) -> Option<HeaderValue> {
+    if uri.scheme_str() != Some("http") {
+        return None;
+    }
     let host = uri.host()?;
-    let default = match uri.scheme_str() {
-        Some("https") => 443,
-        _ => 80,
-    };
     let value = match uri.port_u16() {
-        Some(p) if p != default => format!("{host}:{p}"),
+        Some(p) if p != 80 => format!("{host}:{p}"),
         _ => host.to_owned(),
     };
     HeaderValue::from_str(&value).ok()
@@ -100,23 +119,69 @@ routes: [{ name: r, split: [{ model: m }] }]
         .unwrap();
         let model = |name: &str| c.models.iter().find(|m| m.name == name).unwrap();
         let (m, d) = (model("m"), model("d"));
+        let (o, a) = (&c.upstreams[m.upstream], &c.upstreams[d.upstream]);
+        let uri = |mm: &crate::config::Model, u, e| mm.addresses.uri(u, &mm.id, e).unwrap().clone();
         assert_eq!(
-            m.addresses.uri(Endpoint::Chat).unwrap(),
+            uri(m, o, Endpoint::Chat),
             "http://127.0.0.1:8080/v1/chat/completions"
         );
         assert_eq!(
-            m.addresses.uri(Endpoint::Embeddings).unwrap(),
+            uri(m, o, Endpoint::Embeddings),
             "http://127.0.0.1:8080/v1/embeddings"
         );
-        assert_eq!(m.addresses.host().unwrap(), "127.0.0.1:8080");
+        assert_eq!(m.addresses.host(o, &m.id).unwrap(), "127.0.0.1:8080");
         assert_eq!(
-            d.addresses.uri(Endpoint::Responses).unwrap(),
+            uri(d, a, Endpoint::Responses),
             "https://res.openai.azure.com/openai/deployments/my-ft/responses?api-version=2024-10-21"
         );
-        assert_eq!(d.addresses.host().unwrap(), "res.openai.azure.com");
+        // https: left to the client, which adds it on HTTP/1 connections only
+        assert_eq!(d.addresses.host(a, &d.id), None);
         for e in Endpoint::ALL {
-            let want = upstream_url(&c.upstreams[m.upstream], "gpt-4o", e, None);
-            assert_eq!(m.addresses.uri(e).unwrap().to_string(), want);
+            assert_eq!(uri(m, o, e).to_string(), upstream_url(o, &m.id, e, None));
         }
+    }
+
+    #[test]
+    fn a_config_changed_after_load_never_uses_the_old_addresses() {
+        let mut c = Config::from_yaml(
+            r#"
+upstreams: { o: { url: "https://api.openai.com/v1", api_key_env: K } }
+models: { m: { upstream: o, id: gpt-4o, price: { input: 1, output: 1 } } }
+routes: [{ name: r, split: [{ model: m }] }]
+"#,
+            &|_| Some("k".into()),
+        )
+        .unwrap();
+        // what `tailor demo` does: the upstream now is its simulator
+        c.upstreams[0].url = "http://127.0.0.1:9999/v1".into();
+        let m = &c.models[0];
+        assert!(m
+            .addresses
+            .uri(&c.upstreams[0], &m.id, Endpoint::Chat)
+            .is_none());
+        assert!(m.addresses.host(&c.upstreams[0], &m.id).is_none());
+        let req = crate::forward::upstream::request(
+            &c.upstreams[0],
+            m,
+            Endpoint::Chat,
+            None,
+            &http::HeaderMap::new(),
+            None,
+            bytes::Bytes::new(),
+        )
+        .unwrap();
+        assert_eq!(req.uri(), "http://127.0.0.1:9999/v1/chat/completions");
+        c.refresh_addresses();
+        let m = &c.models[0];
+        assert_eq!(
+            m.addresses
+                .uri(&c.upstreams[0], &m.id, Endpoint::Chat)
+                .unwrap(),
+            "http://127.0.0.1:9999/v1/chat/completions"
+        );
+        assert_eq!(
+            m.addresses.host(&c.upstreams[0], &m.id).unwrap(),
+            "127.0.0.1:9999"
+        );
     }
 }

@@ -106,12 +106,6 @@ fn build(
         let built = build_model(&path, name, m, &upstream_index);
         models.push(p.or(built, placeholder));
     }
-    for m in &mut models {
-        if let Some(u) = upstreams.get(m.upstream) {
-            m.addresses = super::Addresses::new(u, &m.id);
-        }
-    }
-
     let mut routes: Vec<Route> = Vec::new();
     let mut files = Vec::new();
     let mut listed = Vec::new();
@@ -203,7 +197,7 @@ fn build(
         .and_then(|t| p.take(build_telemetry(Some(t))))
         .flatten();
     p.into_result()?;
-    let cfg = Config {
+    let mut cfg = Config {
         telemetry,
         passthrough,
         shared_state,
@@ -218,6 +212,7 @@ fn build(
         economics,
         files,
     };
+    cfg.refresh_addresses();
     cfg.check_exposure()?;
     Ok(cfg)
 }

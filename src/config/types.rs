@@ -542,4 +542,16 @@ impl Config {
     pub fn model_index(&self, name: &str) -> Option<usize> {
         self.models.iter().position(|m| m.name == name)
     }
+
+    /// Works out every model's [`super::Addresses`] from its upstream as the config now stands:
+    /// at load, and again whenever something changed upstream URLs after it (the demo points
+    /// them at its simulator) before the config is served.
+    pub fn refresh_addresses(&mut self) {
+        for m in &mut self.models {
+            m.addresses = match self.upstreams.get(m.upstream) {
+                Some(u) => super::Addresses::new(u, &m.id),
+                None => Default::default(),
+            };
+        }
+    }
 }

@@ -74,7 +74,7 @@ pub fn request(
     trace: Option<&TraceHeaders>,
     body: Bytes,
 ) -> Result<Request<Full<Bytes>>, ProxyError> {
-    let uri = match (query, model.addresses.uri(endpoint)) {
+    let uri = match (query, model.addresses.uri(upstream, &model.id, endpoint)) {
         (None, Some(uri)) => uri.clone(),
         _ => {
             let url = crate::config::upstream_url(upstream, &model.id, endpoint, query);
@@ -86,7 +86,7 @@ pub fn request(
     *req.method_mut() = http::Method::POST;
     *req.uri_mut() = uri;
     set_headers(upstream, client_headers, trace, req.headers_mut(), false)?;
-    if let Some(host) = model.addresses.host() {
+    if let Some(host) = model.addresses.host(upstream, &model.id) {
         req.headers_mut().insert(header::HOST, host.clone());
     }
     Ok(req)
@@ -144,6 +144,8 @@ pub fn response_headers(mut headers: HeaderMap, keep_length: bool) -> HeaderMap 
     if !keep_length {
         headers.remove(header::CONTENT_LENGTH);
     }
+    // tailor's own three `x-tailor-*` headers follow
+    headers.reserve(3);
     headers
 }
 
@@ -202,8 +204,8 @@ routes: [{{ name: r, split: [{{ model: m }}] }}]
         assert_eq!(h[header::AUTHORIZATION], "Bearer sk-up");
         assert_eq!(h["openai-organization"], "org-1");
         assert_eq!(h[header::ACCEPT_ENCODING], "identity");
-        // the upstream's host, never the client's
-        assert_eq!(h[header::HOST], "example.test");
+        // never the client's host (an https upstream's is the HTTP client's to set)
+        assert!(!h.contains_key(header::HOST));
         for gone in [
             "x-secret-hop",
             "connection",

@@ -33,7 +33,8 @@ pub fn access(fields: impl FnOnce(&mut AccessLine<'_>)) {
     thread_local! {
         static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    BUF.with(|b| {
+    // `try_with`: nothing is written from a thread whose locals are being torn down
+    let _ = BUF.try_with(|b| {
         let Ok(mut guard) = b.try_borrow_mut() else {
             return;
         };
@@ -159,6 +160,7 @@ impl<'b> AccessLine<'b> {
     /// `units / 10^scale` written exactly, without trailing zeros (`182500, 9` is `0.0001825`):
     /// money and durations kept as integers never pass through a float.
     pub fn decimal(&mut self, key: &str, units: u128, scale: u32) -> &mut Self {
+        debug_assert!(scale <= 19, "a fraction of up to 19 digits");
         self.key(key);
         let places = scale.min(19);
         let div = 10u128.pow(places);
