@@ -349,19 +349,25 @@ async fn kill_9_during_capture_leaves_no_torn_line_and_aligned_files_after_resta
         before.lines().count() > 10,
         "the load produced too few lines"
     );
-    // whatever the kill left, add the worst cases: a crash after an example's line but before its
-    // metadata line, then half a line
+    // add the worst cases to whatever the kill left: a crash after an example's line but before
+    // its metadata line (unless the kill itself landed there: one crash leaves at most one), then
+    // half a line
+    let meta_path = dir.join("support.meta.jsonl");
+    let meta_before = std::fs::read_to_string(&meta_path).unwrap();
+    let whole = |t: &str| t.matches('\n').count();
+    let orphan: &[u8] = if whole(&before) == whole(&meta_before) {
+        b"{\"messages\":[{\"role\":\"user\",\"content\":\"k-orphan\"},{\"role\":\"assistant\",\"content\":\"a\"}]}\n"
+    } else {
+        b""
+    };
     std::fs::OpenOptions::new()
         .append(true)
         .open(&path)
         .and_then(|mut f| {
-            std::io::Write::write_all(
-                &mut f,
-                b"{\"messages\":[{\"role\":\"user\",\"content\":\"k-orphan\"},{\"role\":\"assistant\",\"content\":\"a\"}]}\n{\"messages\":[{\"role\":\"user\",\"con",
-            )
+            std::io::Write::write_all(&mut f, orphan)?;
+            std::io::Write::write_all(&mut f, b"{\"messages\":[{\"role\":\"user\",\"con")
         })
         .unwrap();
-    let meta_path = dir.join("support.meta.jsonl");
     let mut second = common::spawn_tailor(&args, &envs, &dir.join("second.err"));
     // the writer repairs the files as it starts, before any request
     let t = Instant::now();
