@@ -176,7 +176,10 @@ async fn run(
     counts: Counts,
 ) {
     let mut batch: Vec<SpanData> = Vec::with_capacity(cfg.max_batch);
-    let mut tick = tokio::time::interval(cfg.flush_interval);
+    // the first tick one interval from now, not at once: spans queued before this task first
+    // runs wait for the timer like any others
+    let first = tokio::time::Instant::now() + cfg.flush_interval;
+    let mut tick = tokio::time::interval_at(first, cfg.flush_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
     loop {
@@ -311,9 +314,15 @@ mod tests {
         let e = Exporter::start(&cfg, &metrics).unwrap();
         let failed = || metrics.telemetry.spans.with_label_values(&["failed"]).get();
         let pause = || tokio::time::sleep(std::time::Duration::from_millis(300));
-        for _ in 0..2 {
-            e.send(Box::new(super::super::span::tests::sample()));
-        }
+        // queued before the task first runs (one thread): it waits for the timer too
+        e.send(Box::new(super::super::span::tests::sample()));
+        pause().await;
+        assert_eq!(
+            failed(),
+            0,
+            "a partial batch went out when the task started"
+        );
+        e.send(Box::new(super::super::span::tests::sample()));
         pause().await;
         assert_eq!(failed(), 2);
         e.send(Box::new(super::super::span::tests::sample()));
