@@ -19,9 +19,9 @@ use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::Response;
 use http_body_util::{BodyExt, Either, Full, Limited};
-use hyper::body::Incoming;
 use tokio::time::Instant;
 
+use super::client::UpstreamBody;
 use super::policy::{self, Failure, NoAnswer};
 use super::upstream;
 use crate::classify::Decision;
@@ -57,7 +57,7 @@ pub struct Attempt<'a> {
 /// What one try of one model gave.
 enum Tried {
     /// A 2xx answer: its body has not been read.
-    Success(Response<Incoming>),
+    Success(Response<UpstreamBody>),
     /// A non-2xx answer, read in full.
     Answer(http::response::Parts, Bytes),
     NoAnswer(NoAnswer),
@@ -290,7 +290,7 @@ impl Attempt<'_> {
         if let Some(d) = deadline {
             until = until.min(d);
         }
-        let sent = self.live.clients.get(model.upstream).request(req);
+        let sent = self.live.clients.send(model.upstream, req);
         let resp = match tokio::time::timeout_at(until, sent).await {
             Err(_) => {
                 meter.metrics().upstream_error(NoAnswer::Timeout.as_str());
@@ -331,7 +331,7 @@ impl Attempt<'_> {
     /// A 2xx answer: its headers now, its body through the metering wrapper.
     fn stream_back(
         &self,
-        resp: Response<Incoming>,
+        resp: Response<UpstreamBody>,
         meter: RequestMeter,
         mi: usize,
         deadline: Option<Instant>,

@@ -3,16 +3,22 @@
 
 use std::cell::Cell;
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::Mutex;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
+use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
+use super::h1::{self, H1Body, Target};
 use crate::config::Upstream;
 
 /// The shared upstream client (HTTP/1.1 and HTTP/2 over TLS, or plain HTTP), pooled.
@@ -86,10 +92,69 @@ impl ClientCache {
     }
 }
 
+/// An upstream's response body: from tailor's own HTTP/1.1 client (`http://` upstreams) or
+/// hyper's (`https://`).
+pub enum UpstreamBody {
+    Own(H1Body),
+    Hyper(Incoming),
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            UpstreamBody::Own(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            UpstreamBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Own(b) => b.is_end_stream(),
+            UpstreamBody::Hyper(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::Own(b) => b.size_hint(),
+            UpstreamBody::Hyper(b) => b.size_hint(),
+        }
+    }
+}
+
+/// Why an upstream request got no response.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// No connection could be made.
+    #[error("{0}")]
+    Connect(Box<dyn std::error::Error + Send + Sync>),
+    /// The connection failed, or the response could not be read.
+    #[error("{0}")]
+    Transport(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl SendError {
+    pub fn is_connect(&self) -> bool {
+        matches!(self, SendError::Connect(_))
+    }
+}
+
 /// The upstream clients, one per upstream for each API worker thread. A pooled connection is
 /// driven by a task on the thread that opened it; each worker having its own pools keeps a
 /// request and its upstream connection on one thread (no cross-thread wake-ups per request).
-pub struct Pools(Vec<Vec<HttpClient>>);
+/// `http://` upstreams are sent to by tailor's own client ([`h1`]), whose idle connections are
+/// kept per thread as well.
+pub struct Pools {
+    hyper: Vec<Vec<HttpClient>>,
+    /// Per upstream: its target when it is plain `http://`.
+    own: Vec<Option<Target>>,
+}
 
 impl Pools {
     /// Clients for `workers` threads, each with every upstream's connect timeout, taken from
@@ -118,12 +183,36 @@ impl Pools {
                 set.push(c);
             }
         }
-        Ok(Pools(sets))
+        let own = upstreams
+            .iter()
+            .map(|u| Target::new(&u.url, u.timeouts.connect))
+            .collect();
+        Ok(Pools { hyper: sets, own })
     }
 
-    /// The calling worker's client for upstream `i`.
+    /// The calling worker's hyper client for upstream `i`.
     pub fn get(&self, upstream: usize) -> &HttpClient {
-        let set = &self.0[WORKER.with(Cell::get) % self.0.len()];
+        let set = &self.hyper[WORKER.with(Cell::get) % self.hyper.len()];
         &set[upstream]
+    }
+
+    /// Sends a routed request to upstream `i` and reads the response head.
+    pub async fn send(
+        &self,
+        upstream: usize,
+        req: Request<Bytes>,
+    ) -> Result<Response<UpstreamBody>, SendError> {
+        match self.own.get(upstream).and_then(Option::as_ref) {
+            Some(t) if t.serves(req.uri()) => match h1::send(t, req).await {
+                Ok(r) => Ok(r.map(UpstreamBody::Own)),
+                Err(e @ h1::SendError::Connect { .. }) => Err(SendError::Connect(e.into())),
+                Err(e) => Err(SendError::Transport(e.into())),
+            },
+            _ => match self.get(upstream).request(req.map(Full::new)).await {
+                Ok(r) => Ok(r.map(UpstreamBody::Hyper)),
+                Err(e) if e.is_connect() => Err(SendError::Connect(e.into())),
+                Err(e) => Err(SendError::Transport(e.into())),
+            },
+        }
     }
 }

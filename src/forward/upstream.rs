@@ -4,7 +4,6 @@
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::Request;
-use http_body_util::Full;
 
 use crate::config::{Auth, Model, Upstream, UpstreamKind};
 use crate::error::ProxyError;
@@ -73,7 +72,7 @@ pub fn request(
     client_headers: &HeaderMap,
     trace: Option<&TraceHeaders>,
     body: Bytes,
-) -> Result<Request<Full<Bytes>>, ProxyError> {
+) -> Result<Request<Bytes>, ProxyError> {
     let uri = match (query, model.addresses.uri(upstream, &model.id, endpoint)) {
         (None, Some(uri)) => uri.clone(),
         _ => {
@@ -82,7 +81,7 @@ pub fn request(
                 .map_err(|e| ProxyError::Internal(format!("upstream URL `{url}`: {e}")))?
         }
     };
-    let mut req = Request::new(Full::new(body));
+    let mut req = Request::new(body);
     *req.method_mut() = http::Method::POST;
     *req.uri_mut() = uri;
     set_headers(upstream, client_headers, trace, req.headers_mut(), false)?;

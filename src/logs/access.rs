@@ -219,8 +219,8 @@ const BYTE_CLASS: [u8; 256] = {
     t
 };
 
-/// Decimal digits of `n`, without `fmt`.
-fn push_u64(buf: &mut Vec<u8>, mut n: u64) {
+/// Decimal digits of `n`, without `fmt` (also the upstream request's `content-length`).
+pub(crate) fn push_u64(buf: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     loop {

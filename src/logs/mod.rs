@@ -168,6 +168,7 @@ pub fn flush() {
 }
 
 mod access;
+pub(crate) use access::push_u64;
 pub use access::{access, set_json, Access, AccessLine};
 
 #[cfg(test)]

@@ -27,6 +27,7 @@ use super::upload::{self, Failure, Progress, Upload};
 use crate::config::{Auth, Config, Model, Passthrough, Upstream};
 use crate::error::ProxyError;
 use crate::forward::client::StreamingBody;
+use crate::forward::client::UpstreamBody;
 use crate::forward::passthrough::{self as pass, Family};
 use crate::forward::policy;
 use crate::forward::upstream::{self, response_headers};
@@ -161,7 +162,10 @@ pub async fn run<B: ReqBody>(
     };
     let json = is_json(&rparts.headers);
     let mut out = Response::new(Either::Right(MeteredBody::passthrough(
-        rbody, meter, json, limits,
+        UpstreamBody::Hyper(rbody),
+        meter,
+        json,
+        limits,
     )));
     *out.status_mut() = status;
     *out.headers_mut() = response_headers(rparts.headers, true);

@@ -89,7 +89,8 @@ impl JudgeCtx {
                 None,
                 serde_json::to_vec(&body).ok()?.into(),
             )
-            .ok()?;
+            .ok()?
+            .map(http_body_util::Full::new);
             let client = self.live.clients.get(model.upstream).clone();
             let resp =
                 tokio::time::timeout(upstream.timeouts.total.max(Duration::from_secs(1)), async {

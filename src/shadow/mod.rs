@@ -110,7 +110,7 @@ pub fn launch(
         trace,
         body,
     ) {
-        Ok(r) => r,
+        Ok(r) => r.map(http_body_util::Full::new),
         Err(e) => {
             tracing::debug!(request_id, error = %e, "shadow request not built");
             return None;

@@ -12,7 +12,6 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
@@ -20,9 +19,10 @@ use super::meter::{Outcome, RequestMeter};
 use super::sse::SseScanner;
 use super::{find_in_json, Usage};
 use crate::error::error_body;
+use crate::forward::client::UpstreamBody;
 
 /// The body of every response tailor sends: a whole body it made, or an upstream's, metered.
-pub type RespBody = Either<Full<Bytes>, MeteredBody<Incoming>>;
+pub type RespBody = Either<Full<Bytes>, MeteredBody<UpstreamBody>>;
 
 /// The error type of a response body tailor sends.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

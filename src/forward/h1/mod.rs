@@ -1,0 +1,288 @@
+//! tailor's own HTTP/1.1 client, for routed requests to plain `http://` upstreams (a fine-tune
+//! behind vLLM or another OpenAI-compatible server on the local network). `https://` upstreams,
+//! passthrough and tailor's side requests keep hyper's pooled client.
+//!
+//! ```text
+//! send: idle connection of this thread (alive?) or connect ─▶ write head + body in one write
+//!     ─▶ read the response head (1xx skipped) ─▶ Response<H1Body>
+//! H1Body: frames read off the socket in the request's own task ─▶ ended cleanly: back to idle
+//! ```
+//!
+//! Why not hyper's client here: it runs every connection as a task of its own, fed through a
+//! channel, so each request and each body chunk crosses two tasks, and each connection holds a
+//! dispatch block and two 8 KiB buffers. Here the request's task reads and writes the socket
+//! itself, and a connection holds one read buffer (benches/RESULTS.md, round 4).
+
+mod body;
+pub mod head;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use http::{Request, Response};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+pub use body::H1Body;
+use head::ProtoError;
+
+/// Size of a connection's read buffer (it grows by this much when nearly full).
+const READ_BUFFER: usize = 4096;
+
+/// Bodies up to this size go out in the same write as the head (one copy, one system call).
+const COPY_BODY: usize = 16 * 1024;
+
+/// An idle connection is closed after this long unused (hyper's pool: 90 s as tailor set it).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Most idle connections kept per upstream on one thread.
+const MAX_IDLE: usize = 512;
+
+/// One upstream connection and what has been read from it but not yet used.
+pub struct Conn {
+    io: TcpStream,
+    buf: BytesMut,
+}
+
+/// Where requests for one `http://` upstream go.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// `host:port`, as connected to and as the idle lists are keyed.
+    pub authority: Arc<str>,
+    pub connect_timeout: Duration,
+}
+
+impl Target {
+    /// A target for an `http://` base URL; `None` for any other scheme.
+    pub fn new(url: &str, connect_timeout: Duration) -> Option<Target> {
+        let uri: http::Uri = url.parse().ok()?;
+        if uri.scheme_str() != Some("http") {
+            return None;
+        }
+        let a = uri.authority()?;
+        if a.as_str().contains('@') {
+            return None;
+        }
+        let authority = match a.port_u16() {
+            Some(_) => a.as_str().to_owned(),
+            None => format!("{}:80", a.as_str()),
+        };
+        Some(Target {
+            authority: authority.into(),
+            connect_timeout,
+        })
+    }
+
+    /// Whether `uri` is on this target (requests are built from the same config, so always,
+    /// unless a config changed under them).
+    pub fn serves(&self, uri: &http::Uri) -> bool {
+        uri.scheme_str() == Some("http")
+            && uri.authority().is_some_and(|a| match a.port_u16() {
+                Some(_) => a.as_str() == &*self.authority,
+                None => self
+                    .authority
+                    .strip_suffix(":80")
+                    .is_some_and(|h| h == a.as_str()),
+            })
+    }
+}
+
+/// Why a request got no response.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("connect to {authority}: {source}")]
+    Connect {
+        authority: Arc<str>,
+        source: io::Error,
+    },
+    #[error("upstream connection: {0}")]
+    Io(#[from] io::Error),
+    #[error("upstream response: {0}")]
+    Proto(#[from] ProtoError),
+}
+
+/// Sends `req` (its URI's path and query; `host` from its headers or the target) and reads the
+/// response head. The body is read as the caller polls it.
+pub async fn send(target: &Target, req: Request<Bytes>) -> Result<Response<H1Body>, SendError> {
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut wire = Vec::with_capacity(512 + parts.headers.len() * 64 + body.len().min(COPY_BODY));
+    head::write_request(
+        &mut wire,
+        &parts.method,
+        path,
+        &parts.headers,
+        &target.authority,
+        body.len(),
+    );
+    let whole = body.len() <= COPY_BODY;
+    if whole {
+        wire.extend_from_slice(&body);
+    }
+    let conn = loop {
+        // an idle connection the upstream closed while the request was being written is replaced;
+        // a fresh one that fails is the answer
+        let (mut conn, reused) = match pool::take(&target.authority) {
+            Some(c) => (c, true),
+            None => (connect(target).await?, false),
+        };
+        let written = match conn.io.write_all(&wire).await {
+            Ok(()) if !whole => conn.io.write_all(&body).await,
+            r => r,
+        };
+        match written {
+            Ok(()) => break conn,
+            Err(_) if reused => continue,
+            // an upstream may answer (413) and close before it has read a large body: its answer
+            // is what the client gets, if it arrived
+            Err(e) => return read_head(conn, target).await.map_err(|_| SendError::Io(e)),
+        }
+    };
+    read_head(conn, target).await
+}
+
+/// Reads the response head off `conn` (interim 1xx answers skipped); the body follows.
+async fn read_head(mut conn: Conn, target: &Target) -> Result<Response<H1Body>, SendError> {
+    loop {
+        let read = match conn.buf.is_empty() {
+            true => None,
+            false => head::read_response(&mut conn.buf)?,
+        };
+        match read {
+            Some(h) if h.status.is_informational() => continue,
+            Some(h) => {
+                let mut resp = Response::new(H1Body::new(
+                    conn,
+                    h.framing,
+                    h.keep_alive,
+                    target.authority.clone(),
+                ));
+                *resp.status_mut() = h.status;
+                *resp.headers_mut() = h.headers;
+                return Ok(resp);
+            }
+            None => {}
+        }
+        if conn.buf.capacity() - conn.buf.len() < 512 {
+            conn.buf.reserve(READ_BUFFER);
+        }
+        if conn.io.read_buf(&mut conn.buf).await? == 0 {
+            return Err(SendError::Io(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the upstream closed the connection before its response head",
+            )));
+        }
+    }
+}
+
+/// A new connection, within the connect timeout: TCP_NODELAY (SSE events are not held back)
+/// and TCP keep-alive probes after 60 s idle.
+async fn connect(target: &Target) -> Result<Conn, SendError> {
+    let failed = |source| SendError::Connect {
+        authority: target.authority.clone(),
+        source,
+    };
+    let io = match tokio::time::timeout(
+        target.connect_timeout,
+        TcpStream::connect(&*target.authority),
+    )
+    .await
+    {
+        Err(_) => return Err(failed(io::ErrorKind::TimedOut.into())),
+        Ok(r) => r.map_err(failed)?,
+    };
+    io.set_nodelay(true).map_err(failed)?;
+    let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(60));
+    let _ = socket2::SockRef::from(&io).set_tcp_keepalive(&keepalive);
+    Ok(Conn {
+        io,
+        buf: BytesMut::with_capacity(READ_BUFFER),
+    })
+}
+
+/// Idle connections, per thread and upstream: a request's task and the connection it uses stay
+/// on one API worker (and one runtime), and taking or returning one takes no lock.
+mod pool {
+    use super::*;
+
+    struct Idle {
+        conn: Conn,
+        since: Instant,
+    }
+
+    thread_local! {
+        static IDLE: RefCell<HashMap<Arc<str>, Vec<Idle>>> = RefCell::new(HashMap::new());
+    }
+
+    /// The most recently used idle connection to `authority` that is still open.
+    pub fn take(authority: &str) -> Option<Conn> {
+        IDLE.try_with(|m| {
+            let mut m = m.borrow_mut();
+            let list = m.get_mut(authority)?;
+            while let Some(i) = list.pop() {
+                if i.since.elapsed() < IDLE_TIMEOUT && open(&i.conn) {
+                    return Some(i.conn);
+                }
+            }
+            None
+        })
+        .ok()
+        .flatten()
+    }
+
+    /// Keeps `conn` for the next request to `authority`; the oldest beyond the limit, and any
+    /// past the idle timeout, are closed.
+    pub fn put(authority: &Arc<str>, conn: Conn) {
+        let now = Instant::now();
+        let _ = IDLE.try_with(|m| {
+            let mut m = m.borrow_mut();
+            let list = match m.get_mut(&**authority) {
+                Some(l) => l,
+                None => m.entry(authority.clone()).or_default(),
+            };
+            if list
+                .first()
+                .is_some_and(|i| now.duration_since(i.since) >= IDLE_TIMEOUT)
+            {
+                list.retain(|i| now.duration_since(i.since) < IDLE_TIMEOUT);
+            }
+            if list.len() >= MAX_IDLE {
+                list.remove(0);
+            }
+            list.push(Idle { conn, since: now });
+        });
+    }
+
+    /// Whether an idle connection is still open with nothing unasked-for to read (a closed one
+    /// reads end of stream; one with bytes waiting is out of step). Without a system call when
+    /// the event loop has seen nothing arrive.
+    fn open(conn: &Conn) -> bool {
+        let mut probe = [0u8; 1];
+        matches!(conn.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_are_plain_http_with_a_port() {
+        let t = Target::new("http://localhost:8000/v1", Duration::from_secs(1)).unwrap();
+        assert_eq!(&*t.authority, "localhost:8000");
+        let t = Target::new("http://10.0.0.7/openai", Duration::from_secs(1)).unwrap();
+        assert_eq!(&*t.authority, "10.0.0.7:80");
+        assert!(t.serves(&"http://10.0.0.7/openai/chat/completions".parse().unwrap()));
+        assert!(t.serves(&"http://10.0.0.7:80/x".parse().unwrap()));
+        assert!(!t.serves(&"http://10.0.0.8/x".parse().unwrap()));
+        assert!(!t.serves(&"https://10.0.0.7/x".parse().unwrap()));
+        let t = Target::new("http://[::1]:9/v1", Duration::from_secs(1)).unwrap();
+        assert_eq!(&*t.authority, "[::1]:9");
+        assert!(Target::new("https://api.openai.com/v1", Duration::from_secs(1)).is_none());
+        assert!(Target::new("http://u:p@host/v1", Duration::from_secs(1)).is_none());
+    }
+}
