@@ -194,7 +194,9 @@ impl H1Body {
     /// The body ended: its connection goes back to the pool if it can carry another request.
     fn release(&mut self) {
         if let Some(conn) = self.conn.take() {
-            if self.keep_alive && conn.buf.is_empty() {
+            let reuse = self.keep_alive && conn.buf.is_empty();
+            tracing::trace!(upstream = %self.authority, reuse, "upstream response body ended");
+            if reuse {
                 pool::put(&self.authority, conn);
             }
         }
@@ -260,6 +262,7 @@ impl Body for H1Body {
                     return Poll::Ready(None);
                 }
                 Err(e) => {
+                    tracing::debug!(upstream = %this.authority, error = %e, "upstream response body malformed");
                     this.conn = None;
                     return Poll::Ready(Some(Err(invalid(e))));
                 }

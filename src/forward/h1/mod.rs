@@ -135,8 +135,14 @@ pub async fn send(target: &Target, req: Request<Bytes>) -> Result<Response<H1Bod
             r => r,
         };
         match written {
-            Ok(()) => break conn,
-            Err(_) if reused => continue,
+            Ok(()) => {
+                tracing::trace!(upstream = %target.authority, reused, bytes = wire.len() + if whole { 0 } else { body.len() }, "upstream request written");
+                break conn;
+            }
+            Err(e) if reused => {
+                tracing::debug!(upstream = %target.authority, error = %e, "idle upstream connection failed on write: trying another");
+                continue;
+            }
             // an upstream may answer (413) and close before it has read a large body: its answer
             // is what the client gets, if it arrived
             Err(e) => return read_head(conn, target).await.map_err(|_| SendError::Io(e)),
@@ -155,6 +161,7 @@ async fn read_head(mut conn: Conn, target: &Target) -> Result<Response<H1Body>, 
         match read {
             Some(h) if h.status.is_informational() => continue,
             Some(h) => {
+                tracing::trace!(upstream = %target.authority, status = h.status.as_u16(), framing = ?h.framing, keep_alive = h.keep_alive, "upstream response head");
                 let mut resp = Response::new(H1Body::new(
                     conn,
                     h.framing,
@@ -195,6 +202,7 @@ async fn connect(target: &Target) -> Result<Conn, SendError> {
         Err(_) => return Err(failed(io::ErrorKind::TimedOut.into())),
         Ok(r) => r.map_err(failed)?,
     };
+    tracing::debug!(upstream = %target.authority, "upstream connection opened");
     io.set_nodelay(true).map_err(failed)?;
     let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(60));
     let _ = socket2::SockRef::from(&io).set_tcp_keepalive(&keepalive);
@@ -227,6 +235,10 @@ mod pool {
                 if i.since.elapsed() < IDLE_TIMEOUT && open(&i.conn) {
                     return Some(i.conn);
                 }
+                tracing::trace!(
+                    upstream = authority,
+                    "idle upstream connection closed or expired: dropped"
+                );
             }
             None
         })
