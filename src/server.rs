@@ -271,12 +271,19 @@ where
 /// (a write to its eventfd) when a timer is armed earlier than the loop's next wake-up, and a loop
 /// with no timer has none: so on an idle worker every request's timers (hyper's header read, the
 /// upstream's timeouts) cost a system call and a wake-up each. With this timer at most 250 ms
-/// ahead, they are later than it, and arming them is a memory write.
+/// ahead, they are later than it, and arming them is a memory write. It also closes the worker's
+/// idle upstream connections that expired or were closed, every 10 s.
 async fn keep_a_timer() {
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks = 0u32;
     loop {
         tick.tick().await;
+        ticks = ticks.wrapping_add(1);
+        // every 10 s: this worker's idle upstream connections that expired or were closed
+        if ticks.is_multiple_of(40) {
+            crate::forward::h1::sweep_idle();
+        }
     }
 }
 

@@ -150,7 +150,11 @@ fn chunk_size(line: &[u8]) -> Result<u64, ProtoError> {
     if digits == 0 {
         return Err(ProtoError::Chunked("chunk size"));
     }
-    let rest = line[digits..].trim_ascii_start();
+    let rest = &line[digits..];
+    let rest = &rest[rest
+        .iter()
+        .take_while(|b| matches!(b, b' ' | b'\t'))
+        .count()..];
     if !(rest.is_empty() || rest[0] == b';') || rest.contains(&b'\r') {
         return Err(ProtoError::Chunked("chunk size"));
     }
@@ -372,6 +376,7 @@ mod tests {
             b"5\nhello\r\n0\r\n\r\n",
             b"5\r\nhelloXX0\r\n\r\n",
             b"5 x\r\nhello\r\n0\r\n\r\n",
+            b"5\r\r\nhello\r\n0\r\n\r\n",
             b"10000000000000000\r\n",
             b"5\r\nhel",
             b"0\r\n",

@@ -25,6 +25,8 @@ pub enum ProtoError {
     Length,
     #[error("invalid chunked body: {0}")]
     Chunked(&'static str),
+    #[error("the connection closed before the body ended")]
+    Incomplete,
     #[error("the upstream switched protocols, which tailor never asks for")]
     Upgrade,
 }
@@ -138,7 +140,9 @@ pub fn read_response(buf: &mut BytesMut) -> Result<Option<Head>, ProtoError> {
         return Err(ProtoError::Upgrade);
     }
     let (framing, reusable) = framing(status, &headers)?;
-    let keep_alive = reusable && persistent(version, &headers);
+    // HTTP/1.0 has no transfer codings (RFC 9112 6.1): such a body is read, the connection closed
+    let faulty = version == Version::HTTP_10 && headers.contains_key(header::TRANSFER_ENCODING);
+    let keep_alive = reusable && !faulty && persistent(version, &headers);
     Ok(Some(Head {
         status,
         version,
@@ -309,6 +313,10 @@ mod tests {
         assert_eq!(
             f("HTTP/1.0 200 OK\r\ncontent-length: 5\r\nconnection: Keep-Alive\r\n\r\n"),
             ok(Framing::Length(5), true)
+        );
+        assert_eq!(
+            f("HTTP/1.0 200 OK\r\ntransfer-encoding: chunked\r\nconnection: keep-alive\r\n\r\n"),
+            ok(Framing::Chunked, false)
         );
         for bad in ["5, 6", "+5", "-1", "5 5", "", "0x5", "99999999999999999999"] {
             let s = format!("HTTP/1.1 200 OK\r\ncontent-length: {bad}\r\n\r\n");

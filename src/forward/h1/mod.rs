@@ -29,6 +29,7 @@ use tokio::net::TcpStream;
 
 pub use body::H1Body;
 use head::ProtoError;
+pub use pool::sweep as sweep_idle;
 
 /// Size of a connection's read buffer (it grows by this much when nearly full).
 const READ_BUFFER: usize = 4096;
@@ -145,14 +146,24 @@ pub async fn send(target: &Target, req: Request<Bytes>) -> Result<Response<H1Bod
             }
             // an upstream may answer (413) and close before it has read a large body: its answer
             // is what the client gets, if it arrived
-            Err(e) => return read_head(conn, target).await.map_err(|_| SendError::Io(e)),
+            Err(e) => {
+                return read_head(conn, target, false)
+                    .await
+                    .map_err(|_| SendError::Io(e))
+            }
         }
     };
-    read_head(conn, target).await
+    read_head(conn, target, true).await
 }
 
-/// Reads the response head off `conn` (interim 1xx answers skipped); the body follows.
-async fn read_head(mut conn: Conn, target: &Target) -> Result<Response<H1Body>, SendError> {
+/// Reads the response head off `conn` (interim 1xx answers skipped); the body follows. `reusable`:
+/// the whole request went out (else the connection is closed after this answer). Only POST is
+/// sent: an answer to HEAD would be framed differently.
+async fn read_head(
+    mut conn: Conn,
+    target: &Target,
+    reusable: bool,
+) -> Result<Response<H1Body>, SendError> {
     loop {
         let read = match conn.buf.is_empty() {
             true => None,
@@ -165,7 +176,7 @@ async fn read_head(mut conn: Conn, target: &Target) -> Result<Response<H1Body>, 
                 let mut resp = Response::new(H1Body::new(
                     conn,
                     h.framing,
-                    h.keep_alive,
+                    h.keep_alive && reusable,
                     target.authority.clone(),
                 ));
                 *resp.status_mut() = h.status;
@@ -266,6 +277,19 @@ mod pool {
                 list.remove(0);
             }
             list.push(Idle { conn, since: now });
+        });
+    }
+
+    /// Closes every idle connection of this thread that expired or that its upstream closed
+    /// (one that is never asked for again, after a reload moved its upstream, would stay open).
+    pub fn sweep() {
+        let now = Instant::now();
+        let _ = IDLE.try_with(|m| {
+            let mut m = m.borrow_mut();
+            for list in m.values_mut() {
+                list.retain(|i| now.duration_since(i.since) < IDLE_TIMEOUT && open(&i.conn));
+            }
+            m.retain(|_, list| !list.is_empty());
         });
     }
 
