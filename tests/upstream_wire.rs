@@ -1,8 +1,9 @@
 //! tailor's own HTTP/1.1 client (src/forward/h1) against a scripted upstream that writes raw bytes:
 //! the framings and spellings real servers use, cut into pieces at random, must read as the same
 //! body and the same usage; hostile or broken answers must give the client an OpenAI-shaped error
-//! and leave tailor serving; idle connections are reused, and never used once the upstream closed
-//! them.
+//! and leave tailor serving; idle connections are reused exactly when the answer allows it, and
+//! never once the upstream closed them or answered out of step; an early answer (413) to a large
+//! body reaches the client at once.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers may fail loudly
 
@@ -32,6 +33,8 @@ struct Script {
     wire: Vec<u8>,
     /// Closes the connection after answering.
     close: bool,
+    /// Writes the answer in one write, not in pieces.
+    at_once: bool,
 }
 
 /// A raw upstream: answers each request with the next script, in pieces of 1 to 40 bytes (up to
@@ -74,6 +77,16 @@ impl Upstream {
         self.scripts.lock().unwrap().push(Script {
             wire: wire.into(),
             close,
+            at_once: false,
+        });
+    }
+
+    /// Like `push`, the answer written in one piece.
+    fn push_at_once(&self, wire: impl Into<Vec<u8>>) {
+        self.scripts.lock().unwrap().push(Script {
+            wire: wire.into(),
+            close: false,
+            at_once: true,
         });
     }
 }
@@ -119,7 +132,10 @@ async fn serve(
             }
             s.remove(0)
         };
-        let mut at = 0;
+        if script.at_once && sock.write_all(&script.wire).await.is_err() {
+            return;
+        }
+        let mut at = if script.at_once { script.wire.len() } else { 0 };
         while at < script.wire.len() {
             seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
             let most = if script.wire.len() > 4096 { 4000 } else { 40 };
@@ -147,9 +163,20 @@ struct Env {
 
 async fn setup() -> Env {
     let up = Upstream::start().await;
+    let (tailor, client) = start_tailor(up.addr).await;
+    Env { up, tailor, client }
+}
+
+/// tailor with one API worker (so one set of idle connections), routing to `upstream`.
+async fn start_tailor(
+    upstream: std::net::SocketAddr,
+) -> (
+    Running,
+    Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+) {
     let yaml = format!(
         r#"
-server: {{ listen: "127.0.0.1:0", admin_listen: "127.0.0.1:0" }}
+server: {{ listen: "127.0.0.1:0", admin_listen: "127.0.0.1:0", workers: 1 }}
 upstreams:
   raw:
     url: http://{}/v1
@@ -160,39 +187,24 @@ models:
   m: {{ upstream: raw, id: gpt-4o-2024-08-06 }}
 routes: [{{ name: r, split: [{{ model: m }}] }}]
 "#,
-        up.addr
+        upstream
     );
     let config = Config::from_yaml(&yaml, &|_| Some("sk-raw-upstream".into())).unwrap();
     let tailor = server::start(config, Metrics::new().unwrap())
         .await
         .unwrap();
     let client = Client::builder(TokioExecutor::new()).build_http();
-    Env { up, tailor, client }
+    (tailor, client)
 }
 
 impl Env {
     async fn chat(&self, stream: bool) -> (StatusCode, Bytes) {
-        let body = format!(
-            r#"{{"model":"gpt-4o","stream":{stream},"messages":[{{"role":"user","content":"hi"}}]}}"#
-        );
-        let req = Request::builder()
-            .method(Method::POST)
-            .uri(format!(
-                "http://{}/v1/chat/completions",
-                self.tailor.api_addr
-            ))
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body)))
-            .unwrap();
-        let resp = self.client.request(req).await.unwrap();
-        let status = resp.status();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map(|c| c.to_bytes())
-            .unwrap_or_default();
-        (status, body)
+        chat_with(&self.client, &self.tailor, stream, "hi").await
+    }
+
+    /// Connections the upstream accepted so far.
+    fn accepted(&self) -> usize {
+        self.up.accepted.load(Ordering::SeqCst)
     }
 
     async fn output_tokens(&self) -> f64 {
@@ -207,6 +219,33 @@ impl Env {
             "tailor_tokens_total{client=\"anonymous\",model=\"m\",route=\"r\",type=\"output\"}",
         )
     }
+}
+
+/// A chat request to `tailor` whose message is `content`: the status and the whole body.
+async fn chat_with(
+    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    tailor: &Running,
+    stream: bool,
+    content: &str,
+) -> (StatusCode, Bytes) {
+    let body = format!(
+        r#"{{"model":"gpt-4o","stream":{stream},"messages":[{{"role":"user","content":"{content}"}}]}}"#
+    );
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri(format!("http://{}/v1/chat/completions", tailor.api_addr))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    let status = resp.status();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    (status, body)
 }
 
 const JSON: &str = r#"{"id": "chatcmpl-1", "object": "chat.completion", "model": "gpt-4o-2024-08-06", "choices": [{"index": 0, "message": {"role": "assistant", "content": "x"}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 8, "completion_tokens": 7, "total_tokens": 15}}"#;
@@ -225,43 +264,69 @@ fn chunked(body: &str, size: usize, ext: &str) -> String {
 #[tokio::test]
 async fn every_framing_and_spelling_reads_as_the_same_body_and_usage() {
     let env = setup().await;
-    let answers: Vec<(String, bool)> = vec![
+    let len = JSON.len();
+    // (answer, the upstream closes after it, tailor keeps the connection for the next request)
+    let answers: Vec<(String, bool, bool)> = vec![
         (
-            format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{JSON}", JSON.len()),
+            format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n{JSON}"),
             false,
+            true,
         ),
         (
             format!("HTTP/1.1 200 OK\r\ncontent-type:application/json\r\nTRANSFER-ENCODING: chunked\r\n\r\n{}0\r\n\r\n", chunked(JSON, 17, "")),
             false,
+            true,
         ),
         (
             format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\ntrailer: x-t\r\n\r\n{}0;end\r\nx-t: 1\r\n\r\n", chunked(JSON, 5, " ;a=b")),
             false,
+            true,
         ),
         (
-            format!("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{JSON}", JSON.len()),
+            format!("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {len}\r\n\r\n{JSON}"),
             false,
+            true,
         ),
         (
             format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n{JSON}"),
             true,
+            false,
+        ),
+        // the upstream leaves these open, but said it would not keep them: tailor closes them
+        (
+            format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nConnection: Close\r\ncontent-length: {len}\r\n\r\n{JSON}"),
+            false,
+            false,
         ),
         (
-            format!("HTTP/1.0 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{JSON}", JSON.len()),
+            format!("HTTP/1.0 200 OK\r\ncontent-type: application/json\r\ncontent-length: {len}\r\n\r\n{JSON}"),
+            false,
+            false,
+        ),
+        (
+            format!("HTTP/1.0 200 OK\r\ncontent-type: application/json\r\nconnection: keep-alive\r\ncontent-length: {len}\r\n\r\n{JSON}"),
+            false,
             true,
         ),
         (
-            format!("HTTP/1.1 200 OK\ncontent-type: application/json\ncontent-length: {}\n\n{JSON}", JSON.len()),
+            format!("HTTP/1.1 200 OK\ncontent-type: application/json\ncontent-length: {len}\n\n{JSON}"),
             false,
+            true,
         ),
     ];
-    for (i, (wire, close)) in answers.iter().enumerate() {
+    let mut kept = false;
+    for (i, (wire, close, keeps)) in answers.iter().enumerate() {
         env.up.push(wire.as_str(), *close);
         let before = env.output_tokens().await;
+        let opened = env.accepted();
         let (status, body) = env.chat(false).await;
         assert_eq!(status, StatusCode::OK, "answer {i}: {body:?}");
         assert_eq!(body, JSON.as_bytes(), "answer {i}");
         assert_eq!(env.output_tokens().await - before, 7.0, "answer {i}");
+        // the previous answer's connection was used again exactly when it could be
+        let new = env.accepted() - opened;
+        assert_eq!(new, usize::from(!kept), "answer {i}: connections opened");
+        kept = *keeps;
     }
     // what tailor wrote: a plain HTTP/1.1 request with its length, host and the upstream's key
     let heads = env.up.heads.lock().unwrap().clone();
@@ -370,12 +435,9 @@ async fn idle_connections_are_reused_and_never_once_the_upstream_closed_them() {
         env.up.push(ok.as_str(), false);
         assert_eq!(env.chat(false).await.0, StatusCode::OK);
     }
-    // one API worker per test runtime thread at most: a handful of connections, not twenty
-    let reused = env.up.accepted.load(Ordering::SeqCst);
-    assert!(
-        reused <= 4,
-        "{reused} connections for 20 sequential requests"
-    );
+    // one API worker, so one list of idle connections: one connection, not twenty
+    let reused = env.accepted();
+    assert_eq!(reused, 1, "{reused} connections for 20 sequential requests");
     // the upstream now closes each connection after answering, without saying so
     for _ in 0..10 {
         env.up.push(ok.as_str(), true);
@@ -383,5 +445,133 @@ async fn idle_connections_are_reused_and_never_once_the_upstream_closed_them() {
         assert_eq!((status, &body[..]), (StatusCode::OK, JSON.as_bytes()));
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(env.up.accepted.load(Ordering::SeqCst) >= reused + 9);
+    assert!(env.accepted() >= reused + 9);
+}
+
+#[tokio::test]
+async fn hostile_answers_on_connections_left_open_are_never_used_again() {
+    let env = setup().await;
+    let good = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{JSON}",
+        JSON.len()
+    );
+    let hostile = [
+        "SSH-2.0-OpenSSH_9.6\r\n\r\n",
+        "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\n",
+        "HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\nhello",
+        "HTTP/1.1 200 OK\r\nbad header\r\n\r\n",
+        // a body longer than its length says: the extra bytes would be read as the next answer
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
+    ];
+    for (i, wire) in hostile.iter().enumerate() {
+        // the upstream writes each answer in one piece (so the stray bytes after a body arrive
+        // with it) and keeps the connection open after it
+        env.up.push_at_once(*wire);
+        let (status, _) = env.chat(i == hostile.len() - 1).await;
+        assert_ne!(status, StatusCode::INTERNAL_SERVER_ERROR, "answer {i}");
+        env.up.push(good.as_str(), false);
+        let opened = env.accepted();
+        let (status, body) = env.chat(false).await;
+        assert_eq!(
+            (status, &body[..]),
+            (StatusCode::OK, JSON.as_bytes()),
+            "after answer {i}"
+        );
+        assert_eq!(
+            env.accepted() - opened,
+            1,
+            "after answer {i}: the connection it came on was used again"
+        );
+    }
+}
+
+/// An upstream that answers a small request (read whole) with `JSON`, and a large one with 413
+/// as soon as its head is in, without reading the body; then it closes (`close`) or neither reads
+/// nor closes. Its receive buffer is small, so a large body cannot all sit in the kernel. Returns
+/// its address and the count of connections it accepted.
+async fn early_answering_upstream(close: bool) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(16).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                loop {
+                    let mut head = Vec::new();
+                    while !head.ends_with(b"\r\n\r\n") {
+                        let mut byte = [0u8; 1];
+                        if sock.read(&mut byte).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    let head = String::from_utf8_lossy(&head).into_owned();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length: "))
+                        .map_or(0, |v| v.trim().parse().unwrap());
+                    if len < 1 << 20 {
+                        let mut body = vec![0u8; len];
+                        sock.read_exact(&mut body).await.unwrap();
+                        let ok = format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{JSON}", JSON.len());
+                        sock.write_all(ok.as_bytes()).await.unwrap();
+                        continue;
+                    }
+                    let answer = format!(
+                        "HTTP/1.1 413 Payload Too Large\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{TOO_LARGE}",
+                        TOO_LARGE.len()
+                    );
+                    sock.write_all(answer.as_bytes()).await.unwrap();
+                    if !close {
+                        tokio::time::sleep(Duration::from_secs(30)).await;
+                    }
+                    // closing with the body unread sends a reset
+                    return;
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+const TOO_LARGE: &str = r#"{"error": {"message": "Request too large.", "type": "invalid_request_error", "param": null, "code": null}}"#;
+
+#[tokio::test]
+async fn an_answer_before_a_large_body_is_taken_reaches_the_client_at_once() {
+    for close in [false, true] {
+        let (addr, accepted) = early_answering_upstream(close).await;
+        let (tailor, client) = start_tailor(addr).await;
+        // a small request first: its connection is idle, and the large one goes out on it
+        let (status, body) = chat_with(&client, &tailor, false, "hi").await;
+        assert_eq!((status, &body[..]), (StatusCode::OK, JSON.as_bytes()));
+        // 8 MiB: more than the kernel's send buffer takes on this machine (4 MiB). Were the
+        // buffers larger, the body would all be written and this would pass without the fix.
+        let prompt = "x".repeat(8 << 20);
+        let (status, body) = chat_with(&client, &tailor, false, &prompt).await;
+        // before: with the upstream silent, the write waited until the header timeout (a 504);
+        // with a reset, the answer was lost and the request sent again on another connection
+        assert_eq!(
+            status,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "close {close}: {body:?}"
+        );
+        assert_eq!(&body[..], TOO_LARGE.as_bytes(), "close {close}");
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "close {close}: sent again"
+        );
+        // and the next request is served, on a new connection
+        let (status, _) = chat_with(&client, &tailor, false, "hi").await;
+        assert_eq!(status, StatusCode::OK, "close {close}");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2, "close {close}");
+        tailor.shutdown().await;
+    }
 }

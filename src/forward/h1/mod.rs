@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! send: idle connection of this thread (alive?) or connect ─▶ write head + body in one write
+//!     (a body over 16 KiB: a second write, with the socket read meanwhile for an early answer)
 //!     ─▶ read the response head (1xx skipped) ─▶ Response<H1Body>
 //! H1Body: frames read off the socket in the request's own task ─▶ ended cleanly: back to idle
 //! ```
@@ -47,6 +48,30 @@ const MAX_IDLE: usize = 512;
 pub struct Conn {
     io: TcpStream,
     buf: BytesMut,
+}
+
+impl Conn {
+    /// Moves what the kernel has already received into `buf`, with a system call past the event
+    /// loop's cached readiness (a write can fail on a reset before the loop has seen the answer
+    /// that came ahead of it); whether anything came.
+    fn take_received(&mut self) -> bool {
+        use std::io::Read;
+        let sock = socket2::SockRef::from(&self.io);
+        let mut from: &socket2::Socket = &sock;
+        let mut chunk = [0u8; READ_BUFFER];
+        let mut got = false;
+        // as much as a response head may take: the rest, if any, is read as the body
+        while self.buf.len() <= head::MAX_HEAD {
+            match from.read(&mut chunk) {
+                Ok(n @ 1..) => self
+                    .buf
+                    .extend_from_slice(chunk.get(..n).unwrap_or_default()),
+                _ => break,
+            }
+            got = true;
+        }
+        got
+    }
 }
 
 /// Where requests for one `http://` upstream go.
@@ -124,6 +149,7 @@ pub async fn send(target: &Target, req: Request<Bytes>) -> Result<Response<H1Bod
     if whole {
         wire.extend_from_slice(&body);
     }
+    let rest: &[u8] = if whole { &[] } else { &body };
     let conn = loop {
         // an idle connection the upstream closed while the request was being written is replaced;
         // a fresh one that fails is the answer
@@ -131,64 +157,128 @@ pub async fn send(target: &Target, req: Request<Bytes>) -> Result<Response<H1Bod
             Some(c) => (c, true),
             None => (connect(target).await?, false),
         };
-        let written = match conn.io.write_all(&wire).await {
-            Ok(()) if !whole => conn.io.write_all(&body).await,
-            r => r,
-        };
-        match written {
-            Ok(()) => {
-                tracing::trace!(upstream = %target.authority, reused, bytes = wire.len() + if whole { 0 } else { body.len() }, "upstream request written");
+        match write_request(&mut conn, &wire, rest).await {
+            Ok(None) => {
+                tracing::trace!(upstream = %target.authority, reused, bytes = wire.len() + rest.len(), "upstream request written");
                 break conn;
             }
-            Err(e) if reused => {
-                tracing::debug!(upstream = %target.authority, error = %e, "idle upstream connection failed on write: trying another");
+            // answered before the whole body was taken (413): the answer is what the client
+            // gets, and the connection, out of step, is closed after it
+            Ok(Some(head)) => {
+                tracing::debug!(upstream = %target.authority, status = head.status.as_u16(), "upstream answered before the whole request body was written");
+                // the body still queued is dropped with a reset on close, not held in the
+                // kernel for an upstream that stopped reading
+                let _ = socket2::SockRef::from(&conn.io).set_linger(Some(Duration::ZERO));
+                return Ok(response(conn, head, false, target));
+            }
+            // the upstream closed the idle connection before it read this request, and sent
+            // nothing: the request goes out on another
+            Err(SendError::Io(e)) if reused && conn.buf.is_empty() && !conn.take_received() => {
+                tracing::debug!(upstream = %target.authority, error = %e, "idle upstream connection failed: trying another");
                 continue;
             }
+            Err(e @ SendError::Proto(_)) => return Err(e),
             // an upstream may answer (413) and close before it has read a large body: its answer
             // is what the client gets, if it arrived
-            Err(e) => {
-                return read_head(conn, target, false)
-                    .await
-                    .map_err(|_| SendError::Io(e))
-            }
+            Err(e) => return read_head(conn, target, false).await.map_err(|_| e),
         }
     };
     read_head(conn, target, true).await
 }
 
+/// Writes the request: `wire` (the head, and the body when small), then `rest` (a large body).
+/// While a large body goes out, the connection is read too: an upstream that answers before it
+/// has taken the whole body (413), and stops reading without closing, is heard at once instead of
+/// leaving the write stuck until the header timeout. `Some(head)`: that early final answer.
+async fn write_request(
+    conn: &mut Conn,
+    wire: &[u8],
+    rest: &[u8],
+) -> Result<Option<head::Head>, SendError> {
+    if rest.is_empty() {
+        conn.io.write_all(wire).await?;
+        return Ok(None);
+    }
+    let (mut rd, mut wr) = conn.io.split();
+    let buf = &mut conn.buf;
+    let total = wire.len() + rest.len();
+    let mut at = 0;
+    while at < total {
+        let left = match wire.get(at..) {
+            Some(w) if !w.is_empty() => w,
+            _ => rest.get(at - wire.len()..).unwrap_or_default(),
+        };
+        // reading first: an answer and the reset after it can arrive in one wake-up, and the
+        // kernel hands over the answer before it reports the reset
+        tokio::select! {
+            biased;
+            n = read_more(&mut rd, buf) => {
+                if n? == 0 {
+                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the upstream closed the connection while the request body was written").into());
+                }
+                if let Some(h) = final_head(buf)? {
+                    return Ok(Some(h));
+                }
+            }
+            n = wr.write(left) => match n? {
+                0 => return Err(io::Error::from(io::ErrorKind::WriteZero).into()),
+                n => at += n,
+            },
+        }
+    }
+    Ok(None)
+}
+
+/// Reads what the upstream sent into `buf` (grown when nearly full); 0 at end of stream.
+async fn read_more<R: tokio::io::AsyncRead + Unpin>(
+    io: &mut R,
+    buf: &mut BytesMut,
+) -> io::Result<usize> {
+    if buf.capacity() - buf.len() < 512 {
+        buf.reserve(READ_BUFFER);
+    }
+    io.read_buf(buf).await
+}
+
+/// The final response head at the front of `buf`, interim (1xx) heads before it skipped; `None`
+/// while it is incomplete.
+fn final_head(buf: &mut BytesMut) -> Result<Option<head::Head>, ProtoError> {
+    while !buf.is_empty() {
+        match head::read_response(buf)? {
+            Some(h) if h.status.is_informational() => continue,
+            found => return Ok(found),
+        }
+    }
+    Ok(None)
+}
+
+/// The response for `head`; its body is read off `conn` as the caller polls it. `reusable`: the
+/// whole request went out (else the connection is closed after this answer).
+fn response(conn: Conn, h: head::Head, reusable: bool, target: &Target) -> Response<H1Body> {
+    tracing::trace!(upstream = %target.authority, status = h.status.as_u16(), framing = ?h.framing, keep_alive = h.keep_alive, "upstream response head");
+    let mut resp = Response::new(H1Body::new(
+        conn,
+        h.framing,
+        h.keep_alive && reusable,
+        target.authority.clone(),
+    ));
+    *resp.status_mut() = h.status;
+    *resp.headers_mut() = h.headers;
+    resp
+}
+
 /// Reads the response head off `conn` (interim 1xx answers skipped); the body follows. `reusable`:
-/// the whole request went out (else the connection is closed after this answer). Only POST is
-/// sent: an answer to HEAD would be framed differently.
+/// the whole request went out. Only POST is sent: an answer to HEAD would be framed differently.
 async fn read_head(
     mut conn: Conn,
     target: &Target,
     reusable: bool,
 ) -> Result<Response<H1Body>, SendError> {
     loop {
-        let read = match conn.buf.is_empty() {
-            true => None,
-            false => head::read_response(&mut conn.buf)?,
-        };
-        match read {
-            Some(h) if h.status.is_informational() => continue,
-            Some(h) => {
-                tracing::trace!(upstream = %target.authority, status = h.status.as_u16(), framing = ?h.framing, keep_alive = h.keep_alive, "upstream response head");
-                let mut resp = Response::new(H1Body::new(
-                    conn,
-                    h.framing,
-                    h.keep_alive && reusable,
-                    target.authority.clone(),
-                ));
-                *resp.status_mut() = h.status;
-                *resp.headers_mut() = h.headers;
-                return Ok(resp);
-            }
-            None => {}
+        if let Some(h) = final_head(&mut conn.buf)? {
+            return Ok(response(conn, h, reusable, target));
         }
-        if conn.buf.capacity() - conn.buf.len() < 512 {
-            conn.buf.reserve(READ_BUFFER);
-        }
-        if conn.io.read_buf(&mut conn.buf).await? == 0 {
+        if read_more(&mut conn.io, &mut conn.buf).await? == 0 {
             return Err(SendError::Io(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "the upstream closed the connection before its response head",
@@ -198,29 +288,46 @@ async fn read_head(
 }
 
 /// A new connection, within the connect timeout: TCP_NODELAY (SSE events are not held back)
-/// and TCP keep-alive probes after 60 s idle.
+/// and TCP keep-alive probes after 60 s idle. The name's addresses are tried in turn, each with an
+/// equal share of the time left (but a second at least, or all that is left), so one address
+/// that never answers does not use up the whole timeout (hyper splits it evenly too).
 async fn connect(target: &Target) -> Result<Conn, SendError> {
     let failed = |source| SendError::Connect {
         authority: target.authority.clone(),
         source,
     };
-    let io = match tokio::time::timeout(
+    let deadline = Instant::now() + target.connect_timeout;
+    let addrs: Vec<std::net::SocketAddr> = match tokio::time::timeout(
         target.connect_timeout,
-        TcpStream::connect(&*target.authority),
+        tokio::net::lookup_host(&*target.authority),
     )
     .await
     {
         Err(_) => return Err(failed(io::ErrorKind::TimedOut.into())),
-        Ok(r) => r.map_err(failed)?,
+        Ok(r) => r.map_err(failed)?.collect(),
     };
-    tracing::debug!(upstream = %target.authority, "upstream connection opened");
-    io.set_nodelay(true).map_err(failed)?;
-    let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(60));
-    let _ = socket2::SockRef::from(&io).set_tcp_keepalive(&keepalive);
-    Ok(Conn {
-        io,
-        buf: BytesMut::with_capacity(READ_BUFFER),
-    })
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "the name has no address");
+    for (i, addr) in addrs.iter().enumerate() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let share = (left / u32::try_from(addrs.len() - i).unwrap_or(u32::MAX))
+            .max(left.min(Duration::from_secs(1)));
+        match tokio::time::timeout(share, TcpStream::connect(addr)).await {
+            Ok(Ok(io)) => {
+                tracing::debug!(upstream = %target.authority, %addr, "upstream connection opened");
+                io.set_nodelay(true).map_err(failed)?;
+                let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(60));
+                let _ = socket2::SockRef::from(&io).set_tcp_keepalive(&keepalive);
+                return Ok(Conn {
+                    io,
+                    buf: BytesMut::with_capacity(READ_BUFFER),
+                });
+            }
+            Ok(Err(e)) => last = e,
+            Err(_) => last = io::ErrorKind::TimedOut.into(),
+        }
+        tracing::debug!(upstream = %target.authority, %addr, error = %last, "upstream address failed");
+    }
+    Err(failed(last))
 }
 
 /// Idle connections, per thread and upstream: a request's task and the connection it uses stay
@@ -271,7 +378,7 @@ mod pool {
                 .first()
                 .is_some_and(|i| now.duration_since(i.since) >= IDLE_TIMEOUT)
             {
-                list.retain(|i| now.duration_since(i.since) < IDLE_TIMEOUT);
+                list.retain(|i| now.duration_since(i.since) < IDLE_TIMEOUT && open(&i.conn));
             }
             if list.len() >= MAX_IDLE {
                 list.remove(0);
@@ -291,6 +398,12 @@ mod pool {
             }
             m.retain(|_, list| !list.is_empty());
         });
+    }
+
+    /// How many idle connections to `authority` this thread holds.
+    #[cfg(test)]
+    pub fn idle(authority: &str) -> usize {
+        IDLE.with(|m| m.borrow().get(authority).map_or(0, Vec::len))
     }
 
     /// Whether an idle connection is still open with nothing unasked-for to read (a closed one
@@ -320,5 +433,49 @@ mod tests {
         assert_eq!(&*t.authority, "[::1]:9");
         assert!(Target::new("https://api.openai.com/v1", Duration::from_secs(1)).is_none());
         assert!(Target::new("http://u:p@host/v1", Duration::from_secs(1)).is_none());
+    }
+
+    #[tokio::test]
+    async fn the_sweep_closes_idle_connections_the_upstream_closed() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let target = Target::new(&format!("http://{addr}/v1"), Duration::from_secs(1)).unwrap();
+        let first = connect(&target).await.unwrap();
+        let (closed_by_upstream, _) = listener.accept().await.unwrap();
+        let second = connect(&target).await.unwrap();
+        let (still_open, _) = listener.accept().await.unwrap();
+        pool::put(&target.authority, first);
+        pool::put(&target.authority, second);
+        drop(closed_by_upstream);
+        // the event loop sees the first one's end of stream
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            pool::idle(&target.authority),
+            2,
+            "nothing is dropped before a sweep"
+        );
+        sweep_idle();
+        assert_eq!(pool::idle(&target.authority), 1);
+        // the one kept is the one still open
+        let kept = pool::take(&target.authority).unwrap();
+        assert_eq!(
+            kept.io.local_addr().unwrap(),
+            still_open.peer_addr().unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_connect_is_a_connect_error_naming_the_upstream() {
+        // a port nothing listens on: refused at once, reported as a connect error
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let target = Target::new(&format!("http://{addr}/v1"), Duration::from_secs(1)).unwrap();
+        match connect(&target).await {
+            Err(SendError::Connect { authority, .. }) => {
+                assert_eq!(&*authority, &*target.authority)
+            }
+            other => panic!("{:?}", other.map(|_| ())),
+        }
     }
 }
