@@ -248,6 +248,14 @@ async fn chat_with(
     (status, body)
 }
 
+/// `JSON` as a plain HTTP/1.1 answer with its length.
+fn ok_answer() -> String {
+    format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{JSON}",
+        JSON.len()
+    )
+}
+
 const JSON: &str = r#"{"id": "chatcmpl-1", "object": "chat.completion", "model": "gpt-4o-2024-08-06", "choices": [{"index": 0, "message": {"role": "assistant", "content": "x"}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 8, "completion_tokens": 7, "total_tokens": 15}}"#;
 
 /// `JSON` chunked in pieces of `size`, the chunk lines spelled as `ext` says.
@@ -411,10 +419,7 @@ async fn broken_and_hostile_answers_are_errors_and_tailor_keeps_serving() {
             assert!(v["error"]["message"].is_string(), "answer {i}: {v}");
         }
         // and the next, good, answer is read as ever
-        env.up.push(
-            format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{JSON}", JSON.len()),
-            false,
-        );
+        env.up.push(ok_answer(), false);
         let (status, body) = env.chat(false).await;
         assert_eq!(
             (status, &body[..]),
@@ -427,10 +432,7 @@ async fn broken_and_hostile_answers_are_errors_and_tailor_keeps_serving() {
 #[tokio::test]
 async fn idle_connections_are_reused_and_never_once_the_upstream_closed_them() {
     let env = setup().await;
-    let ok = format!(
-        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{JSON}",
-        JSON.len()
-    );
+    let ok = ok_answer();
     for _ in 0..20 {
         env.up.push(ok.as_str(), false);
         assert_eq!(env.chat(false).await.0, StatusCode::OK);
@@ -451,10 +453,7 @@ async fn idle_connections_are_reused_and_never_once_the_upstream_closed_them() {
 #[tokio::test]
 async fn hostile_answers_on_connections_left_open_are_never_used_again() {
     let env = setup().await;
-    let good = format!(
-        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{JSON}",
-        JSON.len()
-    );
+    let good = ok_answer();
     let hostile = [
         "SSH-2.0-OpenSSH_9.6\r\n\r\n",
         "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\n",
@@ -520,8 +519,7 @@ async fn early_answering_upstream(close: bool) -> (std::net::SocketAddr, Arc<Ato
                     if len < 1 << 20 {
                         let mut body = vec![0u8; len];
                         sock.read_exact(&mut body).await.unwrap();
-                        let ok = format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{JSON}", JSON.len());
-                        sock.write_all(ok.as_bytes()).await.unwrap();
+                        sock.write_all(ok_answer().as_bytes()).await.unwrap();
                         continue;
                     }
                     let answer = format!(

@@ -201,29 +201,26 @@ async fn write_request(
     }
     let (mut rd, mut wr) = conn.io.split();
     let buf = &mut conn.buf;
-    let total = wire.len() + rest.len();
-    let mut at = 0;
-    while at < total {
-        let left = match wire.get(at..) {
-            Some(w) if !w.is_empty() => w,
-            _ => rest.get(at - wire.len()..).unwrap_or_default(),
-        };
-        // reading first: an answer and the reset after it can arrive in one wake-up, and the
-        // kernel hands over the answer before it reports the reset
-        tokio::select! {
-            biased;
-            n = read_more(&mut rd, buf) => {
-                if n? == 0 {
-                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the upstream closed the connection while the request body was written").into());
+    for part in [wire, rest] {
+        let mut at = 0;
+        while let Some(left) = part.get(at..).filter(|l| !l.is_empty()) {
+            // reading first: an answer and the reset after it can arrive in one wake-up, and the
+            // kernel hands over the answer before it reports the reset
+            tokio::select! {
+                biased;
+                n = read_more(&mut rd, buf) => {
+                    if n? == 0 {
+                        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the upstream closed the connection while the request body was written").into());
+                    }
+                    if let Some(h) = final_head(buf)? {
+                        return Ok(Some(h));
+                    }
                 }
-                if let Some(h) = final_head(buf)? {
-                    return Ok(Some(h));
-                }
+                n = wr.write(left) => match n? {
+                    0 => return Err(io::Error::from(io::ErrorKind::WriteZero).into()),
+                    n => at += n,
+                },
             }
-            n = wr.write(left) => match n? {
-                0 => return Err(io::Error::from(io::ErrorKind::WriteZero).into()),
-                n => at += n,
-            },
         }
     }
     Ok(None)
