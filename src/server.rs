@@ -89,7 +89,7 @@ pub async fn start(config: Config, metrics: Arc<Metrics>) -> std::io::Result<Run
     };
     let shared = Shared::new(config, metrics).map_err(std::io::Error::other)?;
     let limits = ServeLimits {
-        drain_over: Some(shared.drain_over.clone()),
+        drain_over: Some(CancellationToken::clone(&shared.drain_over)),
         ..limits
     };
     let (stop_api, api_stopped) = watch::channel(false);

@@ -250,8 +250,9 @@ pub struct Shared {
     counter: AtomicU64,
     /// False once shutdown begins (`/readyz` answers 503).
     pub ready: AtomicBool,
-    /// Cancelled when a shutdown's drain time is over: open bodies end with an error.
-    pub drain_over: CancellationToken,
+    /// Cancelled when a shutdown's drain time is over: open bodies end with an error. Behind an
+    /// `Arc`: a response body holds it by an atomic count, where cloning the token takes its lock.
+    pub drain_over: Arc<CancellationToken>,
     /// `server.shadow_max_concurrency` slots (fixed at start-up).
     pub shadow_slots: Arc<tokio::sync::Semaphore>,
     /// Dataset writers, one per capture file (kept across reloads).
@@ -299,7 +300,7 @@ impl Shared {
             seed,
             counter: AtomicU64::new(0),
             ready: AtomicBool::new(true),
-            drain_over: CancellationToken::new(),
+            drain_over: Arc::new(CancellationToken::new()),
             shadow_slots,
             captures,
         }))

@@ -13,6 +13,7 @@
 //!
 //! Nothing after the first byte is retried.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -290,7 +291,8 @@ impl Attempt<'_> {
         if let Some(d) = deadline {
             until = until.min(d);
         }
-        let sent = self.live.clients.send(model.upstream, req);
+        // on the heap, as `pipeline::run` keeps this whole attempt: the callers stay small to move
+        let sent = Box::pin(self.live.clients.send(model.upstream, req));
         let resp = match tokio::time::timeout_at(until, sent).await {
             Err(_) => {
                 meter.metrics().upstream_error(NoAnswer::Timeout.as_str());
@@ -341,7 +343,7 @@ impl Attempt<'_> {
         let limits = BodyLimits {
             idle: cfg.upstreams[model.upstream].timeouts.idle,
             deadline,
-            drain: self.shared.drain_over.clone().cancelled_owned(),
+            drain: Arc::clone(&self.shared.drain_over),
             max_sse_event: cfg.server.max_sse_event_bytes,
         };
         let is_sse = resp

@@ -131,7 +131,7 @@ pub async fn run<B: ReqBody>(
         &progress,
         upstream,
         || too_large(pt),
-        shared.drain_over.clone(),
+        CancellationToken::clone(&shared.drain_over),
     )
     .await;
     let resp = match answer {
@@ -157,7 +157,7 @@ pub async fn run<B: ReqBody>(
     let limits = BodyLimits {
         idle: upstream.timeouts.idle,
         deadline: None,
-        drain: shared.drain_over.clone().cancelled_owned(),
+        drain: Arc::clone(&shared.drain_over),
         max_sse_event: cfg.server.max_sse_event_bytes,
     };
     let json = is_json(&rparts.headers);

@@ -156,5 +156,7 @@ pub async fn run<B: ReqBody>(
         inject_usage: view.needs_usage_injection(),
         trace: trace.as_ref(),
     };
-    Ok(attempt.run(meter).await)
+    // on the heap: a future is copied whole each time it moves into the one that awaits it, and
+    // this one is most of the request's state (a pointer here keeps `run` and `handle` small)
+    Ok(Box::pin(attempt.run(meter)).await)
 }

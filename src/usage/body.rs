@@ -6,6 +6,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Either, Full};
 use tokio::time::{Instant, Sleep};
-use tokio_util::sync::WaitForCancellationFutureOwned;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::meter::{Outcome, RequestMeter};
 use super::sse::SseScanner;
@@ -50,8 +51,8 @@ pub struct BodyLimits {
     pub idle: Duration,
     /// End of the whole request (non-streaming requests), if any.
     pub deadline: Option<Instant>,
-    /// Fires when a shutdown's drain time is over: the body ends with an error.
-    pub drain: WaitForCancellationFutureOwned,
+    /// Cancelled when a shutdown's drain time is over: the body ends with an error.
+    pub drain: Arc<CancellationToken>,
     /// Largest SSE event (`server.max_sse_event_bytes`): a larger one ends the stream.
     pub max_sse_event: usize,
 }
@@ -82,13 +83,22 @@ pub struct MeteredBody<B> {
     ended: bool,
     idle: Duration,
     deadline: Option<Instant>,
+    drain: Arc<CancellationToken>,
+    /// What the body waits on while the upstream has nothing: the idle or total time limit and
+    /// the drain. Made at the first wait, so a body that arrived whole registers no timer and
+    /// takes no lock; the timer is re-armed at the first wait after each frame.
+    waits: Option<Waits>,
+    armed: bool,
+}
+
+/// See [`MeteredBody::waits`].
+struct Waits {
     timer: Pin<Box<Sleep>>,
     drain: Pin<Box<WaitForCancellationFutureOwned>>,
 }
 
 impl<B> MeteredBody<B> {
     fn new(inner: B, mode: Mode, meter: RequestMeter, limits: BodyLimits) -> MeteredBody<B> {
-        let first = next_timeout(limits.idle, limits.deadline);
         MeteredBody {
             inner,
             mode,
@@ -98,9 +108,50 @@ impl<B> MeteredBody<B> {
             ended: false,
             idle: limits.idle,
             deadline: limits.deadline,
-            timer: Box::pin(tokio::time::sleep_until(first)),
-            drain: Box::pin(limits.drain),
+            drain: limits.drain,
+            waits: None,
+            armed: false,
         }
+    }
+
+    /// The upstream has nothing now: arms the time limit (from now, the end of the last frame)
+    /// unless it already runs, and polls it and the drain. `Some(outcome)` when one fired.
+    fn wait(&mut self, cx: &mut Context<'_>) -> Option<(&'static str, &'static str, Outcome)> {
+        let next = (!self.armed).then(|| next_timeout(self.idle, self.deadline));
+        self.armed = true;
+        let mut made = false;
+        let waits = self.waits.get_or_insert_with(|| {
+            made = true;
+            Waits {
+                timer: Box::pin(tokio::time::sleep_until(next.unwrap_or_else(Instant::now))),
+                drain: Box::pin(CancellationToken::clone(&self.drain).cancelled_owned()),
+            }
+        });
+        if waits.drain.as_mut().poll(cx).is_ready() {
+            return Some((
+                "shutdown",
+                "tailor is shutting down and could not finish this response.",
+                Outcome::Shutdown,
+            ));
+        }
+        if let (Some(next), false) = (next, made) {
+            waits.timer.as_mut().reset(next);
+        }
+        if waits.timer.as_mut().poll(cx).is_pending() {
+            return None;
+        }
+        Some(match self.deadline {
+            Some(d) if Instant::now() >= d => (
+                "timeout",
+                "The request took longer than the upstream's total time limit.",
+                Outcome::UpstreamError,
+            ),
+            _ => (
+                "stall",
+                "The upstream stopped sending for longer than its idle time limit.",
+                Outcome::UpstreamError,
+            ),
+        })
     }
 
     /// Wraps a JSON (non-streaming) body.
@@ -263,36 +314,16 @@ where
             if this.ended {
                 return Poll::Ready(None);
             }
-            if this.drain.as_mut().poll(cx).is_ready() {
-                match this.fail(
-                    Outcome::Shutdown,
-                    "shutdown",
-                    "tailor is shutting down and could not finish this response.",
-                ) {
-                    Some(e) => return Poll::Ready(Some(Err(e))),
-                    None => continue,
-                }
-            }
             let polled = Pin::new(&mut this.inner).poll_frame(cx);
             let frame = match polled {
                 Poll::Pending => {
-                    if this.timer.as_mut().poll(cx).is_ready() {
-                        let (kind, msg) = match this.deadline {
-                            Some(d) if Instant::now() >= d => (
-                                "timeout",
-                                "The request took longer than the upstream's total time limit.",
-                            ),
-                            _ => (
-                                "stall",
-                                "The upstream stopped sending for longer than its idle time limit.",
-                            ),
-                        };
-                        match this.fail(Outcome::UpstreamError, kind, msg) {
-                            Some(e) => return Poll::Ready(Some(Err(e))),
-                            None => continue,
-                        }
+                    let Some((kind, msg, outcome)) = this.wait(cx) else {
+                        return Poll::Pending;
+                    };
+                    match this.fail(outcome, kind, msg) {
+                        Some(e) => return Poll::Ready(Some(Err(e))),
+                        None => continue,
                     }
-                    return Poll::Pending;
                 }
                 Poll::Ready(f) => f,
             };
@@ -302,8 +333,7 @@ where
                         Ok(d) => d,
                         Err(trailers) => return Poll::Ready(Some(Ok(trailers))),
                     };
-                    let next = next_timeout(this.idle, this.deadline);
-                    this.timer.as_mut().reset(next);
+                    this.armed = false;
                     if !this.first_frame_seen {
                         this.first_frame_seen = true;
                         if matches!(this.mode, Mode::Sse(_)) {

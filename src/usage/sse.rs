@@ -15,6 +15,7 @@
 #![deny(clippy::indexing_slicing)]
 
 use std::borrow::Cow;
+use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
 
@@ -48,18 +49,16 @@ pub struct SseScanner {
     /// Generated text seen (content, text deltas, tool arguments), counted in bounded memory: the
     /// basis of the estimate when a stream ends before its usage arrives.
     text: StreamText,
-    /// Byte ranges of the current buffer forwarded differently: dropped (`None`) or replaced.
-    edits: Vec<Edit>,
+    /// Byte ranges of the current buffer that are not forwarded, in order.
+    cuts: Vec<Range<usize>>,
 }
-
-/// Bytes `start..end` of the buffer are replaced (`Some`) or dropped (`None`).
-type Edit = (usize, usize, Option<Vec<u8>>);
 
 /// What happens to one complete event.
 enum Action {
     Keep,
     Drop,
-    Replace(Vec<u8>),
+    /// These bytes of the event are left out (a member of its payload).
+    Cut(Range<usize>),
 }
 
 /// Where the complete events of a buffer end, and where its last, unfinished line starts.
@@ -87,7 +86,7 @@ impl SseScanner {
             complete: false,
             events: 0,
             text: StreamText::new(Encoding::O200kBase),
-            edits: Vec::new(),
+            cuts: Vec::new(),
         }
     }
 
@@ -179,19 +178,16 @@ impl SseScanner {
         rest
     }
 
-    /// Bytes `[0, end)` with the edits applied.
+    /// Bytes `[0, end)` without the cuts: one copy, and none when nothing is cut.
     fn take_output(&mut self, buf: &Bytes, end: usize) -> Bytes {
-        if self.edits.is_empty() {
+        if self.cuts.is_empty() {
             return buf.slice(..end);
         }
         let mut out = BytesMut::with_capacity(end);
         let mut at = 0;
-        for (s, e, replacement) in self.edits.drain(..) {
-            out.extend_from_slice(buf.get(at..s).unwrap_or_default());
-            if let Some(r) = replacement {
-                out.extend_from_slice(&r);
-            }
-            at = e;
+        for cut in self.cuts.drain(..) {
+            out.extend_from_slice(buf.get(at..cut.start).unwrap_or_default());
+            at = cut.end;
         }
         out.extend_from_slice(buf.get(at..end).unwrap_or_default());
         out.freeze()
@@ -210,13 +206,12 @@ impl SseScanner {
                 // a blank line right at the event start is a stray separator, not an event
                 if line_start > event_start {
                     let event = buf.get(event_start..=nl).unwrap_or_default();
-                    let edit = match self.inspect(event) {
-                        Action::Keep => None,
-                        Action::Drop => Some(None),
-                        Action::Replace(r) => Some(Some(r)),
-                    };
-                    if let Some(e) = edit {
-                        self.edits.push((event_start, nl + 1, e));
+                    match self.inspect(event) {
+                        Action::Keep => {}
+                        Action::Drop => self.cuts.push(event_start..nl + 1),
+                        Action::Cut(r) => {
+                            self.cuts.push(event_start + r.start..event_start + r.end)
+                        }
                     }
                 }
                 event_start = nl + 1;
@@ -268,10 +263,7 @@ impl SseScanner {
                     return Action::Keep;
                 };
                 let at = (d.as_ptr() as usize).saturating_sub(event.as_ptr() as usize);
-                let mut out = Vec::with_capacity(event.len());
-                out.extend_from_slice(event.get(..at + range.start).unwrap_or_default());
-                out.extend_from_slice(event.get(at + range.end..).unwrap_or_default());
-                Action::Replace(out)
+                Action::Cut(at + range.start..(at + range.end).min(event.len()))
             }
             Some(_) if p.choices == Some(0) => Action::Drop,
             Some(_) | None => Action::Keep,

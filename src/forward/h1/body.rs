@@ -230,9 +230,7 @@ fn invalid(e: ProtoError) -> io::Error {
 
 /// Reads what the socket has into `buf` (0 at end of stream).
 pub(super) fn poll_fill(conn: &mut Conn, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-    if conn.buf.capacity() - conn.buf.len() < 512 {
-        conn.buf.reserve(super::READ_BUFFER);
-    }
+    super::make_room(&mut conn.buf);
     loop {
         match conn.io.try_read_buf(&mut conn.buf) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {

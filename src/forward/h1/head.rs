@@ -129,7 +129,8 @@ pub fn read_response(buf: &mut BytesMut) -> Result<Option<Head>, ProtoError> {
         .map(|h| (span(h.name.as_bytes()), span(h.value)))
         .collect();
     let head: Bytes = buf.split_to(n).freeze();
-    let mut headers = HeaderMap::with_capacity(spans.len());
+    // room for the few headers a proxy adds before passing the answer on, without a rehash
+    let mut headers = HeaderMap::with_capacity(spans.len() + 4);
     for (name, value) in spans {
         let name = HeaderName::from_bytes(&head[name]).map_err(|_| ProtoError::Head("name"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(value))

@@ -32,7 +32,7 @@ pub use body::H1Body;
 use head::ProtoError;
 pub use pool::sweep as sweep_idle;
 
-/// Size of a connection's read buffer (it grows by this much when nearly full).
+/// Room every read of a connection has (see [`make_room`]).
 const READ_BUFFER: usize = 4096;
 
 /// Bodies up to this size go out in the same write as the head (one copy, one system call).
@@ -226,14 +226,21 @@ async fn write_request(
     Ok(None)
 }
 
-/// Reads what the upstream sent into `buf` (grown when nearly full); 0 at end of stream.
+/// Gives the next read of `buf` [`READ_BUFFER`] bytes of room, as hyper's reads have: an answer
+/// that fits is read in one system call, not in what the last answer left over. Once the last
+/// answer's bytes are dropped, the room is reclaimed without an allocation.
+fn make_room(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < READ_BUFFER {
+        buf.reserve(READ_BUFFER);
+    }
+}
+
+/// Reads what the upstream sent into `buf`; 0 at end of stream.
 async fn read_more<R: tokio::io::AsyncRead + Unpin>(
     io: &mut R,
     buf: &mut BytesMut,
 ) -> io::Result<usize> {
-    if buf.capacity() - buf.len() < 512 {
-        buf.reserve(READ_BUFFER);
-    }
+    make_room(buf);
     io.read_buf(buf).await
 }
 
@@ -432,6 +439,26 @@ mod tests {
         assert!(Target::new("http://u:p@host/v1", Duration::from_secs(1)).is_none());
     }
 
+    #[test]
+    fn every_read_has_a_full_buffer_of_room_reclaimed_once_the_last_answer_is_dropped() {
+        let mut buf = BytesMut::with_capacity(READ_BUFFER);
+        let at = buf.as_ptr();
+        // a 3 KB answer read and handed on leaves 1 KB of room behind it
+        buf.extend_from_slice(&[b'x'; 3000]);
+        drop(buf.split_to(3000).freeze());
+        make_room(&mut buf);
+        assert!(
+            buf.capacity() >= READ_BUFFER,
+            "not what the last answer left"
+        );
+        assert_eq!(buf.as_ptr(), at, "its memory reused once it is dropped");
+        // an answer still held (a frame on its way to the client) keeps its bytes
+        buf.extend_from_slice(&[b'y'; 3000]);
+        let held = buf.split_to(3000).freeze();
+        make_room(&mut buf);
+        assert!(buf.capacity() >= READ_BUFFER);
+        assert!(held.iter().all(|b| *b == b'y'));
+    }
     #[tokio::test]
     async fn the_sweep_closes_idle_connections_the_upstream_closed() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
