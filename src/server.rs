@@ -21,12 +21,12 @@ use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, MAX_HEADER_COUNT_LIMIT};
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::state::Shared;
+use crate::usage::body::DrainOver;
 
 /// A running tailor: its bound addresses and a handle to stop it.
 pub struct Running {
@@ -69,8 +69,8 @@ pub struct ServeLimits {
     pub header_read_timeout: Option<Duration>,
     /// After stop: how long connections may take to finish.
     pub drain_timeout: Duration,
-    /// Cancelled when the drain time is over (bodies then end with an error).
-    pub drain_over: Option<CancellationToken>,
+    /// Fired when the drain time is over (bodies then end with an error).
+    pub drain_over: Option<Arc<DrainOver>>,
     /// Threads that serve the connections (0: the accept loop's own runtime).
     pub workers: usize,
 }
@@ -89,7 +89,7 @@ pub async fn start(config: Config, metrics: Arc<Metrics>) -> std::io::Result<Run
     };
     let shared = Shared::new(config, metrics).map_err(std::io::Error::other)?;
     let limits = ServeLimits {
-        drain_over: Some(CancellationToken::clone(&shared.drain_over)),
+        drain_over: Some(Arc::clone(&shared.drain_over)),
         ..limits
     };
     let (stop_api, api_stopped) = watch::channel(false);
@@ -367,8 +367,8 @@ pub async fn serve<F, S, B>(
         .is_err()
     {
         tracing::warn!("drain timeout: ending the requests still open");
-        if let Some(t) = &limits.drain_over {
-            t.cancel();
+        if let Some(d) = &limits.drain_over {
+            d.fire();
         }
         // let the error events go out, then give up on whatever is left
         let _ = tokio::time::timeout(Duration::from_secs(2), drained).await;

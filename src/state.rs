@@ -11,7 +11,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
-use tokio_util::sync::CancellationToken;
 
 use crate::budget::store::Store;
 use crate::budget::Budgets;
@@ -26,6 +25,7 @@ use crate::ids::RequestIds;
 use crate::limits::InFlight;
 use crate::metrics::Metrics;
 use crate::telemetry::{ExporterCache, Tracer};
+use crate::usage::body::DrainOver;
 use crate::usage::meter::ArmMeter;
 
 /// The `client` label when no `clients:` are configured.
@@ -250,9 +250,8 @@ pub struct Shared {
     counter: AtomicU64,
     /// False once shutdown begins (`/readyz` answers 503).
     pub ready: AtomicBool,
-    /// Cancelled when a shutdown's drain time is over: open bodies end with an error. Behind an
-    /// `Arc`: a response body holds it by an atomic count, where cloning the token takes its lock.
-    pub drain_over: Arc<CancellationToken>,
+    /// Fired when a shutdown's drain time is over: open bodies end with an error.
+    pub drain_over: Arc<DrainOver>,
     /// `server.shadow_max_concurrency` slots (fixed at start-up).
     pub shadow_slots: Arc<tokio::sync::Semaphore>,
     /// Dataset writers, one per capture file (kept across reloads).
@@ -300,7 +299,7 @@ impl Shared {
             seed,
             counter: AtomicU64::new(0),
             ready: AtomicBool::new(true),
-            drain_over: Arc::new(CancellationToken::new()),
+            drain_over: Arc::default(),
             shadow_slots,
             captures,
         }))

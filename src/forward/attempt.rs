@@ -291,7 +291,8 @@ impl Attempt<'_> {
         if let Some(d) = deadline {
             until = until.min(d);
         }
-        // on the heap, as `pipeline::run` keeps this whole attempt: the callers stay small to move
+        // on the heap: held inline, it would make every state of the attempt's futures as large
+        // as itself, and a future is copied whole each time it moves into the one that awaits it
         let sent = Box::pin(self.live.clients.send(model.upstream, req));
         let resp = match tokio::time::timeout_at(until, sent).await {
             Err(_) => {

@@ -140,8 +140,8 @@ pub fn response_headers(mut headers: HeaderMap, keep_length: bool) -> HeaderMap 
     let dropped = |name: &HeaderName| {
         is_hop_by_hop(name, &listed) || (!keep_length && name == header::CONTENT_LENGTH)
     };
-    // only the names present are removed (most answers carry one or two), where removing each
-    // of ten names cost a lookup
+    // only the names present are removed (most answers carry one or two: a small list, where
+    // removing each of ten names cost a lookup and a probe)
     let present: Vec<HeaderName> = headers.keys().filter(|n| dropped(n)).cloned().collect();
     for name in &present {
         headers.remove(name);

@@ -131,7 +131,7 @@ pub async fn run<B: ReqBody>(
         &progress,
         upstream,
         || too_large(pt),
-        CancellationToken::clone(&shared.drain_over),
+        shared.drain_over.token().clone(),
     )
     .await;
     let resp = match answer {

@@ -6,6 +6,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -45,14 +46,41 @@ enum Mode {
     Opaque,
 }
 
+/// A shutdown's "the drain time is over" signal as response bodies read it: a flag each frame
+/// checks without a lock (a `CancellationToken` locks to answer, and to be cloned), and a token
+/// to wait on while the upstream has nothing to send.
+#[derive(Debug, Default)]
+pub struct DrainOver {
+    over: AtomicBool,
+    token: CancellationToken,
+}
+
+impl DrainOver {
+    /// The drain time is over: open bodies end with an error.
+    pub fn fire(&self) {
+        self.over.store(true, Ordering::Release);
+        self.token.cancel();
+    }
+
+    /// Whether [`DrainOver::fire`] was called.
+    pub fn is_over(&self) -> bool {
+        self.over.load(Ordering::Acquire)
+    }
+
+    /// Cancelled when [`DrainOver::fire`] is called.
+    pub fn token(&self) -> &CancellationToken {
+        &self.token
+    }
+}
+
 /// Time limits of a response body.
 pub struct BodyLimits {
     /// Longest gap between two upstream reads.
     pub idle: Duration,
     /// End of the whole request (non-streaming requests), if any.
     pub deadline: Option<Instant>,
-    /// Cancelled when a shutdown's drain time is over: the body ends with an error.
-    pub drain: Arc<CancellationToken>,
+    /// Fires when a shutdown's drain time is over: the body ends with an error.
+    pub drain: Arc<DrainOver>,
     /// Largest SSE event (`server.max_sse_event_bytes`): a larger one ends the stream.
     pub max_sse_event: usize,
 }
@@ -83,12 +111,28 @@ pub struct MeteredBody<B> {
     ended: bool,
     idle: Duration,
     deadline: Option<Instant>,
-    drain: Arc<CancellationToken>,
+    drain: Arc<DrainOver>,
     /// What the body waits on while the upstream has nothing: the idle or total time limit and
     /// the drain. Made at the first wait, so a body that arrived whole registers no timer and
-    /// takes no lock; the timer is re-armed at the first wait after each frame.
+    /// takes no lock. The idle limit counts from the first wait after each frame (a client slow to
+    /// take the frames does not make the upstream look stalled).
     waits: Option<Waits>,
     armed: bool,
+}
+
+/// Why a body ends before its upstream's end: the error kind counted, the message sent.
+struct Ended {
+    kind: &'static str,
+    message: &'static str,
+    outcome: Outcome,
+}
+
+impl Ended {
+    const SHUTDOWN: Ended = Ended {
+        kind: "shutdown",
+        message: "tailor is shutting down and could not finish this response.",
+        outcome: Outcome::Shutdown,
+    };
 }
 
 /// See [`MeteredBody::waits`].
@@ -114,43 +158,44 @@ impl<B> MeteredBody<B> {
         }
     }
 
-    /// The upstream has nothing now: arms the time limit (from now, the end of the last frame)
-    /// unless it already runs, and polls it and the drain. `Some(outcome)` when one fired.
-    fn wait(&mut self, cx: &mut Context<'_>) -> Option<(&'static str, &'static str, Outcome)> {
-        let next = (!self.armed).then(|| next_timeout(self.idle, self.deadline));
-        self.armed = true;
-        let mut made = false;
-        let waits = self.waits.get_or_insert_with(|| {
-            made = true;
-            Waits {
-                timer: Box::pin(tokio::time::sleep_until(next.unwrap_or_else(Instant::now))),
-                drain: Box::pin(CancellationToken::clone(&self.drain).cancelled_owned()),
+    /// The upstream has nothing now: arms the time limit (from now) unless it already runs since
+    /// the last frame, and polls it and the drain. `Some(why)` when one fired.
+    fn wait(&mut self, cx: &mut Context<'_>) -> Option<Ended> {
+        let rearm = !std::mem::replace(&mut self.armed, true);
+        let waits = match &mut self.waits {
+            Some(w) => {
+                if rearm {
+                    w.timer
+                        .as_mut()
+                        .reset(next_timeout(self.idle, self.deadline));
+                }
+                w
             }
-        });
+            None => self.waits.insert(Waits {
+                timer: Box::pin(tokio::time::sleep_until(next_timeout(
+                    self.idle,
+                    self.deadline,
+                ))),
+                drain: Box::pin(self.drain.token().clone().cancelled_owned()),
+            }),
+        };
         if waits.drain.as_mut().poll(cx).is_ready() {
-            return Some((
-                "shutdown",
-                "tailor is shutting down and could not finish this response.",
-                Outcome::Shutdown,
-            ));
-        }
-        if let (Some(next), false) = (next, made) {
-            waits.timer.as_mut().reset(next);
+            return Some(Ended::SHUTDOWN);
         }
         if waits.timer.as_mut().poll(cx).is_pending() {
             return None;
         }
         Some(match self.deadline {
-            Some(d) if Instant::now() >= d => (
-                "timeout",
-                "The request took longer than the upstream's total time limit.",
-                Outcome::UpstreamError,
-            ),
-            _ => (
-                "stall",
-                "The upstream stopped sending for longer than its idle time limit.",
-                Outcome::UpstreamError,
-            ),
+            Some(d) if Instant::now() >= d => Ended {
+                kind: "timeout",
+                message: "The request took longer than the upstream's total time limit.",
+                outcome: Outcome::UpstreamError,
+            },
+            _ => Ended {
+                kind: "stall",
+                message: "The upstream stopped sending for longer than its idle time limit.",
+                outcome: Outcome::UpstreamError,
+            },
         })
     }
 
@@ -314,18 +359,25 @@ where
             if this.ended {
                 return Poll::Ready(None);
             }
-            let polled = Pin::new(&mut this.inner).poll_frame(cx);
-            let frame = match polled {
-                Poll::Pending => {
-                    let Some((kind, msg, outcome)) = this.wait(cx) else {
-                        return Poll::Pending;
-                    };
-                    match this.fail(outcome, kind, msg) {
-                        Some(e) => return Poll::Ready(Some(Err(e))),
-                        None => continue,
-                    }
+            // checked on every frame, not only while waiting: an upstream that is always ahead of
+            // the client never waits
+            let polled = if this.drain.is_over() {
+                Err(Ended::SHUTDOWN)
+            } else {
+                match Pin::new(&mut this.inner).poll_frame(cx) {
+                    Poll::Pending => match this.wait(cx) {
+                        None => return Poll::Pending,
+                        Some(e) => Err(e),
+                    },
+                    Poll::Ready(frame) => Ok(frame),
                 }
-                Poll::Ready(f) => f,
+            };
+            let frame = match polled {
+                Ok(frame) => frame,
+                Err(e) => match this.fail(e.outcome, e.kind, e.message) {
+                    Some(err) => return Poll::Ready(Some(Err(err))),
+                    None => continue,
+                },
             };
             match frame {
                 Some(Ok(frame)) => {
@@ -403,5 +455,104 @@ where
             Mode::Json { .. } | Mode::Opaque => self.inner.size_hint(),
             Mode::Sse(_) => SizeHint::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::task::Waker;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::metrics::Metrics;
+
+    /// An upstream that has `.0` events ready, one at every poll, then nothing more, ever
+    /// (`usize::MAX`: always ahead of the client).
+    struct Upstream(usize);
+
+    impl Body for Upstream {
+        type Data = Bytes;
+        type Error = std::io::Error;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+            let Some(left) = self.0.checked_sub(1) else {
+                return Poll::Pending;
+            };
+            self.0 = left;
+            let event =
+                Bytes::from_static(b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n");
+            Poll::Ready(Some(Ok(Frame::data(event))))
+        }
+    }
+
+    fn stream<B>(inner: B, idle: Duration, drain: &Arc<DrainOver>) -> MeteredBody<B> {
+        let y = "upstreams: { u: { url: \"http://127.0.0.1:1/v1\" } }\nmodels: { m: { upstream: u, id: gpt-4o } }\nroutes: [{ name: r, split: [{ model: m }] }]\n";
+        let cfg = Config::from_yaml(y, &|_| None).unwrap();
+        let shared = crate::state::Shared::new(cfg, Metrics::new().unwrap()).unwrap();
+        let arm = shared.live.load().arm_meter(0, 0, 0).unwrap();
+        let meter = RequestMeter::start(arm, Instant::now(), "chat", true, "id".into(), 0, vec![]);
+        let limits = BodyLimits {
+            idle,
+            deadline: None,
+            drain: Arc::clone(drain),
+            max_sse_event: 1 << 20,
+        };
+        MeteredBody::sse(inner, meter, false, limits)
+    }
+
+    fn poll<B: Body<Data = Bytes, Error = std::io::Error> + Unpin>(
+        body: &mut MeteredBody<B>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(body).poll_frame(&mut Context::from_waker(Waker::noop()))
+    }
+
+    fn data(p: Poll<Option<Result<Frame<Bytes>, BoxError>>>) -> Bytes {
+        match p {
+            Poll::Ready(Some(Ok(f))) => f.into_data().unwrap(),
+            other => panic!(
+                "expected a data frame, got {:?}",
+                other.map(|o| o.is_some())
+            ),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_drain_ends_a_stream_whose_upstream_never_waits() {
+        let drain = Arc::new(DrainOver::default());
+        let mut body = stream(Upstream(usize::MAX), Duration::from_secs(60), &drain);
+        for _ in 0..3 {
+            assert!(data(poll(&mut body)).starts_with(b"data: {\"choices\""));
+        }
+        drain.fire();
+        let last = data(poll(&mut body));
+        assert!(
+            std::str::from_utf8(&last)
+                .unwrap()
+                .contains("shutting down"),
+            "an error event, not more of the stream"
+        );
+        assert!(matches!(poll(&mut body), Poll::Ready(None)));
+    }
+
+    #[tokio::test]
+    async fn the_idle_limit_counts_from_the_first_wait_not_from_the_frame() {
+        let drain = Arc::new(DrainOver::default());
+        let idle = Duration::from_millis(300);
+        let mut body = stream(Upstream(1), idle, &drain);
+        data(poll(&mut body));
+        // a client slower than the idle limit to ask for more: the upstream has not stalled yet
+        tokio::time::sleep(idle * 3).await;
+        let waited = Instant::now();
+        assert!(poll(&mut body).is_pending());
+        let stall = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx));
+        let end = tokio::time::timeout(Duration::from_secs(10), stall).await;
+        let end = data(Poll::Ready(end.expect("the stall ends the stream")));
+        assert!(std::str::from_utf8(&end)
+            .unwrap()
+            .contains("idle time limit"));
+        assert!(waited.elapsed() >= idle - Duration::from_millis(20));
     }
 }

@@ -226,11 +226,14 @@ async fn write_request(
     Ok(None)
 }
 
-/// Gives the next read of `buf` [`READ_BUFFER`] bytes of room, as hyper's reads have: an answer
-/// that fits is read in one system call, not in what the last answer left over. Once the last
-/// answer's bytes are dropped, the room is reclaimed without an allocation.
+/// Room for the next read of `buf`: [`READ_BUFFER`] bytes when the frames already read from it
+/// are all dropped (reclaimed without an allocation), so an answer that fits is read in one system
+/// call, not in what the last answer left over. While a frame is still held (on its way to the
+/// client, or kept for a subscriber), what is left is used down to 512 bytes before new memory is
+/// taken, so a stream does not allocate a buffer per event.
 fn make_room(buf: &mut BytesMut) {
-    if buf.capacity() - buf.len() < READ_BUFFER {
+    let room = buf.capacity() - buf.len();
+    if room < READ_BUFFER && !buf.try_reclaim(READ_BUFFER) && room < 512 {
         buf.reserve(READ_BUFFER);
     }
 }
@@ -440,7 +443,7 @@ mod tests {
     }
 
     #[test]
-    fn every_read_has_a_full_buffer_of_room_reclaimed_once_the_last_answer_is_dropped() {
+    fn a_read_has_a_full_buffer_of_room_once_the_last_answer_is_dropped() {
         let mut buf = BytesMut::with_capacity(READ_BUFFER);
         let at = buf.as_ptr();
         // a 3 KB answer read and handed on leaves 1 KB of room behind it
@@ -451,13 +454,21 @@ mod tests {
             buf.capacity() >= READ_BUFFER,
             "not what the last answer left"
         );
-        assert_eq!(buf.as_ptr(), at, "its memory reused once it is dropped");
-        // an answer still held (a frame on its way to the client) keeps its bytes
+        assert_eq!(buf.as_ptr(), at, "its memory reused, not a new buffer");
+        // an answer still held (a frame on its way to the client): the rest of the buffer is used
+        // first, no allocation per read
         buf.extend_from_slice(&[b'y'; 3000]);
         let held = buf.split_to(3000).freeze();
         make_room(&mut buf);
-        assert!(buf.capacity() >= READ_BUFFER);
-        assert!(held.iter().all(|b| *b == b'y'));
+        assert_eq!(buf.as_ptr(), at.wrapping_add(3000), "the same buffer");
+        buf.extend_from_slice(&[b'z'; 900]);
+        let held_too = buf.split_to(900).freeze();
+        make_room(&mut buf);
+        assert!(
+            buf.capacity() >= READ_BUFFER,
+            "new memory once under 512 bytes are left"
+        );
+        assert!(held.iter().all(|b| *b == b'y') && held_too.iter().all(|b| *b == b'z'));
     }
     #[tokio::test]
     async fn the_sweep_closes_idle_connections_the_upstream_closed() {
