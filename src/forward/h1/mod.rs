@@ -347,6 +347,13 @@ mod pool {
         since: Instant,
     }
 
+    impl Idle {
+        /// Not past the idle timeout at `now`, and still open.
+        fn usable(&self, now: Instant) -> bool {
+            now.duration_since(self.since) < IDLE_TIMEOUT && open(&self.conn)
+        }
+    }
+
     thread_local! {
         static IDLE: RefCell<HashMap<Arc<str>, Vec<Idle>>> = RefCell::new(HashMap::new());
     }
@@ -356,8 +363,9 @@ mod pool {
         IDLE.try_with(|m| {
             let mut m = m.borrow_mut();
             let list = m.get_mut(authority)?;
+            let now = Instant::now();
             while let Some(i) = list.pop() {
-                if i.since.elapsed() < IDLE_TIMEOUT && open(&i.conn) {
+                if i.usable(now) {
                     return Some(i.conn);
                 }
                 tracing::trace!(
@@ -385,7 +393,7 @@ mod pool {
                 .first()
                 .is_some_and(|i| now.duration_since(i.since) >= IDLE_TIMEOUT)
             {
-                list.retain(|i| now.duration_since(i.since) < IDLE_TIMEOUT && open(&i.conn));
+                list.retain(|i| i.usable(now));
             }
             if list.len() >= MAX_IDLE {
                 list.remove(0);
@@ -401,7 +409,7 @@ mod pool {
         let _ = IDLE.try_with(|m| {
             let mut m = m.borrow_mut();
             for list in m.values_mut() {
-                list.retain(|i| now.duration_since(i.since) < IDLE_TIMEOUT && open(&i.conn));
+                list.retain(|i| i.usable(now));
             }
             m.retain(|_, list| !list.is_empty());
         });
@@ -470,6 +478,7 @@ mod tests {
         );
         assert!(held.iter().all(|b| *b == b'y') && held_too.iter().all(|b| *b == b'z'));
     }
+
     #[tokio::test]
     async fn the_sweep_closes_idle_connections_the_upstream_closed() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
