@@ -73,8 +73,9 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
     /// Open API connections at most; more are closed at once.
     pub max_connections: usize,
-    /// Threads serving the API, each with its own listener (SO_REUSEPORT), event loop and
-    /// upstream connection pools, like nginx's worker processes. Default: one per CPU.
+    /// Threads serving the API, each with its own event loop and upstream connection pools, like
+    /// nginx's worker processes; one accept loop hands them connections in turn. Default: one per
+    /// CPU.
     pub workers: usize,
     /// Shadow requests in flight at most (all routes); more are dropped and counted.
     pub shadow_max_concurrency: usize,

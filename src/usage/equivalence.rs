@@ -8,14 +8,19 @@ use proptest::prelude::*;
 use proptest::sample::select;
 
 use super::oracle;
-use super::payload::{json_body_usage, Payload};
+use super::payload::{json_body_usage, Known, Payload};
 use super::sse::Event;
-use crate::json::testgen::{edits, mutate, payload, renderings};
+use crate::json::testgen::{edits, leaf, mutate, payload, plain, renderings, Json};
 use crate::json::{span_in, span_of};
 
 fn agree(data: &[u8]) -> Result<(), TestCaseError> {
+    agree_after(data, None)
+}
+
+/// [`agree`], reading `data` as the next payload of a stream whose earlier ones left `known`.
+fn agree_after(data: &[u8], known: Option<&mut Known>) -> Result<(), TestCaseError> {
     let mut texts = Vec::new();
-    let new = Payload::parse_with(data, &mut |t| texts.push(t.to_owned()));
+    let new = Payload::parse_after(data, known, &mut |t| texts.push(t.to_owned()));
     let mut old_texts = Vec::new();
     let old = oracle::Payload::parse_with(data, &mut |t| old_texts.push(t.to_owned()));
     prop_assert_eq!(&texts, &old_texts, "{:?}", String::from_utf8_lossy(data));
@@ -76,6 +81,25 @@ proptest! {
         }
     }
 
+    /// A stream's chunks after the first resume after the members they repeat: each still reads
+    /// as serde_json reads it alone, whether it repeats them, changes them or breaks them.
+    #[test]
+    fn each_chunk_of_a_stream_reads_as_serde_did(
+        (first, next) in chunk_pair(),
+        noise in vec(any::<u8>(), 0..64),
+        e in edits(),
+    ) {
+        for (a, b) in renderings(&first, &noise).iter().zip(renderings(&next, &noise)) {
+            let mut known = Known::default();
+            agree_after(a, Some(&mut known))?;
+            agree_after(&b, Some(&mut known))?;
+            let mut broken = b.clone();
+            mutate(&mut broken, &e);
+            agree_after(&broken, Some(&mut known))?;
+            agree_after(a, Some(&mut known))?;
+        }
+    }
+
     #[test]
     fn event_lines_read_as_before(lines in vec(
         prop_oneof![
@@ -96,6 +120,34 @@ proptest! {
         prop_assert_eq!(new.name, name);
         prop_assert_eq!(new.data, data);
     }
+}
+
+/// Two chunks of one stream: the same leading members (`id`, `created`...), each repeated, changed,
+/// or (a number) gone on by a digit in the second, then any payload's members.
+fn chunk_pair() -> impl Strategy<Value = (Json, Json)> {
+    let names = &["id", "object", "created", "model", "system_fingerprint"][..];
+    let lead = vec((select(names), leaf(), leaf(), 0u8..3), 1..5);
+    (lead, payload(), payload()).prop_map(|(lead, a, b)| {
+        let chunk = |second: bool, rest: Json| {
+            let mut members: Vec<_> = lead
+                .iter()
+                .map(|(k, v, other, how)| {
+                    let v = match (second, how, v) {
+                        (true, 0, Json::Num(n)) => Json::Num(format!("{n}7")),
+                        (true, 1, _) => other.clone(),
+                        _ => v.clone(),
+                    };
+                    (plain(k), v)
+                })
+                .collect();
+            match rest {
+                Json::Obj(m) => members.extend(m),
+                other => members.push((plain("choices"), other)),
+            }
+            Json::Obj(members)
+        };
+        (chunk(false, a), chunk(true, b))
+    })
 }
 
 /// Payloads by hand: what the generators may miss.

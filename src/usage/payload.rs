@@ -44,13 +44,24 @@ impl<'a> Payload<'a> {
     /// read: no copy or allocation unless the text has escapes. When the payload turns out not to
     /// be JSON, the pieces before the fault have been handed on (as serde_json would have).
     pub fn parse_with(data: &'a [u8], on_text: &mut dyn FnMut(&str)) -> Option<Payload<'a>> {
+        Payload::parse_after(data, None, on_text)
+    }
+
+    /// [`Payload::parse_with`] for the next payload of a stream: when it starts with the members
+    /// in `known` (`id`, `object`, `created`, `model`..., the same in every chunk), reading
+    /// resumes after them; `known` then holds this payload's.
+    pub fn parse_after(
+        data: &'a [u8],
+        known: Option<&mut Known>,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Option<Payload<'a>> {
         let mut bytes = 0u64;
         let mut sink = |t: &str| {
             bytes += t.len() as u64;
             on_text(t);
         };
         let mut c = Cursor::new(data);
-        let mut p = read_payload(&mut c, &mut sink).ok()?;
+        let mut p = read_payload(&mut c, &mut sink, known).ok()?;
         c.end().ok()?;
         p.text_bytes = bytes;
         Some(p)
@@ -85,10 +96,42 @@ pub fn is_terminal_response_event_str(kind: &str) -> bool {
 /// Where the texts found go, as they are read (no collection in between).
 type Sink<'s> = &'s mut dyn FnMut(&str);
 
-/// The payload object's members; the last of each name wins.
-fn read_payload<'a>(c: &mut Cursor<'a>, sink: Sink) -> Result<Payload<'a>> {
+/// The leading members of a stream's last payload that say nothing here, as bytes: a chunk
+/// repeats `id`, `object`, `created`, `model` and `system_fingerprint` from the one before, and
+/// those bytes are read once per stream instead of once per chunk (see [`Cursor::resume`]).
+#[derive(Debug, Default)]
+pub struct Known {
+    bytes: Vec<u8>,
+}
+
+impl Known {
+    /// Remembers `start` when it is other than what is known.
+    fn remember(&mut self, start: Option<&[u8]>) {
+        let start = start.unwrap_or_default();
+        if start != self.bytes.as_slice() {
+            self.bytes.clear();
+            self.bytes.extend_from_slice(start);
+        }
+    }
+}
+
+/// The payload object's members; the last of each name wins. With `known`, the leading members
+/// that say nothing here are skipped when they are the same as the last payload's, and
+/// remembered for the next one.
+fn read_payload<'a>(
+    c: &mut Cursor<'a>,
+    sink: Sink,
+    mut known: Option<&mut Known>,
+) -> Result<Payload<'a>> {
     let mut p = Payload::default();
     let mut obj = c.object()?;
+    // where the leading members that say nothing here end, while no other has come
+    let mut plain_end = None;
+    if let Some(k) = known.as_deref() {
+        if c.resume(&mut obj, &k.bytes) {
+            plain_end = Some(k.bytes.len());
+        }
+    }
     while let Some(key) = obj.key(c)? {
         match key.as_ref() {
             b"usage" => {
@@ -106,8 +149,20 @@ fn read_payload<'a>(c: &mut Cursor<'a>, sink: Sink) -> Result<Payload<'a>> {
                     _ => Some(c.string()?),
                 }
             }
-            _ => c.skip()?,
+            _ => {
+                c.skip()?;
+                if known.is_some() {
+                    plain_end = c.closed_end().or(plain_end);
+                }
+                continue;
+            }
         }
+        if let Some(k) = known.take() {
+            k.remember(plain_end.and_then(|end| c.ascii_before(end)));
+        }
+    }
+    if let Some(k) = known {
+        k.remember(plain_end.and_then(|end| c.ascii_before(end)));
     }
     Ok(p)
 }
@@ -448,6 +503,41 @@ mod tests {
         ] {
             assert_eq!(strip(input).as_deref(), Some(want), "{input}");
         }
+    }
+
+    /// The members a stream repeats are read once; where the next payload differs in them, or a
+    /// number among them goes on, it is read whole.
+    #[test]
+    fn a_stream_reads_its_repeated_members_once() {
+        fn read(known: &mut Known, data: &str) -> Option<(Option<usize>, u64)> {
+            let p = Payload::parse_after(data.as_bytes(), Some(known), &mut |_| {})?;
+            Some((p.choices, p.text_bytes))
+        }
+        let chunk = |created: &str, content: &str| {
+            format!(
+                r#"{{"id": "c1", "created": {created}, "model": "m", "choices": [{{"delta": {{"content": "{content}"}}}}], "usage": null}}"#
+            )
+        };
+        let k = &mut Known::default();
+        assert_eq!(read(k, &chunk("17", "ab")), Some((Some(1), 2)));
+        assert_eq!(k.bytes, br#"{"id": "c1", "created": 17, "model": "m""#);
+        assert_eq!(read(k, &chunk("17", "abc")), Some((Some(1), 3)));
+        // the last member known ends on a string: a number before it may change
+        assert_eq!(read(k, &chunk("1732", "abcd")), Some((Some(1), 4)));
+        assert_eq!(k.bytes, br#"{"id": "c1", "created": 1732, "model": "m""#);
+        // known ending on a number would have read `2` as the next token
+        let k = &mut Known::default();
+        assert_eq!(
+            read(k, r#"{"id": "c1", "n": 1, "choices": []}"#),
+            Some((Some(0), 0))
+        );
+        assert_eq!(k.bytes, br#"{"id": "c1""#);
+        assert_eq!(
+            read(k, r#"{"id": "c1", "n": 12, "choices": []}"#),
+            Some((Some(0), 0))
+        );
+        assert_eq!(read(k, r#"{"id": "c1", "n": 1 2, "choices": []}"#), None);
+        assert_eq!(read(k, r#"{"id": "c1""#), None);
     }
 
     #[test]

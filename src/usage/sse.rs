@@ -19,7 +19,7 @@ use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
 
-use super::payload::{self, Payload};
+use super::payload::{self, Known, Payload};
 use super::Usage;
 use crate::tokens::stream::StreamText;
 use crate::tokens::Encoding;
@@ -51,6 +51,8 @@ pub struct SseScanner {
     text: StreamText,
     /// Byte ranges of the current buffer that are not forwarded, in order.
     cuts: Vec<Range<usize>>,
+    /// The members every chunk repeats, read once (see [`Known`]).
+    known: Known,
 }
 
 /// What happens to one complete event.
@@ -86,7 +88,9 @@ impl SseScanner {
             complete: false,
             events: 0,
             text: StreamText::new(Encoding::O200kBase),
-            cuts: Vec::new(),
+            // a `usage: null` cut from each chunk: room for a buffer of short chunks at once
+            cuts: Vec::with_capacity(if strip_usage_chunk { 16 } else { 0 }),
+            known: Known::default(),
         }
     }
 
@@ -240,7 +244,8 @@ impl SseScanner {
             return Action::Keep;
         }
         let text = &mut self.text;
-        let Some(p) = Payload::parse_with(&data, &mut |t| text.push(t)) else {
+        let Some(p) = Payload::parse_after(&data, Some(&mut self.known), &mut |t| text.push(t))
+        else {
             return Action::Keep;
         };
         if p.kind
