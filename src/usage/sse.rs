@@ -288,6 +288,9 @@ impl<'a> Event<'a> {
     /// Reads one event's lines: `\n` or `\r\n` ends a line, `data:` and `event:` take one
     /// optional space after the colon, lines starting with `:` are comments.
     pub fn parse(event: &'a [u8]) -> Event<'a> {
+        if let Some(one) = Event::one_data_line(event) {
+            return one;
+        }
         let mut name = None;
         let mut data: Option<Cow<'a, [u8]>> = None;
         let mut start = 0;
@@ -315,6 +318,22 @@ impl<'a> Event<'a> {
             }
         }
         Event { name, data }
+    }
+
+    /// The usual event, one `data:` line and nothing after it but the blank line, read without
+    /// walking its lines again; `None` for any other.
+    fn one_data_line(event: &'a [u8]) -> Option<Event<'a>> {
+        let rest = event.strip_prefix(b"data:")?;
+        let nl = memchr::memchr(b'\n', rest)?;
+        if !matches!(rest.get(nl + 1..)?, b"" | b"\n" | b"\r\n") {
+            return None;
+        }
+        let line = rest.get(..nl)?;
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        Some(Event {
+            name: None,
+            data: Some(Cow::Borrowed(line.strip_prefix(b" ").unwrap_or(line))),
+        })
     }
 }
 
