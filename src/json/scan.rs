@@ -24,8 +24,10 @@ use std::ops::Range;
 
 use super::MAX_JSON_DEPTH;
 use escapes::{escape_len, special_bytes, unescape};
+pub use repeat::{Leading, RepeatedPrefix};
 
 mod escapes;
+mod repeat;
 
 /// The input is not JSON as serde_json would read it here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -319,33 +321,6 @@ impl<'a> Cursor<'a> {
             self.text_at(mark.pos..self.pos)?;
         }
         self.bytes.get(mark.pos..self.pos).ok_or(Invalid)
-    }
-
-    /// How far the input has been read, when the value just read ends on a byte that closes it
-    /// by itself: a string, container or literal. Not after a number, which more digits would
-    /// have made longer.
-    pub fn closed_end(&self) -> Option<usize> {
-        let last = self.pos.checked_sub(1).and_then(|i| self.bytes.get(i))?;
-        (!last.is_ascii_digit()).then_some(self.pos)
-    }
-
-    /// For `obj`, just entered: when the input starts with `known`, moves past it as if it had
-    /// been read. `known` must be the start of an earlier ASCII input, read with this cursor up to
-    /// a [`Cursor::closed_end`] after one or more of the same object's members; reading the same
-    /// bytes again would end in the same place with the same result, so they are not read again.
-    /// Whether it did.
-    pub fn resume(&mut self, obj: &mut Object, known: &[u8]) -> bool {
-        let resumed = known.len() > self.pos && self.bytes.starts_with(known);
-        if resumed {
-            self.pos = known.len();
-            obj.first = false;
-        }
-        resumed
-    }
-
-    /// The bytes before `end`, when they are ASCII (what [`Cursor::resume`] takes).
-    pub fn ascii_before(&self, end: usize) -> Option<&'a [u8]> {
-        self.bytes.get(..end).filter(|b| b.is_ascii())
     }
 
     /// A skipped object's key and the colon after it.

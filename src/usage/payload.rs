@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use std::ops::Range;
 
 use super::{InputDetails, OutputDetails, RawUsage, Usage};
-use crate::json::scan::{Cursor, Invalid, Result};
+use crate::json::scan::{Cursor, Invalid, RepeatedPrefix, Result};
 use crate::json::span_of;
 
 /// What a data payload says that matters to metering.
@@ -47,12 +47,13 @@ impl<'a> Payload<'a> {
         Payload::parse_after(data, None, on_text)
     }
 
-    /// [`Payload::parse_with`] for the next payload of a stream: when it starts with the members
-    /// in `known` (`id`, `object`, `created`, `model`..., the same in every chunk), reading
-    /// resumes after them; `known` then holds this payload's.
+    /// [`Payload::parse_with`] for the next payload of a stream: when it starts with the leading
+    /// members in `repeated` (`id`, `object`, `created`, `model`..., the same in every chunk),
+    /// reading resumes after them. Once this payload's leading members are read, `repeated` holds
+    /// them.
     pub fn parse_after(
         data: &'a [u8],
-        known: Option<&mut Known>,
+        repeated: Option<&mut RepeatedPrefix>,
         on_text: &mut dyn FnMut(&str),
     ) -> Option<Payload<'a>> {
         let mut bytes = 0u64;
@@ -61,7 +62,7 @@ impl<'a> Payload<'a> {
             on_text(t);
         };
         let mut c = Cursor::new(data);
-        let mut p = read_payload(&mut c, &mut sink, known).ok()?;
+        let mut p = read_payload(&mut c, &mut sink, repeated).ok()?;
         c.end().ok()?;
         p.text_bytes = bytes;
         Some(p)
@@ -96,42 +97,17 @@ pub fn is_terminal_response_event_str(kind: &str) -> bool {
 /// Where the texts found go, as they are read (no collection in between).
 type Sink<'s> = &'s mut dyn FnMut(&str);
 
-/// The leading members of a stream's last payload that say nothing here, as bytes: a chunk
-/// repeats `id`, `object`, `created`, `model` and `system_fingerprint` from the one before, and
-/// those bytes are read once per stream instead of once per chunk (see [`Cursor::resume`]).
-#[derive(Debug, Default)]
-pub struct Known {
-    bytes: Vec<u8>,
-}
-
-impl Known {
-    /// Remembers `start` when it is other than what is known.
-    fn remember(&mut self, start: Option<&[u8]>) {
-        let start = start.unwrap_or_default();
-        if start != self.bytes.as_slice() {
-            self.bytes.clear();
-            self.bytes.extend_from_slice(start);
-        }
-    }
-}
-
-/// The payload object's members; the last of each name wins. With `known`, the leading members
-/// that say nothing here are skipped when they are the same as the last payload's, and
-/// remembered for the next one.
+/// The payload object's members; the last of each name wins. With `repeated`, the leading members
+/// that say nothing here (`id`, `object`, `created`...) are not read again when they are the same
+/// bytes as the last payload's, and are remembered for the next one.
 fn read_payload<'a>(
     c: &mut Cursor<'a>,
     sink: Sink,
-    mut known: Option<&mut Known>,
+    repeated: Option<&mut RepeatedPrefix>,
 ) -> Result<Payload<'a>> {
     let mut p = Payload::default();
     let mut obj = c.object()?;
-    // where the leading members that say nothing here end, while no other has come
-    let mut plain_end = None;
-    if let Some(k) = known.as_deref() {
-        if c.resume(&mut obj, &k.bytes) {
-            plain_end = Some(k.bytes.len());
-        }
-    }
+    let mut leading = repeated.map(|r| r.resume(c, &mut obj));
     while let Some(key) = obj.key(c)? {
         match key.as_ref() {
             b"usage" => {
@@ -151,18 +127,19 @@ fn read_payload<'a>(
             }
             _ => {
                 c.skip()?;
-                if known.is_some() {
-                    plain_end = c.closed_end().or(plain_end);
+                if let Some(l) = &mut leading {
+                    l.skipped(c);
                 }
                 continue;
             }
         }
-        if let Some(k) = known.take() {
-            k.remember(plain_end.and_then(|end| c.ascii_before(end)));
+        // a member read: the leading ones ended before it
+        if let Some(l) = leading.take() {
+            l.end(c);
         }
     }
-    if let Some(k) = known {
-        k.remember(plain_end.and_then(|end| c.ascii_before(end)));
+    if let Some(l) = leading {
+        l.end(c);
     }
     Ok(p)
 }
@@ -474,109 +451,4 @@ pub fn json_body_usage(body: &[u8]) -> Option<Option<Usage>> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn strip(obj: &str) -> Option<String> {
-        let p = Payload::parse(obj.as_bytes())?;
-        let r = member_span(obj.as_bytes(), p.top_usage?)?;
-        let mut s = obj.to_owned();
-        s.replace_range(r, "");
-        Some(s)
-    }
-
-    #[test]
-    fn usage_member_is_removed_in_any_spacing_and_position() {
-        for (input, want) in [
-            (r#"{"a":1,"usage":null}"#, r#"{"a":1}"#),
-            (r#"{"a": 1, "usage": null}"#, r#"{"a": 1}"#),
-            (r#"{"usage":null,"a":1}"#, r#"{"a":1}"#),
-            (r#"{ "usage" : null , "a" : 1 }"#, r#"{ "a" : 1 }"#),
-            (r#"{"a":1,"usage":null,"b":[2]}"#, r#"{"a":1,"b":[2]}"#),
-            (r#"{"usage":null}"#, r#"{}"#),
-            (
-                r#"{"a":"\"usage\":null","usage":null}"#,
-                r#"{"a":"\"usage\":null"}"#,
-            ),
-            (r#"{"u\"":1,"usage":null}"#, r#"{"u\"":1}"#),
-            ("{\"a\":1,\r\n  \"usage\": null\r\n}", "{\"a\":1\r\n}"),
-        ] {
-            assert_eq!(strip(input).as_deref(), Some(want), "{input}");
-        }
-    }
-
-    /// The members a stream repeats are read once; where the next payload differs in them, or a
-    /// number among them goes on, it is read whole.
-    #[test]
-    fn a_stream_reads_its_repeated_members_once() {
-        fn read(known: &mut Known, data: &str) -> Option<(Option<usize>, u64)> {
-            let p = Payload::parse_after(data.as_bytes(), Some(known), &mut |_| {})?;
-            Some((p.choices, p.text_bytes))
-        }
-        let chunk = |created: &str, content: &str| {
-            format!(
-                r#"{{"id": "c1", "created": {created}, "model": "m", "choices": [{{"delta": {{"content": "{content}"}}}}], "usage": null}}"#
-            )
-        };
-        let k = &mut Known::default();
-        assert_eq!(read(k, &chunk("17", "ab")), Some((Some(1), 2)));
-        assert_eq!(k.bytes, br#"{"id": "c1", "created": 17, "model": "m""#);
-        assert_eq!(read(k, &chunk("17", "abc")), Some((Some(1), 3)));
-        // the last member known ends on a string: a number before it may change
-        assert_eq!(read(k, &chunk("1732", "abcd")), Some((Some(1), 4)));
-        assert_eq!(k.bytes, br#"{"id": "c1", "created": 1732, "model": "m""#);
-        // known ending on a number would have read `2` as the next token
-        let k = &mut Known::default();
-        assert_eq!(
-            read(k, r#"{"id": "c1", "n": 1, "choices": []}"#),
-            Some((Some(0), 0))
-        );
-        assert_eq!(k.bytes, br#"{"id": "c1""#);
-        assert_eq!(
-            read(k, r#"{"id": "c1", "n": 12, "choices": []}"#),
-            Some((Some(0), 0))
-        );
-        assert_eq!(read(k, r#"{"id": "c1", "n": 1 2, "choices": []}"#), None);
-        assert_eq!(read(k, r#"{"id": "c1""#), None);
-    }
-
-    #[test]
-    fn payload_view_reads_any_format() {
-        let a =
-            Payload::parse(br#"{"usage":{"prompt_tokens":3,"completion_tokens":2},"choices":[]}"#)
-                .unwrap();
-        let b = Payload::parse(b"{ \"choices\" : [ ] ,\n \"usage\" : { \"completion_tokens\" : 2 , \"prompt_tokens\" : 3 } }").unwrap();
-        assert_eq!(a.usage(), b.usage());
-        assert_eq!((a.choices, b.choices), (Some(0), Some(0)));
-        let t = Payload::parse(
-            br#"{"choices":[{"delta":{"content":"caf\u00e9","tool_calls":[{"index":0,"function":{"arguments":"{}"}}]}}],"usage":null}"#,
-        )
-        .unwrap();
-        assert_eq!(t.text_bytes, 5 + 2);
-        let mut texts = Vec::new();
-        Payload::parse_with(
-            br#"{"choices":[{"delta":{"content":"caf\u00e9","tool_calls":[{"index":0,"function":{"arguments":"{}"}}]}}],"usage":null}"#,
-            &mut |t| texts.push(t.to_owned()),
-        )
-        .unwrap();
-        assert_eq!(texts, ["café", "{}"]);
-        assert_eq!(t.usage(), None);
-        let r = Payload::parse(br#"{"type":"response.output_text.delta","delta":"Hi"}"#).unwrap();
-        assert_eq!(
-            (r.text_bytes, r.kind.as_deref()),
-            (2, Some("response.output_text.delta"))
-        );
-        let c = Payload::parse(br#"{"type": "response.completed", "response": {"usage": {"input_tokens": 7, "output_tokens": 4}}}"#).unwrap();
-        assert_eq!(c.usage().map(|u| (u.input, u.output)), Some((7, 4)));
-        assert!(Payload::parse(b"[1]").is_none());
-        assert!(Payload::parse(b"{\"a\":").is_none());
-    }
-
-    #[test]
-    fn json_body_usage_in_any_order() {
-        let first = br#"{"usage": {"prompt_tokens": 5, "completion_tokens": 1}, "output": [{"usage": {"input_tokens": 1}}]}"#;
-        assert_eq!(json_body_usage(first).unwrap().map(|u| u.input), Some(5));
-        assert_eq!(json_body_usage(br#"{"usage":null}"#), Some(None));
-        assert!(json_body_usage(br#"{"usage":{"prompt_tokens":5}"#).is_none());
-    }
-}
+mod tests;

@@ -19,8 +19,9 @@ use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
 
-use super::payload::{self, Known, Payload};
+use super::payload::{self, Payload};
 use super::Usage;
+use crate::json::scan::RepeatedPrefix;
 use crate::tokens::stream::StreamText;
 use crate::tokens::Encoding;
 
@@ -51,8 +52,8 @@ pub struct SseScanner {
     text: StreamText,
     /// Byte ranges of the current buffer that are not forwarded, in order.
     cuts: Vec<Range<usize>>,
-    /// The members every chunk repeats, read once (see [`Known`]).
-    known: Known,
+    /// The leading members every chunk repeats, read once per stream.
+    repeated: RepeatedPrefix,
 }
 
 /// What happens to one complete event.
@@ -88,9 +89,8 @@ impl SseScanner {
             complete: false,
             events: 0,
             text: StreamText::new(Encoding::O200kBase),
-            // a `usage: null` cut from each chunk: room for a buffer of short chunks at once
-            cuts: Vec::with_capacity(if strip_usage_chunk { 16 } else { 0 }),
-            known: Known::default(),
+            cuts: Vec::new(),
+            repeated: RepeatedPrefix::default(),
         }
     }
 
@@ -197,6 +197,15 @@ impl SseScanner {
         out.freeze()
     }
 
+    /// Leaves `r` out of the current buffer. The first cut makes room for 16: a buffer of short
+    /// chunks has one `"usage": null` cut in each.
+    fn cut(&mut self, r: Range<usize>) {
+        if self.cuts.capacity() == 0 {
+            self.cuts.reserve(16);
+        }
+        self.cuts.push(r);
+    }
+
     /// Walks the lines of `buf` from `from` (the line being read starts at `line_start`) and
     /// inspects each event that ends; events start at 0, right after the previous one.
     fn scan(&mut self, buf: &[u8], from: usize, mut line_start: usize) -> Scanned {
@@ -212,10 +221,8 @@ impl SseScanner {
                     let event = buf.get(event_start..=nl).unwrap_or_default();
                     match self.inspect(event) {
                         Action::Keep => {}
-                        Action::Drop => self.cuts.push(event_start..nl + 1),
-                        Action::Cut(r) => {
-                            self.cuts.push(event_start + r.start..event_start + r.end)
-                        }
+                        Action::Drop => self.cut(event_start..nl + 1),
+                        Action::Cut(r) => self.cut(event_start + r.start..event_start + r.end),
                     }
                 }
                 event_start = nl + 1;
@@ -244,7 +251,7 @@ impl SseScanner {
             return Action::Keep;
         }
         let text = &mut self.text;
-        let Some(p) = Payload::parse_after(&data, Some(&mut self.known), &mut |t| text.push(t))
+        let Some(p) = Payload::parse_after(&data, Some(&mut self.repeated), &mut |t| text.push(t))
         else {
             return Action::Keep;
         };
