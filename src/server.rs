@@ -128,7 +128,7 @@ pub async fn start(config: Config, metrics: Arc<Metrics>) -> std::io::Result<Run
 }
 
 /// An accepted connection on its way to a worker thread.
-type Handoff = (std::net::TcpStream, Option<OwnedSemaphorePermit>, Watcher);
+type Handoff = (std::net::TcpStream, Option<OwnedSemaphorePermit>);
 
 /// How connections are served: HTTP/1.1, or HTTP/2 with prior knowledge (h2c), told apart by
 /// peeking at the first bytes. Peeking, not reading: hyper's own detection reads the first 24
@@ -232,11 +232,17 @@ fn spawn_connection<S, B>(
 }
 
 /// Starts worker thread `i`: a single-threaded runtime serving the connections it is handed
-/// until the accept loop drops its sender.
+/// until the accept loop drops its sender, then draining them until they end or `give_up` turns
+/// true.
+///
+/// Each worker has its drain signal of its own. A connection polls it every time it is polled
+/// (three times per request), and polling a signal shared by all workers took a lock that every
+/// thread wrote to.
 fn spawn_worker<F, S, B>(
     i: usize,
     make: F,
     builders: Arc<Builders>,
+    mut give_up: watch::Receiver<bool>,
 ) -> std::io::Result<(mpsc::UnboundedSender<Handoff>, std::thread::JoinHandle<()>)>
 where
     F: Fn() -> S + Send + 'static,
@@ -256,11 +262,18 @@ where
             crate::forward::client::set_worker(i);
             rt.block_on(async move {
                 tokio::spawn(keep_a_timer());
-                while let Some((stream, permit, watcher)) = rx.recv().await {
+                let graceful = GracefulShutdown::new();
+                while let Some((stream, permit)) = rx.recv().await {
                     match TcpStream::from_std(stream) {
-                        Ok(s) => spawn_connection(&builders, s, make(), permit, watcher),
+                        Ok(s) => spawn_connection(&builders, s, make(), permit, graceful.watcher()),
                         Err(e) => tracing::warn!(error = %e, "worker could not take a connection"),
                     }
+                }
+                // the listener closed: let the open connections finish (returning drops the
+                // runtime and whatever it still holds)
+                tokio::select! {
+                    _ = graceful.shutdown() => {}
+                    _ = give_up.wait_for(|g| *g) => {}
                 }
             });
         })?;
@@ -303,12 +316,14 @@ pub async fn serve<F, S, B>(
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    // the connections served on this runtime (no worker threads)
     let graceful = GracefulShutdown::new();
+    let (give_up, given_up) = watch::channel(false);
     let builders = http_builders(&limits, stop.clone());
     let mut workers = Vec::with_capacity(limits.workers);
     let mut threads = Vec::with_capacity(limits.workers);
     for i in 0..limits.workers {
-        match spawn_worker(i, make.clone(), builders.clone()) {
+        match spawn_worker(i, make.clone(), builders.clone(), given_up.clone()) {
             Ok((tx, t)) => {
                 workers.push(tx);
                 threads.push(t);
@@ -351,7 +366,7 @@ pub async fn serve<F, S, B>(
                 next = (next + 1) % workers.len();
                 match stream.into_std() {
                     Ok(s) => {
-                        let _ = workers[next].send((s, permit, graceful.watcher()));
+                        let _ = workers[next].send((s, permit));
                     }
                     Err(e) => tracing::warn!(error = %e, "could not hand a connection to a worker"),
                 }
@@ -360,7 +375,19 @@ pub async fn serve<F, S, B>(
         }
     }
     drop(listener);
-    let drained = graceful.shutdown();
+    // closing the channels starts each worker's drain; a worker's thread ends with it
+    drop(workers);
+    let joined = tokio::task::spawn_blocking(move || {
+        for t in threads {
+            let _ = t.join();
+        }
+    });
+    let on_here = graceful.shutdown();
+    tokio::pin!(joined, on_here);
+    let drained = async {
+        on_here.as_mut().await;
+        let _ = joined.as_mut().await;
+    };
     tokio::pin!(drained);
     if tokio::time::timeout(limits.drain_timeout, &mut drained)
         .await
@@ -370,17 +397,16 @@ pub async fn serve<F, S, B>(
         if let Some(d) = &limits.drain_over {
             d.fire();
         }
-        // let the error events go out, then give up on whatever is left
-        let _ = tokio::time::timeout(Duration::from_secs(2), drained).await;
-    }
-    // closing the channels ends the workers; whatever they still hold is dropped with them
-    drop(workers);
-    let _ = tokio::task::spawn_blocking(move || {
-        for t in threads {
-            let _ = t.join();
+        // let the error events go out, then give up on whatever is left: the workers drop
+        // their connections as their threads end
+        if tokio::time::timeout(Duration::from_secs(2), &mut drained)
+            .await
+            .is_err()
+        {
+            let _ = give_up.send(true);
+            let _ = joined.await;
         }
-    })
-    .await;
+    }
 }
 
 /// Resolves when SIGTERM or Ctrl-C arrives.

@@ -5,7 +5,8 @@
 //! A request loads the live snapshot once and keeps it to its end, so a reload never mixes two
 //! configs in one request.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::cell::Cell;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -23,7 +24,7 @@ use crate::forward::client::{ClientCache, Pools};
 use crate::forward::health::{HealthRegistry, ModelHealth};
 use crate::ids::RequestIds;
 use crate::limits::InFlight;
-use crate::metrics::Metrics;
+use crate::metrics::{shard, Metrics};
 use crate::telemetry::{ExporterCache, Tracer};
 use crate::usage::body::DrainOver;
 use crate::usage::meter::ArmMeter;
@@ -35,7 +36,7 @@ pub const ANONYMOUS: &str = "anonymous";
 pub struct LiveState {
     pub config: Config,
     /// Per route: (model index, meter per client index) for every arm and fallback.
-    arms: Vec<Vec<(usize, Vec<ArmMeter>)>>,
+    arms: Vec<Vec<(usize, Vec<Arc<ArmMeter>>)>>,
     /// Per model index.
     health: Vec<Arc<ModelHealth>>,
     /// Per API worker thread and upstream index: a pooled client.
@@ -100,7 +101,7 @@ impl LiveState {
             .routes
             .iter()
             .map(|r| {
-                let mut v: Vec<(usize, Vec<ArmMeter>)> = Vec::new();
+                let mut v: Vec<(usize, Vec<Arc<ArmMeter>>)> = Vec::new();
                 for m in r
                     .arms
                     .iter()
@@ -115,12 +116,14 @@ impl LiveState {
                     let name: Arc<str> = model.name.as_str().into();
                     let per_client = client_names
                         .iter()
-                        .map(|c| ArmMeter {
-                            metrics: metrics.meter(&r.name, &model.name, c),
-                            price: model.price,
-                            health: Some(model_health[m].clone()),
-                            ledger: ledger.arm(&route, &name, Traffic::Primary),
-                            encoding: model.encoding(),
+                        .map(|c| {
+                            Arc::new(ArmMeter {
+                                metrics: metrics.meter(&r.name, &model.name, c),
+                                price: model.price,
+                                health: Some(model_health[m].clone()),
+                                ledger: ledger.arm(&route, &name, Traffic::Primary),
+                                encoding: model.encoding(),
+                            })
                         })
                         .collect();
                     v.push((m, per_client));
@@ -178,7 +181,7 @@ impl LiveState {
     }
 
     /// Where a request of `route` answered by `model` for `client` records its numbers.
-    pub fn arm_meter(&self, route: usize, model: usize, client: usize) -> Option<ArmMeter> {
+    pub fn arm_meter(&self, route: usize, model: usize, client: usize) -> Option<Arc<ArmMeter>> {
         let (_, per_client) = self.arms.get(route)?.iter().find(|(m, _)| *m == model)?;
         per_client.get(client).cloned()
     }
@@ -245,9 +248,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Requests in flight under `server.max_concurrency`.
     pub server_in_flight: Arc<InFlight>,
-    /// Seed and counter for request ids, A/B draws and backoff jitter.
+    /// Seed of the pseudo-random numbers: request ids, A/B draws and backoff jitter.
     seed: u64,
-    counter: AtomicU64,
     /// False once shutdown begins (`/readyz` answers 503).
     pub ready: AtomicBool,
     /// Fired when a shutdown's drain time is over: open bodies end with an error.
@@ -297,7 +299,6 @@ impl Shared {
             metrics,
             server_in_flight: Arc::default(),
             seed,
-            counter: AtomicU64::new(0),
             ready: AtomicBool::new(true),
             drain_over: Arc::default(),
             shadow_slots,
@@ -325,13 +326,26 @@ impl Shared {
         }
     }
 
-    /// A fresh pseudo-random number (splitmix64 over a seeded counter).
+    /// A fresh pseudo-random number: a hash of the seed, this thread's number and its count of
+    /// draws. No counter is shared by the workers (one written by every request on two cores
+    /// cost a cache miss per draw).
     pub fn next_random(&self) -> u64 {
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        stable_hash(&[&self
-            .seed
-            .wrapping_add(n.wrapping_mul(0x9e37_79b9_7f4a_7c15))
-            .to_le_bytes()])
+        thread_local! {
+            static DRAWS: Cell<u64> = const { Cell::new(0) };
+        }
+        let n = DRAWS.with(|d| {
+            let n = d.get();
+            d.set(n.wrapping_add(1));
+            n
+        });
+        let thread = shard::thread_number() as u64;
+        stable_hash(&[
+            &self
+                .seed
+                .wrapping_add(n.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+                .to_le_bytes(),
+            &thread.to_le_bytes(),
+        ])
     }
 }
 

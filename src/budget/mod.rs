@@ -128,6 +128,11 @@ impl Budgets {
         }
     }
 
+    /// Whether any limit of `cfg` applies to `ask` (if none, [`Self::reserve`] has nothing to do).
+    pub fn applies(cfg: &Config, ask: &Ask<'_>) -> bool {
+        cfg.limits.iter().any(|l| matches(l, ask))
+    }
+
     /// Reserves `ask`'s worst case against every matching limit of `cfg`. `Ok(None)`: no limit
     /// matches, or the store failed and `on_error` is `allow`.
     pub async fn reserve(

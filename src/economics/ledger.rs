@@ -10,6 +10,7 @@ use std::time::Duration;
 use dashmap::DashMap;
 
 use super::stats::Moments;
+use crate::metrics::shard::Sharded;
 use crate::usage::event::{Finished, Subscriber};
 use crate::usage::price::PICO_PER_USD;
 use crate::usage::Usage;
@@ -36,9 +37,13 @@ pub const LATENCY_MS: [u64; 18] = [
     30_000, 60_000, 120_000,
 ];
 
-/// Counters of one (route, model, traffic).
+/// Counters of one (route, model, traffic), one copy per worker (summed when read).
 #[derive(Default)]
-pub struct ArmStats {
+pub struct ArmStats(Sharded<Cells>);
+
+/// One worker's copy of an arm's counters.
+#[derive(Default)]
+struct Cells {
     requests: AtomicU64,
     errors: AtomicU64,
     /// Prompt tokens including cached ones.
@@ -67,60 +72,77 @@ impl ArmStats {
     /// One finished request: `ok` unless the upstream or tailor failed it; `answered` when it
     /// was answered completely (a hang-up is neither an error nor an answer).
     pub fn record(&self, ok: bool, answered: bool, u: &Usage, cost_pico: u128, elapsed: Duration) {
+        let c = self.0.mine();
         let cost = u64::try_from(cost_pico).unwrap_or(u64::MAX);
-        self.requests.fetch_add(1, Ordering::Relaxed);
+        c.requests.fetch_add(1, Ordering::Relaxed);
         if !ok {
-            self.errors.fetch_add(1, Ordering::Relaxed);
+            c.errors.fetch_add(1, Ordering::Relaxed);
         }
         if answered {
-            self.answered.fetch_add(1, Ordering::Relaxed);
-            self.answered_cost_pico.fetch_add(cost, Ordering::Relaxed);
+            c.answered.fetch_add(1, Ordering::Relaxed);
+            c.answered_cost_pico.fetch_add(cost, Ordering::Relaxed);
             let usd = cost as f64 / PICO_PER_USD;
-            add_f64(&self.answered_cost_sq, usd * usd);
+            add_f64(&c.answered_cost_sq, usd * usd);
         }
-        self.input.fetch_add(u.input, Ordering::Relaxed);
-        self.cached.fetch_add(u.cached, Ordering::Relaxed);
-        self.output.fetch_add(u.output, Ordering::Relaxed);
-        self.cost_pico.fetch_add(cost, Ordering::Relaxed);
+        c.input.fetch_add(u.input, Ordering::Relaxed);
+        c.cached.fetch_add(u.cached, Ordering::Relaxed);
+        c.output.fetch_add(u.output, Ordering::Relaxed);
+        c.cost_pico.fetch_add(cost, Ordering::Relaxed);
         let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-        self.latency_us.fetch_add(us, Ordering::Relaxed);
+        c.latency_us.fetch_add(us, Ordering::Relaxed);
         let ms = us / 1_000 + u64::from(us % 1_000 != 0);
         let b = LATENCY_MS
             .iter()
             .position(|&le| ms <= le)
             .unwrap_or(LATENCY_MS.len());
-        self.latency[b].fetch_add(1, Ordering::Relaxed);
+        c.latency[b].fetch_add(1, Ordering::Relaxed);
     }
 
     /// One quality score (0..1) for an answer of this arm.
     pub fn record_feedback(&self, score: f64) {
-        self.feedback_n.fetch_add(1, Ordering::Relaxed);
-        add_f64(&self.feedback_sum, score);
-        add_f64(&self.feedback_sq, score * score);
+        let c = self.0.mine();
+        c.feedback_n.fetch_add(1, Ordering::Relaxed);
+        add_f64(&c.feedback_sum, score);
+        add_f64(&c.feedback_sq, score * score);
     }
 
     /// Sum of the latencies, seconds (the histogram's `_sum`).
     pub fn latency_sum_seconds(&self) -> f64 {
-        self.latency_us.load(Ordering::Relaxed) as f64 / 1e6
+        self.sum(|c| &c.latency_us) as f64 / 1e6
+    }
+
+    /// An integer counter summed over the copies (wrapping, as one atomic would).
+    fn sum(&self, field: impl Fn(&Cells) -> &AtomicU64) -> u64 {
+        self.0
+            .all()
+            .fold(0, |s, c| s.wrapping_add(field(c).load(Ordering::Relaxed)))
+    }
+
+    /// An f64 counter (kept as bits) summed over the copies.
+    fn sum_f64(&self, field: impl Fn(&Cells) -> &AtomicU64) -> f64 {
+        self.0
+            .all()
+            .map(|c| f64::from_bits(field(c).load(Ordering::Relaxed)))
+            .sum()
     }
 
     pub fn snapshot(&self) -> Counts {
         Counts {
-            requests: self.requests.load(Ordering::Relaxed),
-            errors: self.errors.load(Ordering::Relaxed),
-            input: self.input.load(Ordering::Relaxed),
-            cached: self.cached.load(Ordering::Relaxed),
-            output: self.output.load(Ordering::Relaxed),
-            cost_pico: self.cost_pico.load(Ordering::Relaxed),
-            answered: self.answered.load(Ordering::Relaxed),
-            answered_cost_pico: self.answered_cost_pico.load(Ordering::Relaxed),
-            answered_cost_sq_usd: f64::from_bits(self.answered_cost_sq.load(Ordering::Relaxed)),
+            requests: self.sum(|c| &c.requests),
+            errors: self.sum(|c| &c.errors),
+            input: self.sum(|c| &c.input),
+            cached: self.sum(|c| &c.cached),
+            output: self.sum(|c| &c.output),
+            cost_pico: self.sum(|c| &c.cost_pico),
+            answered: self.sum(|c| &c.answered),
+            answered_cost_pico: self.sum(|c| &c.answered_cost_pico),
+            answered_cost_sq_usd: self.sum_f64(|c| &c.answered_cost_sq),
             feedback: Moments {
-                n: self.feedback_n.load(Ordering::Relaxed) as f64,
-                sum: f64::from_bits(self.feedback_sum.load(Ordering::Relaxed)),
-                sum_sq: f64::from_bits(self.feedback_sq.load(Ordering::Relaxed)),
+                n: self.sum(|c| &c.feedback_n) as f64,
+                sum: self.sum_f64(|c| &c.feedback_sum),
+                sum_sq: self.sum_f64(|c| &c.feedback_sq),
             },
-            latency: std::array::from_fn(|i| self.latency[i].load(Ordering::Relaxed)),
+            latency: std::array::from_fn(|i| self.sum(|c| &c.latency[i])),
         }
     }
 }

@@ -56,16 +56,23 @@ impl Proxy {
 impl<B: ReqBody> tower::Service<Request<B>> for Proxy {
     type Response = Response<RespBody>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+    type Future = Answer;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let shared = self.shared.clone();
-        Box::pin(async move { Ok(handle(shared, req).await) })
+        handle(self.shared.clone(), req)
     }
+}
+
+/// A request's answer to come.
+pub type Answer = Pin<Box<dyn Future<Output = Result<Response<RespBody>, Infallible>> + Send>>;
+
+/// An answer ready now.
+fn ready(resp: Response<RespBody>) -> Answer {
+    Box::pin(std::future::ready(Ok(resp)))
 }
 
 /// What the span of a refused API request needs, taken before the request is consumed (only
@@ -133,7 +140,10 @@ fn reject(
     err.into_response::<Full<Bytes>>().map(Either::Left)
 }
 
-async fn handle<B: ReqBody>(shared: Arc<Shared>, req: Request<B>) -> Response<RespBody> {
+/// Serves one request: answered at once when no body is needed (the models, and every refusal
+/// before a body), else by a future of that path alone, on the heap. A future is copied whole
+/// each time it moves, and one holding every path's state was copied three times per request.
+fn handle<B: ReqBody>(shared: Arc<Shared>, req: Request<B>) -> Answer {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let live = shared.live.load_full();
@@ -146,58 +156,62 @@ async fn handle<B: ReqBody>(shared: Arc<Shared>, req: Request<B>) -> Response<Re
         _ => None,
     };
     let client = match auth::headers_within(req.headers(), &live.config) {
-        Err(e) => return reject(&shared, &method, &path, e, trace.as_ref()),
+        Err(e) => return ready(reject(&shared, &method, &path, e, trace.as_ref())),
         Ok(()) if suffix.is_none() => None,
         Ok(()) => match auth::authenticate(&live.config, req.headers()) {
             Some(c) => Some(c),
             None => {
-                return reject(
-                    &shared,
-                    &method,
-                    &path,
-                    ProxyError::Unauthorized,
-                    trace.as_ref(),
-                )
+                let err = ProxyError::Unauthorized;
+                return ready(reject(&shared, &method, &path, err, trace.as_ref()));
             }
         },
     };
     let routed = suffix.and_then(Endpoint::from_suffix);
     let err = match (suffix, routed, &method, client) {
-        (Some("/models"), _, &Method::GET, _) => return json_response(models::list(&live)),
+        (Some("/models"), _, &Method::GET, _) => return ready(json_response(models::list(&live))),
         (Some(s), _, &Method::GET, _) if s.starts_with("/models/") => {
             let id = &s["/models/".len()..];
             match models::get(&live, id) {
-                Some(body) => return json_response(body),
+                Some(body) => return ready(json_response(body)),
                 None => ProxyError::UnknownModel(id.chars().take(256).collect()),
             }
         }
         (Some("/feedback"), _, &Method::POST, Some(_)) => {
-            let (parts, body) = req.into_parts();
-            let body = body::read_body(body, &parts.headers, feedback::MAX_BODY).await;
-            let answer = match body {
-                Ok(b) => feedback::record(&live, &shared.metrics, &shared.keep.ledger, &b).await,
-                Err(e) => Err(e),
-            };
-            match answer {
-                Ok(answer) => return json_response(answer),
-                Err(e) => e,
-            }
+            return Box::pin(async move {
+                let (parts, body) = req.into_parts();
+                let answer = match body::read_body(body, &parts.headers, feedback::MAX_BODY).await {
+                    Ok(b) => {
+                        feedback::record(&live, &shared.metrics, &shared.keep.ledger, &b).await
+                    }
+                    Err(e) => Err(e),
+                };
+                Ok(match answer {
+                    Ok(answer) => json_response(answer),
+                    Err(e) => reject(&shared, &method, &path, e, trace.as_ref()),
+                })
+            });
         }
         (_, Some(ep), &Method::POST, Some(client)) => {
-            match pipeline::run(&shared, live, ep, client, req).await {
-                Ok(resp) => return resp,
-                Err(e) => e,
-            }
+            return Box::pin(async move {
+                Ok(match pipeline::run(&shared, live, ep, client, req).await {
+                    Ok(resp) => resp,
+                    Err(e) => reject(&shared, &method, &path, e, trace.as_ref()),
+                })
+            });
         }
         // the rest of the API (and other methods on the routed paths: GET /v1/chat/completions
         // lists stored completions), when `passthrough:` is configured
         // (/v1/feedback is tailor's own, whatever the method)
         (Some(s), _, _, Some(client)) if s != "/feedback" && live.config.passthrough.is_some() => {
             let suffix = s.to_owned();
-            match passthrough::run(&shared, live, client, &suffix, req).await {
-                Ok(resp) => return resp,
-                Err(e) => e,
-            }
+            return Box::pin(async move {
+                Ok(
+                    match passthrough::run(&shared, live, client, &suffix, req).await {
+                        Ok(resp) => resp,
+                        Err(e) => reject(&shared, &method, &path, e, trace.as_ref()),
+                    },
+                )
+            });
         }
         (Some(s), routed, m, Some(_)) if routed.is_some() || s == "/models" => {
             ProxyError::MethodNotAllowed {
@@ -210,7 +224,7 @@ async fn handle<B: ReqBody>(shared: Arc<Shared>, req: Request<B>) -> Response<Re
             path: path.chars().take(200).collect(),
         },
     };
-    reject(&shared, &method, &path, err, trace.as_ref())
+    ready(reject(&shared, &method, &path, err, trace.as_ref()))
 }
 
 fn json_response(body: Bytes) -> Response<RespBody> {

@@ -105,7 +105,7 @@ pub async fn run<B: ReqBody>(
         .clients
         .get(client)
         .map_or(ANONYMOUS, |c| c.name.as_str());
-    let arm = ArmMeter {
+    let arm = Arc::new(ArmMeter {
         metrics: shared.metrics.meter(ROUTE, model_name, client_name),
         price: model.map_or(Price::FREE, |m| cfg.models[m].price),
         health: None,
@@ -114,7 +114,7 @@ pub async fn run<B: ReqBody>(
         encoding: model.map_or(crate::tokens::Encoding::O200kBase, |m| {
             cfg.models[m].encoding()
         }),
-    };
+    });
     let request_id = live.ids.mint(ROUTE, model_name, shared.next_random());
     let mut meter = RequestMeter::start(
         arm,

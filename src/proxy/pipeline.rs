@@ -77,19 +77,20 @@ pub async fn run<B: ReqBody>(
         .clients
         .get(client)
         .map_or(crate::state::ANONYMOUS, |c| c.name.as_str());
-    let reservation = live
-        .budgets
-        .reserve(
-            &live.config,
-            &budget::Ask {
-                route: decision.route,
-                model: decision.model,
-                client: client_name,
-                prompt_tokens: view.estimated_prompt_tokens(),
-                max_output_tokens: view.max_output_tokens,
-            },
-        )
-        .await?;
+    let ask = budget::Ask {
+        route: decision.route,
+        model: decision.model,
+        client: client_name,
+        prompt_tokens: view.estimated_prompt_tokens(),
+        max_output_tokens: view.max_output_tokens,
+    };
+    // on the heap, and only when a limit applies: the store's round trip is a large future,
+    // copied whole with this one at every move
+    let reservation = if budget::Budgets::applies(&live.config, &ask) {
+        Box::pin(live.budgets.reserve(&live.config, &ask)).await?
+    } else {
+        None
+    };
     let mut meter = RequestMeter::start(
         arm,
         started,

@@ -19,6 +19,8 @@ use super::Encoding;
 /// so cost a copy of their text (~8 ns an event) and no tokenizing unless the stream breaks;
 /// tokenizing costs ~25 ns a byte, more than the rest of proxying a stream (benches/tokens.rs).
 pub const FLUSH_BYTES: usize = 8 * 1024;
+/// Room taken at the first text: a short answer's whole text.
+const FIRST_ROOM: usize = 256;
 /// The most text kept: past it, text is cut where it must.
 pub const MAX_PENDING_BYTES: usize = 4 * FLUSH_BYTES;
 
@@ -50,6 +52,10 @@ impl StreamText {
     /// Adds generated text (a delta's content, a tool call's arguments).
     pub fn push(&mut self, text: &str) {
         self.bytes += text.len() as u64;
+        if self.pending.capacity() == 0 {
+            // room for a short answer at once (one allocation, not one per doubling from 8)
+            self.pending.reserve(FIRST_ROOM.max(text.len()));
+        }
         self.pending.push_str(text);
         if self.pending.len() >= self.next_flush {
             self.flush();

@@ -49,7 +49,7 @@ struct Kept {
 
 /// The metering state of one routed request.
 pub struct RequestMeter {
-    arm: ArmMeter,
+    arm: Arc<ArmMeter>,
     started: Instant,
     request_id: String,
     upstream_request_id: Option<HeaderValue>,
@@ -85,7 +85,7 @@ pub struct RequestMeter {
 impl RequestMeter {
     /// Starts metering; the route's in-flight gauge goes up until the request is recorded.
     pub fn start(
-        arm: ArmMeter,
+        arm: Arc<ArmMeter>,
         started: Instant,
         endpoint: &'static str,
         stream: bool,
@@ -188,7 +188,7 @@ impl RequestMeter {
     }
 
     /// The request moved to another model (fallback): usage goes to that model's series.
-    pub fn switch_model(&mut self, arm: ArmMeter) {
+    pub fn switch_model(&mut self, arm: Arc<ArmMeter>) {
         // in-flight is per route, and the route does not change
         self.arm = arm;
     }

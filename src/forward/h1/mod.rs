@@ -153,11 +153,23 @@ pub async fn send(target: &Target, req: Request<Bytes>) -> Result<Response<H1Bod
     let conn = loop {
         // an idle connection the upstream closed while the request was being written is replaced;
         // a fresh one that fails is the answer
+        // the rare and large futures (a new connection, a body written while the answer is
+        // watched for) on the heap: held inline, every request's future would be as large as
+        // they are, and a future is copied whole each time it moves
         let (mut conn, reused) = match pool::take(&target.authority) {
             Some(c) => (c, true),
-            None => (connect(target).await?, false),
+            None => (Box::pin(connect(target)).await?, false),
         };
-        match write_request(&mut conn, &wire, rest).await {
+        let written = if rest.is_empty() {
+            conn.io
+                .write_all(&wire)
+                .await
+                .map(|()| None)
+                .map_err(SendError::from)
+        } else {
+            Box::pin(write_request(&mut conn, &wire, rest)).await
+        };
+        match written {
             Ok(None) => {
                 tracing::trace!(upstream = %target.authority, reused, bytes = wire.len() + rest.len(), "upstream request written");
                 break conn;
@@ -186,19 +198,15 @@ pub async fn send(target: &Target, req: Request<Bytes>) -> Result<Response<H1Bod
     read_head(conn, target, true).await
 }
 
-/// Writes the request: `wire` (the head, and the body when small), then `rest` (a large body).
-/// While a large body goes out, the connection is read too: an upstream that answers before it
-/// has taken the whole body (413), and stops reading without closing, is heard at once instead of
-/// leaving the write stuck until the header timeout. `Some(head)`: that early final answer.
+/// Writes a request with a large body: `wire` (the head), then `rest` (the body). The connection
+/// is read meanwhile: an upstream that answers before it has taken the whole body (413), and
+/// stops reading without closing, is heard at once instead of leaving the write stuck until the
+/// header timeout. `Some(head)`: that early final answer.
 async fn write_request(
     conn: &mut Conn,
     wire: &[u8],
     rest: &[u8],
 ) -> Result<Option<head::Head>, SendError> {
-    if rest.is_empty() {
-        conn.io.write_all(wire).await?;
-        return Ok(None);
-    }
     let (mut rd, mut wr) = conn.io.split();
     let buf = &mut conn.buf;
     for part in [wire, rest] {
