@@ -168,6 +168,16 @@ start_tailor otel "$tmp/routes.otel.yaml"
 # scenario 4 on a fresh tailor as shipped, so that memory per open stream is its RSS growth over
 # idle and the 5,000 connections it leaves pooled do not weigh on the other scenarios
 start_tailor t4 "$tmp/routes.yaml"
+# the tokenizer tables load on a thread after start (~55 MiB): the RSS before the streams is read
+# once they are in, when three readings 0.2 s apart agree (a run read it before, and counted the
+# tables as 11 KiB per stream)
+settled=0 last=0
+for _ in $(seq 100); do
+  now=$(awk '/VmRSS/{print $2}' "/proc/$t4_pid/status")
+  if [ "$now" = "$last" ]; then settled=$((settled + 1)); else settled=0; fi
+  [ "$settled" -ge 2 ] && break
+  last=$now; sleep 0.2
+done
 hold=$("$streams" hold "$t4_url" "$hold_n" "$t4_pid")
 kill "$t4_pid"; wait "$t4_pid" 2>/dev/null || true
 

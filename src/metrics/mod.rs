@@ -6,7 +6,9 @@
 //!
 //! Per (route, model) handles are resolved once per config snapshot ([`RouteModelMeter`]), so the
 //! request path only does atomic adds. Money counters are in [`cost`] (with [`decimal`], the
-//! rounding of float gauges to fixed decimals); the shadow pairs' integer sums in [`delta`].
+//! rounding of float gauges to fixed decimals); the shadow pairs' integer sums in [`delta`];
+//! counters kept one copy per thread slot, so the workers never write the same cache line, in
+//! [`shard`] (the economics ledger's).
 
 pub mod cost;
 pub mod delta;
