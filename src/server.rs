@@ -232,8 +232,10 @@ fn spawn_connection<S, B>(
 }
 
 /// Starts worker thread `i`: a single-threaded runtime serving the connections it is handed
-/// until the accept loop drops its sender, then draining them until they end or `give_up` turns
-/// true.
+/// until the accept loop drops its sender. Then it drains them, drops `drained` once they have
+/// ended (or `finish` turns true first), and keeps running until `finish` turns true: the tasks
+/// requests left on its runtime (budget settlements, shadow copies) live as long as every other
+/// worker's connections do.
 ///
 /// Each worker has its drain signal of its own. A connection polls it every time it is polled
 /// (three times per request), and polling a signal shared by all workers took a lock that every
@@ -242,7 +244,8 @@ fn spawn_worker<F, S, B>(
     i: usize,
     make: F,
     builders: Arc<Builders>,
-    mut give_up: watch::Receiver<bool>,
+    drained: mpsc::Sender<()>,
+    mut finish: watch::Receiver<bool>,
 ) -> std::io::Result<(mpsc::UnboundedSender<Handoff>, std::thread::JoinHandle<()>)>
 where
     F: Fn() -> S + Send + 'static,
@@ -269,12 +272,14 @@ where
                         Err(e) => tracing::warn!(error = %e, "worker could not take a connection"),
                     }
                 }
-                // the listener closed: let the open connections finish (returning drops the
-                // runtime and whatever it still holds)
+                // the listener closed: the open connections finish
                 tokio::select! {
                     _ = graceful.shutdown() => {}
-                    _ = give_up.wait_for(|g| *g) => {}
+                    _ = finish.wait_for(|f| *f) => {}
                 }
+                drop(drained);
+                // returning drops the runtime and whatever it still holds
+                let _ = finish.wait_for(|f| *f).await;
             });
         })?;
     Ok((tx, thread))
@@ -318,12 +323,15 @@ pub async fn serve<F, S, B>(
 {
     // the connections served on this runtime (no worker threads)
     let graceful = GracefulShutdown::new();
-    let (give_up, given_up) = watch::channel(false);
+    // each worker drops its `drained` handle once its connections have ended; `finish` ends them
+    let (drained_tx, mut drained) = mpsc::channel::<()>(1);
+    let (finish, finish_rx) = watch::channel(false);
     let builders = http_builders(&limits, stop.clone());
     let mut workers = Vec::with_capacity(limits.workers);
     let mut threads = Vec::with_capacity(limits.workers);
     for i in 0..limits.workers {
-        match spawn_worker(i, make.clone(), builders.clone(), given_up.clone()) {
+        let (drained, finish) = (drained_tx.clone(), finish_rx.clone());
+        match spawn_worker(i, make.clone(), builders.clone(), drained, finish) {
             Ok((tx, t)) => {
                 workers.push(tx);
                 threads.push(t);
@@ -375,21 +383,18 @@ pub async fn serve<F, S, B>(
         }
     }
     drop(listener);
-    // closing the channels starts each worker's drain; a worker's thread ends with it
+    // closing the channels starts each worker's drain
     drop(workers);
-    let joined = tokio::task::spawn_blocking(move || {
-        for t in threads {
-            let _ = t.join();
-        }
-    });
+    drop(drained_tx);
     let on_here = graceful.shutdown();
-    tokio::pin!(joined, on_here);
-    let drained = async {
+    tokio::pin!(on_here);
+    let all_drained = async {
         on_here.as_mut().await;
-        let _ = joined.as_mut().await;
+        // none is ever sent: this ends when every worker has dropped its handle
+        let _ = drained.recv().await;
     };
-    tokio::pin!(drained);
-    if tokio::time::timeout(limits.drain_timeout, &mut drained)
+    tokio::pin!(all_drained);
+    if tokio::time::timeout(limits.drain_timeout, &mut all_drained)
         .await
         .is_err()
     {
@@ -397,16 +402,17 @@ pub async fn serve<F, S, B>(
         if let Some(d) = &limits.drain_over {
             d.fire();
         }
-        // let the error events go out, then give up on whatever is left: the workers drop
-        // their connections as their threads end
-        if tokio::time::timeout(Duration::from_secs(2), &mut drained)
-            .await
-            .is_err()
-        {
-            let _ = give_up.send(true);
-            let _ = joined.await;
-        }
+        // let the error events go out, then give up on whatever is left
+        let _ = tokio::time::timeout(Duration::from_secs(2), &mut all_drained).await;
     }
+    // the workers end, and drop whatever they still hold with their runtimes
+    let _ = finish.send(true);
+    let _ = tokio::task::spawn_blocking(move || {
+        for t in threads {
+            let _ = t.join();
+        }
+    })
+    .await;
 }
 
 /// Resolves when SIGTERM or Ctrl-C arrives.

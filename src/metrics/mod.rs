@@ -496,7 +496,7 @@ pub struct RouteModelMeter {
     pub in_flight: IntGauge,
     /// `tailor_requests_total` of the usual end (200, ok) on the first endpoint counted,
     /// resolved once: a lookup hashes six labels under a lock that every worker writes.
-    answered: OnceLock<(Box<str>, IntCounter)>,
+    answered: OnceLock<(&'static str, IntCounter)>,
     metrics: Arc<Metrics>,
 }
 
@@ -524,12 +524,17 @@ impl RouteModelMeter {
     }
 
     /// Counts one answered request with its endpoint, status code and how it ended.
-    pub fn record_request(&self, endpoint: &str, code: http::StatusCode, outcome: &'static str) {
+    pub fn record_request(
+        &self,
+        endpoint: &'static str,
+        code: http::StatusCode,
+        outcome: &'static str,
+    ) {
         if code == http::StatusCode::OK && outcome == "ok" {
             let (e, counter) = self
                 .answered
-                .get_or_init(|| (endpoint.into(), self.requests(endpoint, code, outcome)));
-            if **e == *endpoint {
+                .get_or_init(|| (endpoint, self.requests(endpoint, code, outcome)));
+            if *e == endpoint {
                 counter.inc();
                 return;
             }
