@@ -24,9 +24,11 @@ use std::ops::Range;
 
 use super::MAX_JSON_DEPTH;
 use escapes::{escape_len, special_bytes, unescape};
+use frames::Frames;
 pub use repeat::{Leading, RepeatedPrefix};
 
 mod escapes;
+mod frames;
 mod repeat;
 
 /// The input is not JSON as serde_json would read it here.
@@ -309,6 +311,18 @@ impl<'a> Cursor<'a> {
         }
     }
 
+    /// Where the cursor is (before any whitespace: [`Cursor::peek`] first for where a value
+    /// starts).
+    pub fn pos(&self) -> usize {
+        self.pos
+    }
+
+    /// Moves to `pos`, to read one value there that an input with the same bytes before it had
+    /// there (the nesting depth stays as it is).
+    pub fn seek(&mut self, pos: usize) {
+        self.pos = pos;
+    }
+
     /// Goes back to `mark`, as if nothing after it had been read.
     pub fn rewind(&mut self, mark: Mark) {
         self.pos = mark.pos;
@@ -456,6 +470,13 @@ pub struct Mark {
     depth_left: usize,
 }
 
+impl Mark {
+    /// Where in the input.
+    pub fn pos(self) -> usize {
+        self.pos
+    }
+}
+
 /// An object being visited.
 pub struct Object {
     first: bool,
@@ -525,51 +546,6 @@ impl Array {
             }
             _ => Err(Invalid),
         }
-    }
-}
-
-/// The containers a skipped value has open: one bit each (set for an object).
-#[derive(Default)]
-struct Frames {
-    depth: usize,
-    low: u64,
-    high: Vec<u64>,
-}
-
-impl Frames {
-    fn push(&mut self, object: bool) {
-        let d = self.depth;
-        self.depth += 1;
-        let bit = 1u64 << (d % 64);
-        let set = |w: &mut u64| {
-            if object {
-                *w |= bit;
-            } else {
-                *w &= !bit;
-            }
-        };
-        match d.checked_sub(64).map(|h| h / 64) {
-            None => set(&mut self.low),
-            Some(i) => match self.high.get_mut(i) {
-                Some(w) => set(w),
-                // the stack grows one level at a time and keeps its words: this is the next one
-                None => self.high.push(if object { bit } else { 0 }),
-            },
-        }
-    }
-
-    /// Whether the innermost open container is an object; `None` when none is open.
-    fn top(&self) -> Option<bool> {
-        let d = self.depth.checked_sub(1)?;
-        let word = match d.checked_sub(64) {
-            None => self.low,
-            Some(h) => *self.high.get(h / 64)?,
-        };
-        Some((word >> (d % 64)) & 1 == 1)
-    }
-
-    fn pop(&mut self) {
-        self.depth = self.depth.saturating_sub(1);
     }
 }
 

@@ -8,10 +8,10 @@ use proptest::prelude::*;
 use proptest::sample::select;
 
 use super::oracle;
-use super::payload::{json_body_usage, Payload};
+use super::payload::{json_body_usage, Payload, StreamMemory};
 use super::sse::Event;
 use crate::json::scan::RepeatedPrefix;
-use crate::json::testgen::{edits, leaf, mutate, number, payload, plain, renderings, Json};
+use crate::json::testgen::{edits, leaf, mutate, number, payload, plain, renderings, string, Json};
 use crate::json::{span_in, span_of};
 
 fn agree(data: &[u8]) -> Result<(), TestCaseError> {
@@ -20,8 +20,21 @@ fn agree(data: &[u8]) -> Result<(), TestCaseError> {
 
 /// [`agree`], reading `data` as the next payload of a stream whose earlier ones left `repeated`.
 fn agree_after(data: &[u8], repeated: Option<&mut RepeatedPrefix>) -> Result<(), TestCaseError> {
+    agree_by(data, |sink| Payload::parse_after(data, repeated, sink))
+}
+
+/// [`agree`], reading `data` as the next payload of a stream whose earlier ones left `memory`.
+fn agree_next(data: &[u8], memory: &mut StreamMemory) -> Result<(), TestCaseError> {
+    agree_by(data, |sink| Payload::parse_next(data, memory, sink))
+}
+
+/// `read`'s reading of `data` against serde's.
+fn agree_by<'a>(
+    data: &'a [u8],
+    read: impl FnOnce(&mut dyn FnMut(&str)) -> Option<Payload<'a>>,
+) -> Result<(), TestCaseError> {
     let mut texts = Vec::new();
-    let new = Payload::parse_after(data, repeated, &mut |t| texts.push(t.to_owned()));
+    let new = read(&mut |t| texts.push(t.to_owned()));
     let mut old_texts = Vec::new();
     let old = oracle::Payload::parse_with(data, &mut |t| old_texts.push(t.to_owned()));
     prop_assert_eq!(&texts, &old_texts, "{:?}", String::from_utf8_lossy(data));
@@ -101,6 +114,36 @@ proptest! {
         }
     }
 
+    /// Chunks that differ from the last in some strings and numbers are read by their shape
+    /// ([`Payload::parse_next`]): each still reads as serde_json reads it alone, whatever the
+    /// strings and numbers became, and after any break.
+    #[test]
+    fn chunks_alike_read_as_serde_did(
+        (first, _) in chunk_pair(),
+        with in vec(prop::option::of(prop_oneof![
+            string().prop_map(Json::Str),
+            number().prop_map(Json::Num),
+            leaf(),
+        ]), 0..24),
+        noise in vec(any::<u8>(), 0..64),
+        e in edits(),
+    ) {
+        let second = vary(&first, &mut with.iter());
+        let third = vary(&second, &mut with.iter().rev());
+        let all = [&first, &second, &third].map(|j| renderings(j, &noise));
+        for i in 0..all[0].len() {
+            let [a, b, c] = [0, 1, 2].map(|k| all[k].get(i).cloned().unwrap_or_default());
+            let memory = &mut StreamMemory::default();
+            for data in [&a, &b, &c, &a] {
+                agree_next(data, memory)?;
+            }
+            let mut broken = c.clone();
+            mutate(&mut broken, &e);
+            agree_next(&broken, memory)?;
+            agree_next(&b, memory)?;
+        }
+    }
+
     #[test]
     fn event_lines_read_as_before(lines in vec(
         prop_oneof![
@@ -155,6 +198,24 @@ fn chunk_pair() -> impl Strategy<Value = (Json, Json)> {
         };
         (chunk(false, a), chunk(true, b))
     })
+}
+
+/// `j` with its strings and numbers that are not keys replaced in turn by `with`'s (`None`: kept).
+fn vary(j: &Json, with: &mut dyn Iterator<Item = &Option<Json>>) -> Json {
+    match j {
+        Json::Str(_) | Json::Num(_) => match with.next() {
+            Some(Some(v)) => v.clone(),
+            _ => j.clone(),
+        },
+        Json::Arr(items) => Json::Arr(items.iter().map(|v| vary(v, with)).collect()),
+        Json::Obj(members) => Json::Obj(
+            members
+                .iter()
+                .map(|(k, v)| (k.clone(), vary(v, with)))
+                .collect(),
+        ),
+        Json::Null | Json::Bool(_) => j.clone(),
+    }
 }
 
 /// Payloads by hand: what the generators may miss.

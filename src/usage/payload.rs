@@ -3,7 +3,8 @@
 //! generated text (handed on as it is read), and the event `type`. Whatever the spacing, key order
 //! or escapes, the answer is the same, and it is the answer serde_json gives for the same bytes
 //! (`usage::oracle` keeps the serde readers this replaced, and `usage::equivalence` compares the
-//! two on any input).
+//! two on any input). A stream's payloads are read one after another with what the earlier ones
+//! left ([`shape`]).
 
 // Reads untrusted bytes: no indexing that could panic (`.get()` instead).
 #![deny(clippy::indexing_slicing)]
@@ -14,6 +15,10 @@ use std::ops::Range;
 use super::{InputDetails, OutputDetails, RawUsage, Usage};
 use crate::json::scan::{Cursor, Invalid, RepeatedPrefix, Result};
 use crate::json::span_of;
+pub use shape::StreamMemory;
+use shape::{Marks, Place};
+
+mod shape;
 
 /// What a data payload says that matters to metering.
 #[derive(Default)]
@@ -56,13 +61,27 @@ impl<'a> Payload<'a> {
         repeated: Option<&mut RepeatedPrefix>,
         on_text: &mut dyn FnMut(&str),
     ) -> Option<Payload<'a>> {
+        Payload::parse_marked(data, repeated, None, on_text)
+    }
+
+    /// [`Payload::parse_after`], marking in `marks` the places a next payload may change.
+    fn parse_marked(
+        data: &'a [u8],
+        repeated: Option<&mut RepeatedPrefix>,
+        marks: Option<&mut Marks>,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Option<Payload<'a>> {
         let mut bytes = 0u64;
         let mut sink = |t: &str| {
             bytes += t.len() as u64;
             on_text(t);
         };
         let mut c = Cursor::new(data);
-        let mut p = read_payload(&mut c, &mut sink, repeated).ok()?;
+        let out = &mut Out {
+            sink: &mut sink,
+            marks,
+        };
+        let mut p = read_payload(&mut c, out, repeated).ok()?;
         c.end().ok()?;
         p.text_bytes = bytes;
         Some(p)
@@ -97,12 +116,49 @@ pub fn is_terminal_response_event_str(kind: &str) -> bool {
 /// Where the texts found go, as they are read (no collection in between).
 type Sink<'s> = &'s mut dyn FnMut(&str);
 
+/// Where a reading hands what it finds as it reads: each text to the sink and, when the payload's
+/// shape is being taken ([`shape`]), the places (strings and numbers) the next payload may change
+/// without changing the reading.
+struct Out<'s> {
+    sink: Sink<'s>,
+    marks: Option<&'s mut Marks>,
+}
+
+impl Out<'_> {
+    /// Skips the value that comes next (a string or a number there is a place).
+    fn skip(&mut self, c: &mut Cursor<'_>) -> Result<()> {
+        let Some(marks) = self.marks.as_deref_mut() else {
+            return c.skip();
+        };
+        let slot = match c.peek() {
+            Some(b'"') => Place::Str,
+            Some(b'-' | b'0'..=b'9') => Place::Num,
+            _ => return c.skip(),
+        };
+        let start = c.pos();
+        c.skip()?;
+        marks.place(start..c.pos(), slot);
+        Ok(())
+    }
+
+    /// Reads the string that comes next as generated text (a place).
+    fn text(&mut self, c: &mut Cursor<'_>) -> Result<()> {
+        let start = c.pos();
+        let text = c.string()?;
+        if let Some(marks) = self.marks.as_deref_mut() {
+            marks.place(start..c.pos(), Place::Text);
+        }
+        (self.sink)(&text);
+        Ok(())
+    }
+}
+
 /// The payload object's members; the last of each name wins. With `repeated`, the leading members
 /// that say nothing here (`id`, `object`, `created`...) are not read again when they are the same
 /// bytes as the last payload's, and are remembered for the next one.
 fn read_payload<'a>(
     c: &mut Cursor<'a>,
-    sink: Sink,
+    out: &mut Out,
     repeated: Option<&mut RepeatedPrefix>,
 ) -> Result<Payload<'a>> {
     let mut p = Payload::default();
@@ -115,18 +171,22 @@ fn read_payload<'a>(
                 p.top_usage = Some(raw);
                 p.top_parsed = usage;
             }
-            b"choices" => p.choices = choices(c, sink)?,
+            b"choices" => p.choices = choices(c, out)?,
             // a Responses event's object; any other shape carries no usage
             b"response" => p.response_usage = response_usage(c.raw()?),
-            b"delta" => text(c, sink)?,
+            b"delta" => text(c, out)?,
             b"type" => {
+                let at = c.mark();
                 p.kind = match c.peek() {
                     Some(b'n') => c.null().map(|()| None)?,
                     _ => Some(c.string()?),
+                };
+                if let Some(marks) = out.marks.as_deref_mut() {
+                    marks.kind_at(p.kind.as_ref().map(|_| at.pos()));
                 }
             }
             _ => {
-                c.skip()?;
+                out.skip(c)?;
                 if let Some(l) = &mut leading {
                     l.skipped(c);
                 }
@@ -161,13 +221,13 @@ fn top_usage<'a>(c: &mut Cursor<'a>) -> Result<(&'a [u8], Option<RawUsage>)> {
 }
 
 /// `choices`: how many (when it is an array), their generated text into the sink.
-fn choices(c: &mut Cursor<'_>, sink: Sink) -> Result<Option<usize>> {
+fn choices(c: &mut Cursor<'_>, out: &mut Out) -> Result<Option<usize>> {
     match c.peek() {
         Some(b'[') => {
             let mut arr = c.array()?;
             let mut n = 0;
             while arr.next(c)? {
-                texts(c, sink)?;
+                texts(c, out)?;
                 n += 1;
             }
             Ok(Some(n))
@@ -181,15 +241,15 @@ fn choices(c: &mut Cursor<'_>, sink: Sink) -> Result<Option<usize>> {
 /// The generated text in a choice, a delta, a message, a tool call or its function: the string
 /// values of `content`, `text`, `refusal` and `arguments`, at any depth of `delta`, `message`,
 /// `tool_calls` and `function` (each level a container visited, so at most serde_json's 127).
-fn texts(c: &mut Cursor<'_>, sink: Sink) -> Result<()> {
+fn texts(c: &mut Cursor<'_>, out: &mut Out) -> Result<()> {
     match c.peek() {
         Some(b'{') => {
             let mut obj = c.object()?;
             while let Some(key) = obj.key(c)? {
                 match key.as_ref() {
-                    b"content" | b"text" | b"refusal" | b"arguments" => text(c, sink)?,
-                    b"delta" | b"message" | b"function" | b"tool_calls" => texts(c, sink)?,
-                    _ => c.skip()?,
+                    b"content" | b"text" | b"refusal" | b"arguments" => text(c, out)?,
+                    b"delta" | b"message" | b"function" | b"tool_calls" => texts(c, out)?,
+                    _ => out.skip(c)?,
                 }
             }
             Ok(())
@@ -197,7 +257,7 @@ fn texts(c: &mut Cursor<'_>, sink: Sink) -> Result<()> {
         Some(b'[') => {
             let mut arr = c.array()?;
             while arr.next(c)? {
-                texts(c, sink)?;
+                texts(c, out)?;
             }
             Ok(())
         }
@@ -207,12 +267,9 @@ fn texts(c: &mut Cursor<'_>, sink: Sink) -> Result<()> {
 }
 
 /// A string value is generated text; anything else is not.
-fn text(c: &mut Cursor<'_>, sink: Sink) -> Result<()> {
+fn text(c: &mut Cursor<'_>, out: &mut Out) -> Result<()> {
     match c.peek() {
-        Some(b'"') => {
-            sink(&c.string()?);
-            Ok(())
-        }
+        Some(b'"') => out.text(c),
         Some(b'{') => c.object()?.skip_rest(c),
         Some(b'[') => {
             let mut arr = c.array()?;

@@ -19,9 +19,8 @@ use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
 
-use super::payload::{self, Payload};
+use super::payload::{self, Payload, StreamMemory};
 use super::Usage;
-use crate::json::scan::RepeatedPrefix;
 use crate::tokens::stream::StreamText;
 use crate::tokens::Encoding;
 
@@ -52,8 +51,8 @@ pub struct SseScanner {
     text: StreamText,
     /// Byte ranges of the current buffer that are not forwarded, in order.
     cuts: Vec<Range<usize>>,
-    /// The leading members every chunk repeats, read once per stream.
-    repeated: RepeatedPrefix,
+    /// What the stream's chunks repeat: their leading members, and the last one's shape.
+    memory: StreamMemory,
 }
 
 /// What happens to one complete event.
@@ -90,7 +89,7 @@ impl SseScanner {
             events: 0,
             text: StreamText::new(Encoding::O200kBase),
             cuts: Vec::new(),
-            repeated: RepeatedPrefix::default(),
+            memory: StreamMemory::default(),
         }
     }
 
@@ -251,8 +250,7 @@ impl SseScanner {
             return Action::Keep;
         }
         let text = &mut self.text;
-        let Some(p) = Payload::parse_after(&data, Some(&mut self.repeated), &mut |t| text.push(t))
-        else {
+        let Some(p) = Payload::parse_next(&data, &mut self.memory, &mut |t| text.push(t)) else {
             return Action::Keep;
         };
         if p.kind
