@@ -470,13 +470,6 @@ pub struct Mark {
     depth_left: usize,
 }
 
-impl Mark {
-    /// Where in the input.
-    pub fn pos(self) -> usize {
-        self.pos
-    }
-}
-
 /// An object being visited.
 pub struct Object {
     first: bool,

@@ -130,14 +130,12 @@ impl Out<'_> {
         let Some(marks) = self.marks.as_deref_mut() else {
             return c.skip();
         };
-        let slot = match c.peek() {
-            Some(b'"') => Place::Str,
-            Some(b'-' | b'0'..=b'9') => Place::Num,
-            _ => return c.skip(),
+        let Some(place) = c.peek().and_then(Place::skipped) else {
+            return c.skip();
         };
         let start = c.pos();
         c.skip()?;
-        marks.place(start..c.pos(), slot);
+        marks.place(start..c.pos(), place);
         Ok(())
     }
 
@@ -176,13 +174,14 @@ fn read_payload<'a>(
             b"response" => p.response_usage = response_usage(c.raw()?),
             b"delta" => text(c, out)?,
             b"type" => {
-                let at = c.mark();
-                p.kind = match c.peek() {
+                let next = c.peek();
+                let at = c.pos();
+                p.kind = match next {
                     Some(b'n') => c.null().map(|()| None)?,
                     _ => Some(c.string()?),
                 };
                 if let Some(marks) = out.marks.as_deref_mut() {
-                    marks.kind_at(p.kind.as_ref().map(|_| at.pos()));
+                    marks.kind_at(p.kind.as_ref().map(|_| at));
                 }
             }
             _ => {

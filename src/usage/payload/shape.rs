@@ -63,7 +63,7 @@ impl<'a> Payload<'a> {
 }
 
 /// What a string or number at a place is to the reader.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Place {
     /// Generated text: read as text and handed on.
     Text,
@@ -71,6 +71,18 @@ pub(super) enum Place {
     Str,
     /// A number skipped.
     Num,
+}
+
+impl Place {
+    /// The place a skipped value that starts with `first` makes: a string or a number (any other
+    /// value is part of the bytes compared).
+    pub(super) fn skipped(first: u8) -> Option<Place> {
+        match first {
+            b'"' => Some(Place::Str),
+            b'-' | b'0'..=b'9' => Some(Place::Num),
+            _ => None,
+        }
+    }
 }
 
 /// The places a reading found, in the order read (which is their order in the input).
@@ -168,8 +180,9 @@ impl Shape {
                     *texts.get_mut(n_texts)? = c.string().ok()?;
                     n_texts += 1;
                 }
-                Place::Str if first == b'"' => c.skip().ok()?,
-                Place::Num if first == b'-' || first.is_ascii_digit() => c.skip().ok()?,
+                Place::Str | Place::Num if Place::skipped(first) == Some(*place) => {
+                    c.skip().ok()?
+                }
                 _ => return None,
             }
             (old, new) = (at.end, c.pos());
