@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use proptest::sample::select;
 
 use super::oracle;
-use super::payload::{json_body_usage, Payload, StreamMemory};
+use super::payload::{json_body_usage, member_span, Payload, StreamMemory};
 use super::sse::Event;
 use crate::json::scan::RepeatedPrefix;
 use crate::json::testgen::{edits, leaf, mutate, number, payload, plain, renderings, string, Json};
@@ -50,6 +50,11 @@ fn agree_by<'a>(
             prop_assert_eq!(n.choices, o.choices);
             prop_assert_eq!(n.text_bytes, o.text_bytes);
             prop_assert_eq!(n.kind, o.kind);
+            // where a reading places the `"usage": null` member, it is where it is found
+            if let Some(span) = n.null_usage {
+                let found = n.top_usage.and_then(|u| member_span(data, u));
+                prop_assert_eq!(Some(span), found, "{:?}", String::from_utf8_lossy(data));
+            }
         }
         (n, o) => prop_assert_eq!(
             n.is_some(),

@@ -37,6 +37,9 @@ pub struct Payload<'a> {
     pub text_bytes: u64,
     /// The Responses event `type`.
     pub kind: Option<Cow<'a, str>>,
+    /// Where a top-level `"usage": null` member is, as [`member_span`] finds it, when the reading
+    /// knows it already (a stream's payload read by its shape, or remembered as one).
+    pub null_usage: Option<Range<usize>>,
 }
 
 impl<'a> Payload<'a> {

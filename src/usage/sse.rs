@@ -268,8 +268,8 @@ impl SseScanner {
         match p.top_usage {
             Some(u) if u == b"null" => {
                 // a multi-line payload is not a slice of the event: leave it as it is
-                let (Cow::Borrowed(d), Some(range)) = (&data, payload::member_span(&data, u))
-                else {
+                let span = p.null_usage.or_else(|| payload::member_span(&data, u));
+                let (Cow::Borrowed(d), Some(range)) = (&data, span) else {
                     return Action::Keep;
                 };
                 let at = (d.as_ptr() as usize).saturating_sub(event.as_ptr() as usize);

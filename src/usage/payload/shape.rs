@@ -20,7 +20,7 @@
 use std::borrow::Cow;
 use std::ops::Range;
 
-use super::{Payload, RawUsage};
+use super::{member_span, Payload, RawUsage};
 use crate::json::scan::{Cursor, RepeatedPrefix};
 use crate::json::span_of;
 
@@ -56,8 +56,10 @@ impl<'a> Payload<'a> {
             return Some(p);
         }
         let marks = memory.shape.forget();
-        let p = Payload::parse_marked(data, Some(&mut memory.repeated), Some(marks), on_text);
-        memory.shape.keep(data, p.as_ref());
+        let mut p = Payload::parse_marked(data, Some(&mut memory.repeated), Some(marks), on_text);
+        if let Some(p) = &mut p {
+            p.null_usage = memory.shape.keep(data, p);
+        }
         p
     }
 }
@@ -123,6 +125,8 @@ struct Shape {
     marks: Marks,
     /// Where its top-level `usage` value sits.
     top_usage: Option<Range<usize>>,
+    /// Where its `"usage": null` member sits ([`Payload::null_usage`]).
+    null_usage: Option<Range<usize>>,
     top_parsed: Option<RawUsage>,
     response_usage: Option<RawUsage>,
     choices: Option<usize>,
@@ -140,17 +144,23 @@ impl Shape {
         m
     }
 
-    /// Remembers `data`, whose reading (marking its places) gave `read`.
-    fn keep(&mut self, data: &[u8], read: Option<&Payload<'_>>) {
-        let Some(p) = read else { return };
+    /// Remembers `data`, whose reading (marking its places) gave `p`: where its `"usage": null`
+    /// member sits, when it is remembered.
+    fn keep(&mut self, data: &[u8], p: &Payload<'_>) -> Option<Range<usize>> {
         if self.marks.full || data.len() > MAX_BYTES {
-            return;
+            return None;
         }
         self.bytes.extend_from_slice(data);
         self.top_usage = p.top_usage.map(|u| span_of(data, u));
+        // bytes that hold no place (a key, `null`, a comma, spaces): moved as a whole
+        self.null_usage = p
+            .top_usage
+            .filter(|u| *u == b"null")
+            .and_then(|u| member_span(data, u));
         self.top_parsed = p.top_parsed.clone();
         self.response_usage = p.response_usage.clone();
         self.choices = p.choices;
+        self.null_usage.clone()
     }
 
     /// Reads `data` as the remembered payload was read, handing its texts to `sink`, when it is
@@ -223,6 +233,7 @@ impl Shape {
             choices: self.choices,
             text_bytes,
             kind,
+            null_usage: (self.null_usage.as_ref()).map(|r| moved(r.start)..moved(r.end)),
         })
     }
 }

@@ -111,3 +111,22 @@ fn payloads_past_the_limits_are_read_whole() {
         assert_eq!(read, alone);
     }
 }
+
+/// A chunk read by its shape knows where its `"usage": null` member is (the bytes left out when
+/// the client did not ask for usage), moved by the places before it: where it would be found.
+#[test]
+fn chunks_read_by_their_shape_know_where_their_null_usage_is() {
+    let chunk = |text: &str| {
+        format!(
+            r#"{{"id": "c", "choices": [{{"delta": {{"content": "{text}"}}}}], "usage": null, "obfuscation": "{text}"}}"#
+        )
+    };
+    let memory = &mut StreamMemory::default();
+    for text in ["a", "longer text", ""] {
+        let data = chunk(text);
+        let p = Payload::parse_next(data.as_bytes(), memory, &mut |_| {}).unwrap();
+        let found = member_span(data.as_bytes(), p.top_usage.unwrap()).unwrap();
+        assert_eq!(p.null_usage, Some(found.clone()), "{data}");
+        assert_eq!(data.get(found.clone()), Some(r#", "usage": null"#));
+    }
+}
