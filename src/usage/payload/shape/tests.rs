@@ -113,20 +113,40 @@ fn payloads_past_the_limits_are_read_whole() {
 }
 
 /// A chunk read by its shape knows where its `"usage": null` member is (the bytes left out when
-/// the client did not ask for usage), moved by the places before it: where it would be found.
+/// the client did not ask for usage), moved by the places before it: where it would be found, in
+/// every spacing and wherever the member stands (first: it and the comma after it go).
 #[test]
 fn chunks_read_by_their_shape_know_where_their_null_usage_is() {
-    let chunk = |text: &str| {
+    let spaced = |t: &str| {
         format!(
-            r#"{{"id": "c", "choices": [{{"delta": {{"content": "{text}"}}}}], "usage": null, "obfuscation": "{text}"}}"#
+            r#"{{"id": "c", "choices": [{{"delta": {{"content": "{t}"}}}}], "usage": null, "obfuscation": "{t}"}}"#
         )
     };
-    let memory = &mut StreamMemory::default();
-    for text in ["a", "longer text", ""] {
-        let data = chunk(text);
-        let p = Payload::parse_next(data.as_bytes(), memory, &mut |_| {}).unwrap();
-        let found = member_span(data.as_bytes(), p.top_usage.unwrap()).unwrap();
-        assert_eq!(p.null_usage, Some(found.clone()), "{data}");
-        assert_eq!(data.get(found.clone()), Some(r#", "usage": null"#));
+    let compact = |t: &str| {
+        format!(
+            r#"{{"created":{},"choices":[{{"delta":{{"content":"{t}"}}}}],"usage":null}}"#,
+            t.len()
+        )
+    };
+    let first = |t: &str| format!("{{\"usage\" :null ,\r\n \"choices\":[{{\"text\":\"{t}\"}}]}}");
+    type Make = dyn Fn(&str) -> String;
+    // each chunk, and the bytes its `"usage": null` member takes
+    let cases: [(&Make, &str); 3] = [
+        (&spaced, r#", "usage": null"#),
+        (&compact, r#","usage":null"#),
+        (&first, "\"usage\" :null ,\r\n "),
+    ];
+    for (make, cut) in cases {
+        let memory = &mut StreamMemory::default();
+        for (i, text) in ["a", "longer text", "", "caf\\u00e9"].iter().enumerate() {
+            let data = make(text);
+            // after the first, each chunk is read by the shape
+            let shaped = memory.shape.read(data.as_bytes(), &mut |_| {}).is_some();
+            assert_eq!(shaped, i > 0, "{data}");
+            let p = Payload::parse_next(data.as_bytes(), memory, &mut |_| {}).unwrap();
+            let found = member_span(data.as_bytes(), p.top_usage.unwrap()).unwrap();
+            assert_eq!(p.null_usage, Some(found.clone()), "{data}");
+            assert_eq!(data.get(found.clone()), Some(cut), "{data}");
+        }
     }
 }
