@@ -9,7 +9,8 @@
 # sticky A/B split, metering on), and tailor as shipped with `telemetry:` on (spans exported to the
 # canned nginx).
 #
-# Scenarios: 1 (throughput, 64 and 256 connections), 2 (added latency at concurrency 1), 3 (short
+# Scenarios: 1 (throughput, 64 and 256 connections, and 16 clients opening a new connection for
+# each request), 2 (added latency at concurrency 1), 3 (short
 # SSE streams at 64 connections; 64-chunk streams paced 20 ms: time to first token, gaps), 4 (5,000
 # open streams: no lost chunk, memory per stream), 5 (200 KB prompt), 6 (counters exact after
 # load), and a row with one limit counted in a loopback Redis. Scenarios 1, 2 and 3 run in ROUNDS
@@ -193,6 +194,9 @@ PY
 mklua small '{"model":"gpt-4o","user":"cust-1","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Hello, how are you today?"}]}'
 mklua sse '{"model":"gpt-4o-stream","user":"cust-3","stream":true,"messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Hello, how are you today?"}]}'
 mklua big @big
+# clients that open a connection per request (no keep-alive): the accept path
+cp "$tmp/small.lua" "$tmp/close.lua"
+echo 'wrk.headers["Connection"] = "close"' >>"$tmp/close.lua"
 
 url_of() {
   case $1 in
@@ -239,6 +243,7 @@ for r in $(seq "$rounds"); do
     for t in direct nginx nginx_log tailor nolog; do run "thr$c" $t "$r" "$c" small; done
   done
   run thr64 otel "$r" 64 small  # telemetry on, right after the rounds' tailor as shipped
+  for t in nginx_log tailor; do run new16 $t "$r" 16 close; done
   for t in direct_sse nginx_sse tailor_sse; do run sse $t "$r" 64 sse; done
   for t in direct nginx_log tailor otel; do run c1 $t "$r" 1 small; done
   # scenario 3, each round: 64 users at a time reading 64-chunk streams paced 20 ms apart (the
@@ -307,6 +312,7 @@ def ratio(s, a, b, f="rps"): return med(R[s, a][r][f] / R[s, b][r][f] for r in r
 def diff(s, a, b, f): return med(R[s, a][r][f] - R[s, b][r][f] for r in rounds(s, a))
 
 names = {"thr64": "1. 64 conns, small chat body", "thr256": "1. 256 conns, small chat body",
+         "new16": "1. 16 clients, a new connection per request",
          "sse": "3. 64 conns, short SSE stream (9 events)", "c1": "2. 1 conn, small chat body",
          "big": "5. 16 conns, 200 KB prompt", "lim64": "limits, 64 conns", "lim1": "limits, 1 conn"}
 label = {"direct": "direct (canned upstream)", "direct_sse": "direct (canned stream)", "nginx": "nginx, access log off",
@@ -342,6 +348,7 @@ rows = [
     ("throughput at 64 conns, both logs off", ratio("thr64", "nolog", "nginx"), ">= 0.90", ">= 1.1", 0.90, 1.1, per_round("thr64", "nolog", "nginx")),
     ("throughput at 256 conns, tailor as shipped / nginx with access log", ratio("thr256", "tailor", "nginx_log"), "", "", None, None, per_round("thr256", "tailor", "nginx_log")),
     ("throughput at 256 conns, both logs off", ratio("thr256", "nolog", "nginx"), "", "", None, None, per_round("thr256", "nolog", "nginx")),
+    ("throughput with a new connection per request (16 clients), tailor as shipped / nginx with access log", ratio("new16", "tailor", "nginx_log"), "", "", None, None, per_round("new16", "tailor", "nginx_log")),
     ("short SSE streams at 64 conns, tailor / nginx", ratio("sse", "tailor_sse", "nginx_sse"), ">= 0.80", ">= 1.0", 0.80, 1.0, per_round("sse", "tailor_sse", "nginx_sse")),
 ]
 print("\n| measure | this run | must | goal | met | per round |")

@@ -35,7 +35,8 @@
 //! # Layout
 //! Roughly in the order of a request, then the shared pieces, the offline tools and the simulator.
 //! No file imports a file that imports it back (`../shared/tools/modloops.py src` checks it).
-//! - [`server`]: listeners, accept loops, connection limits, graceful shutdown.
+//! - [`server`]: listeners, the API's worker threads (each accepts its own connections),
+//!   connection limits, graceful shutdown.
 //! - [`admin`]: the admin endpoints. [`reload`]: SIGHUP and file-change reload.
 //! - [`proxy`]: the request path as a `tower::Service`, step by step.
 //! - [`shadow`]: sampled copies of a route's requests to another model, compared pair by pair.

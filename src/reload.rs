@@ -1,6 +1,6 @@
 //! Config reload: on SIGHUP and when the file changes. The whole new config is parsed, adjusted
 //! (the command line's overrides), checked exactly as at start-up (an exposed upstream key is
-//! refused), and built (clients, meters, limits) off the accept loop's thread, then swapped in one
+//! refused), and built (clients, meters, limits) off the main runtime's threads, then swapped in one
 //! step; in-flight requests keep the snapshot they started with. A refused file is logged and
 //! counted (`tailor_config_reloads_total{result="error"}`), and the old config keeps serving.
 //!
@@ -72,8 +72,8 @@ fn stamps(path: &Path, shared: &Shared) -> Vec<Option<SystemTime>> {
         .collect()
 }
 
-/// [`reload_now`] on a blocking thread: building clients (TLS roots) must not stall the runtime
-/// that runs the accept loop.
+/// [`reload_now`] on a blocking thread: building clients (TLS roots) must not stall the main
+/// runtime (the admin port, the drain).
 async fn reload_off_loop(path: &Path, shared: &Arc<Shared>, adjust: &Adjust) {
     let (path, shared, adjust) = (path.to_owned(), shared.clone(), adjust.clone());
     let env = |k: &str| std::env::var(k).ok();

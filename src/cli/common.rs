@@ -39,7 +39,7 @@ pub fn load(path: &Path) -> Result<Config> {
 
 /// The main runtime. `threads`: its worker threads (default: one per CPU). `serve` and `demo`
 /// need only one: API connections are served by `server.workers` threads of their own, and the
-/// main runtime runs the accept loop, the admin port and config reloads.
+/// main runtime runs the admin port, config reloads and the drain.
 pub fn runtime(threads: Option<usize>) -> Result<tokio::runtime::Runtime> {
     let mut b = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = threads {

@@ -74,8 +74,8 @@ pub struct ServerConfig {
     /// Open API connections at most; more are closed at once.
     pub max_connections: usize,
     /// Threads serving the API, each with its own event loop and upstream connection pools, like
-    /// nginx's worker processes; one accept loop hands them connections in turn. Default: one per
-    /// CPU.
+    /// nginx's worker processes; each accepts its connections on a listening socket of its own.
+    /// Default: one per CPU.
     pub workers: usize,
     /// Shadow requests in flight at most (all routes); more are dropped and counted.
     pub shadow_max_concurrency: usize,

@@ -3,7 +3,7 @@
 //! `flush_interval`), encodes them as an OTLP `ExportTraceServiceRequest` (protobuf) and POSTs
 //! them to `{otlp_endpoint}/v1/traces` with tailor's own HTTP client.
 //!
-//! The task runs on the main runtime (accept loop, admin, reloads), not on an API worker, and it
+//! The task runs on the main runtime (admin, reloads, the drain), not on an API worker, and it
 //! does not wait on the queue itself: a span is queued without waking it (a cross-thread wake-up
 //! per request would cost more than the span). It wakes on its timer, when the queue reaches a
 //! full batch, or for a flush. It ends when the last handle is dropped (a reload that changed
