@@ -12,7 +12,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::Watcher;
 use tokio::net::TcpStream;
-use tokio::sync::{watch, OwnedSemaphorePermit};
+use tokio::sync::watch;
 
 use crate::config::MAX_HEADER_COUNT_LIMIT;
 
@@ -96,30 +96,31 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 async fn first_bytes(stream: &TcpStream) -> Option<FirstBytes> {
     let mut buf = [0u8; H2_PREFACE.len()];
     let n = stream.peek(&mut buf).await.ok()?;
-    let got = buf.get(..n).filter(|got| !got.is_empty())?;
-    Some(if !H2_PREFACE.starts_with(got) {
-        FirstBytes::Http1
-    } else if got.len() == H2_PREFACE.len() {
-        FirstBytes::Http2
-    } else {
-        FirstBytes::Unsure
-    })
+    FirstBytes::of(buf.get(..n)?)
 }
 
-/// What an open connection holds until it ends (both are given back when dropped): its place
-/// under `server.max_connections`, and in its worker's count of open connections.
-pub(super) struct Held<T> {
-    pub slot: Option<OwnedSemaphorePermit>,
-    pub _open: Option<T>,
+impl FirstBytes {
+    /// What `got`, a connection's first bytes, say; None when there are none.
+    fn of(got: &[u8]) -> Option<FirstBytes> {
+        if got.is_empty() {
+            None
+        } else if !H2_PREFACE.starts_with(got) {
+            Some(FirstBytes::Http1)
+        } else if got.len() == H2_PREFACE.len() {
+            Some(FirstBytes::Http2)
+        } else {
+            Some(FirstBytes::Unsure)
+        }
+    }
 }
 
 /// Serves one connection on the current runtime until it ends (or the drain is over), holding
-/// `held` as long.
-pub(super) fn spawn_connection<S, T: Send + 'static>(
+/// `held` (what it occupies: a place under a limit, a count) as long.
+pub(super) fn spawn_connection<S>(
     builders: &Arc<Builders>,
     stream: TcpStream,
     service: S,
-    held: Held<T>,
+    held: impl Send + 'static,
     watcher: Watcher,
 ) where
     S: ConnectionService,
@@ -129,16 +130,16 @@ pub(super) fn spawn_connection<S, T: Send + 'static>(
         let _held = held;
         let mut stop = builders.stop.clone();
         let first = tokio::select! {
-            first = tokio::time::timeout(builders.first_bytes, first_bytes(&stream)) => first,
+            first = tokio::time::timeout(builders.first_bytes, first_bytes(&stream)) => first.ok().flatten(),
             // the drain started before a byte came: nothing to finish
             _ = stop.wait_for(|stopped| *stopped) => return,
         };
         let builder = match first {
-            Ok(Some(FirstBytes::Http1)) => &builders.h1,
-            Ok(Some(FirstBytes::Http2)) => &builders.h2,
-            Ok(Some(FirstBytes::Unsure)) => &builders.detect,
+            Some(FirstBytes::Http1) => &builders.h1,
+            Some(FirstBytes::Http2) => &builders.h2,
+            Some(FirstBytes::Unsure) => &builders.detect,
             // silent past the header timeout, or gone: close
-            _ => return,
+            None => return,
         };
         let conn = builder
             .serve_connection(TokioIo::new(stream), service)

@@ -6,9 +6,12 @@ use tokio::net::TcpListener;
 
 /// The API's listening socket. With more than one worker on Linux it is an `SO_REUSEPORT` socket,
 /// so that every other worker binds one of its own to the same address ([`worker_listener`]).
-/// A plain bind comes first: a port another program listens on (another tailor too, which would
-/// otherwise join the group and take a share of the connections) is an error, as it is without
-/// workers.
+///
+/// A plain bind comes first (without listening): a port another program listens on is an error,
+/// as it is without workers, another tailor's included, which would otherwise join the group and
+/// take a share of the connections. Two tailors started in the same instant could both pass it.
+/// Once tailor listens, a program of the same user that sets `SO_REUSEPORT` itself can still join
+/// (the kernel's rule for the option).
 pub(super) async fn bind_api(addr: SocketAddr, workers: usize) -> std::io::Result<TcpListener> {
     #[cfg(target_os = "linux")]
     if workers > 1 {
@@ -16,15 +19,34 @@ pub(super) async fn bind_api(addr: SocketAddr, workers: usize) -> std::io::Resul
         // that takes it in between makes that fail, and another port is tried
         let mut tries = 0;
         loop {
-            let at = std::net::TcpListener::bind(addr)?.local_addr()?;
+            let at = plain_bind(addr)?;
             match reuseport_listener(at) {
                 Ok(l) => return TcpListener::from_std(l),
-                Err(_) if addr.port() == 0 && tries < 3 => tries += 1,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::AddrInUse
+                        && addr.port() == 0
+                        && tries < 3 =>
+                {
+                    tries += 1
+                }
                 Err(e) => return Err(e),
             }
         }
     }
     TcpListener::bind(addr).await
+}
+
+/// Binds a socket to `addr` as a listener would be (`SO_REUSEADDR`, so that a restart is not
+/// refused for its last connections), without listening, and closes it: the address it got.
+#[cfg(target_os = "linux")]
+fn plain_bind(addr: SocketAddr) -> std::io::Result<SocketAddr> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.bind(&addr.into())?;
+    s.local_addr()?
+        .as_socket()
+        .ok_or_else(|| std::io::Error::other("not an IP address"))
 }
 
 /// A listening `SO_REUSEPORT` socket on `at`, set as tokio sets its own (`SO_REUSEADDR`,
@@ -52,4 +74,28 @@ pub(super) fn worker_listener(
         return reuseport_listener(first.local_addr()?);
     }
     first.try_clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_port_in_use_is_refused_with_workers_too() {
+        let first = bind_api("127.0.0.1:0".parse().unwrap(), 2).await.unwrap();
+        let addr = first.local_addr().unwrap();
+        // another tailor, with workers or without, and any other program
+        for workers in [2, 1] {
+            let again = bind_api(addr, workers).await.map(|_| ());
+            assert_eq!(again.unwrap_err().kind(), std::io::ErrorKind::AddrInUse);
+        }
+        assert_eq!(
+            std::net::TcpListener::bind(addr).unwrap_err().kind(),
+            std::io::ErrorKind::AddrInUse
+        );
+        // and the workers' own sockets join it
+        let std_first = first.into_std().unwrap();
+        let second = worker_listener(&std_first).unwrap();
+        assert_eq!(second.local_addr().unwrap(), addr);
+    }
 }

@@ -20,6 +20,7 @@ use crate::usage::body::DrainOver;
 
 mod connection;
 mod listen;
+mod spread;
 mod workers;
 
 pub use connection::ConnectionService;

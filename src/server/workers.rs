@@ -1,82 +1,29 @@
 //! The API's worker threads. Each runs a single-threaded runtime with its own upstream pools
-//! (nginx's worker model) and accepts its connections itself, on a listening socket of its own
-//! (`listen`), so that a request, its upstream connection and its timers never leave that thread.
-//!
-//! Which worker gets a new connection: on Linux the kernel picks among the workers'
-//! `SO_REUSEPORT` sockets by a hash of the connection's addresses, which can leave a few
-//! long-lived connections uneven (64 of them split 40 to 24 in a run). So a worker that accepts a
-//! connection while it serves clearly more than the least busy one hands it over ([`Spread`]);
-//! most connections are served where they were accepted, without waking another thread.
+//! (nginx's worker model) and accepts its connections itself (`listen`: on Linux a socket of its
+//! own, elsewhere a copy of one socket), so that a request, its upstream connection and its timers
+//! never leave that thread. A worker that serves clearly more connections than another hands a
+//! new one over ([`Spread`]).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
-use super::connection::{spawn_connection, Builders, ConnectionService, Held};
+use super::connection::{spawn_connection, Builders, ConnectionService};
 use super::listen::worker_listener;
+use super::spread::{Open, Spread};
+
+/// What an open connection holds until it ends (both given back when dropped): its place under
+/// `server.max_connections`, and in its worker's count of open connections.
+struct Held {
+    slot: Option<OwnedSemaphorePermit>,
+    _open: Option<Open>,
+}
 
 /// A connection handed to another worker, with what it holds.
-type Handoff = (std::net::TcpStream, Held<Open>);
-
-/// The workers' counts of open connections, and the way to hand one a connection.
-pub(super) struct Spread {
-    open: Box<[Count]>,
-    to: Box<[mpsc::UnboundedSender<Handoff>]>,
-}
-
-/// One worker's count, on a cache line of its own: each worker writes its own at every
-/// connection's start and end.
-#[derive(Default)]
-#[repr(align(64))]
-struct Count(AtomicUsize);
-
-/// A connection counted as open on a worker, until dropped.
-pub(super) struct Open {
-    spread: Arc<Spread>,
-    worker: usize,
-}
-
-impl Drop for Open {
-    fn drop(&mut self) {
-        if let Some(c) = self.spread.open.get(self.worker) {
-            c.0.fetch_sub(1, Ordering::Relaxed);
-        }
-    }
-}
-
-impl Spread {
-    fn open(&self, worker: usize) -> usize {
-        self.open
-            .get(worker)
-            .map_or(0, |c| c.0.load(Ordering::Relaxed))
-    }
-
-    /// Where worker `me` serves a connection it accepted: itself, unless it serves at least two
-    /// more than the least busy worker, and an eighth more (then that one).
-    fn pick(&self, me: usize) -> usize {
-        let mine = self.open(me);
-        let least = (0..self.open.len()).min_by_key(|&w| self.open(w));
-        match least {
-            Some(w) if mine >= self.open(w) + 2 + self.open(w) / 8 => w,
-            _ => me,
-        }
-    }
-
-    /// Counts a connection as open on `worker`.
-    fn count(self: &Arc<Self>, worker: usize) -> Open {
-        if let Some(c) = self.open.get(worker) {
-            c.0.fetch_add(1, Ordering::Relaxed);
-        }
-        Open {
-            spread: Arc::clone(self),
-            worker,
-        }
-    }
-}
+type Handoff = (std::net::TcpStream, Held);
 
 /// What an accept loop needs: the service, the connection limit, the protocols, the stop signal.
 #[derive(Clone)]
@@ -88,10 +35,12 @@ pub(super) struct Accept<F> {
     pub stop: watch::Receiver<bool>,
 }
 
-/// A worker's place among the others: its number, the counts, and the connections handed to it.
+/// A worker's place among the others: its number, the counts, the way to hand each worker a
+/// connection, and the connections handed to it.
 pub(super) struct Worker {
     me: usize,
     spread: Arc<Spread>,
+    to: Arc<[mpsc::UnboundedSender<Handoff>]>,
     handed: mpsc::UnboundedReceiver<Handoff>,
 }
 
@@ -99,7 +48,9 @@ impl<F> Accept<F> {
     /// Accepts connections on `listener` (and, on a worker, takes those other workers hand it)
     /// and serves each on this runtime, with TCP_NODELAY so streamed events leave at once, until
     /// the stop signal; a connection over the limit is closed at once. Returns (dropping the
-    /// listener) when stopped.
+    /// listener, and the connections handed to it and not yet taken) when stopped: like those
+    /// still in the listen queue, or accepted and not yet read, they are closed unanswered, as a
+    /// draining hyper server closes a connection that has not started a request.
     pub(super) async fn run<S>(
         self,
         listener: TcpListener,
@@ -114,15 +65,13 @@ impl<F> Accept<F> {
         tokio::pin!(stopped);
         loop {
             let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
+                biased;
+                _ = &mut stopped => break,
                 Some((stream, held)) = handed(&mut worker) => {
-                    match TcpStream::from_std(stream) {
-                        Ok(s) => self.serve(s, held, graceful),
-                        Err(e) => tracing::warn!(error = %e, "worker could not take a connection"),
-                    }
+                    self.take(stream, held, graceful);
                     continue;
                 }
-                _ = &mut stopped => return,
+                accepted = listener.accept() => accepted,
             };
             let (stream, _peer) = match accepted {
                 Ok(c) => c,
@@ -144,43 +93,62 @@ impl<F> Accept<F> {
                 None => None,
             };
             let _ = stream.set_nodelay(true);
-            let Some(w) = &worker else {
-                self.serve(stream, Held { slot, _open: None }, graceful);
-                continue;
-            };
-            let to = w.spread.pick(w.me);
-            let held = Held {
-                slot,
-                _open: Some(w.spread.count(to)),
-            };
-            if to == w.me {
-                self.serve(stream, held, graceful);
-                continue;
-            }
-            let handoff = stream.into_std().map(|s| (s, held));
-            let sent = match (handoff, w.spread.to.get(to)) {
-                (Ok(h), Some(tx)) => tx.send(h).map_err(|e| e.0),
-                (Ok(h), None) => Err(h),
-                (Err(e), _) => {
-                    tracing::warn!(error = %e, "could not hand a connection to a worker");
-                    continue;
-                }
-            };
-            // that worker is gone: served here after all
-            if let Err((stream, held)) = sent {
-                if let Ok(s) = TcpStream::from_std(stream) {
-                    let held = Held {
-                        slot: held.slot,
-                        _open: Some(w.spread.count(w.me)),
-                    };
-                    self.serve(s, held, graceful);
-                }
+            match &worker {
+                Some(w) => self.place(w, stream, slot, graceful),
+                None => self.serve(stream, Held { slot, _open: None }, graceful),
             }
         }
     }
 
+    /// Serves a connection worker `w` accepted: there, or on the least busy worker when `w`
+    /// serves clearly more ([`Spread::pick`]), or there after all when that one is gone.
+    fn place<S>(
+        &self,
+        w: &Worker,
+        stream: TcpStream,
+        slot: Option<OwnedSemaphorePermit>,
+        graceful: &GracefulShutdown,
+    ) where
+        F: Fn() -> S,
+        S: ConnectionService,
+    {
+        let to = w.spread.pick(w.me);
+        let held = Held {
+            slot,
+            _open: Some(w.spread.count(to)),
+        };
+        let tx = match w.to.get(to) {
+            Some(tx) if to != w.me => tx,
+            _ => return self.serve(stream, held, graceful),
+        };
+        let handoff = match stream.into_std() {
+            Ok(s) => (s, held),
+            Err(e) => return tracing::warn!(error = %e, "could not hand a connection to a worker"),
+        };
+        if let Err(mpsc::error::SendError((stream, held))) = tx.send(handoff) {
+            // that worker stopped (or never listened): served here, counted here
+            let held = Held {
+                slot: held.slot,
+                _open: Some(w.spread.count(w.me)),
+            };
+            self.take(stream, held, graceful);
+        }
+    }
+
+    /// Serves a connection that came as a std socket (handed over).
+    fn take<S>(&self, stream: std::net::TcpStream, held: Held, graceful: &GracefulShutdown)
+    where
+        F: Fn() -> S,
+        S: ConnectionService,
+    {
+        match TcpStream::from_std(stream) {
+            Ok(s) => self.serve(s, held, graceful),
+            Err(e) => tracing::warn!(error = %e, "worker could not take a connection"),
+        }
+    }
+
     /// Serves `stream` on this runtime.
-    fn serve<S>(&self, stream: TcpStream, held: Held<Open>, graceful: &GracefulShutdown)
+    fn serve<S>(&self, stream: TcpStream, held: Held, graceful: &GracefulShutdown)
     where
         F: Fn() -> S,
         S: ConnectionService,
@@ -224,13 +192,13 @@ where
     let first = match listener.into_std() {
         Ok(l) => l,
         Err(e) => {
-            tracing::warn!(error = %e, "could not hand the listener to the API workers");
+            tracing::error!(error = %e, "the API listener could not be handed to its workers: no API connection will be served");
             return (Vec::new(), None);
         }
     };
     // a copy of the first socket, kept until a worker runs: if none can start, it is accepted on
     // here; else it is closed, and no socket is left open that nobody accepts on
-    let spare = first.try_clone().ok();
+    let spare = first.try_clone();
     let mut listeners = Vec::with_capacity(n);
     for _ in 1..n {
         match worker_listener(&first) {
@@ -242,40 +210,51 @@ where
         }
     }
     listeners.insert(0, first);
+    let spread = Arc::new(Spread::new(listeners.len()));
     let (to, handed): (Vec<_>, Vec<_>) = listeners
         .iter()
         .map(|_| mpsc::unbounded_channel::<Handoff>())
         .unzip();
-    let spread = Arc::new(Spread {
-        open: listeners.iter().map(|_| Count::default()).collect(),
-        to: to.into(),
-    });
+    let to: Arc<[_]> = to.into();
     let mut threads = Vec::with_capacity(listeners.len());
     for (me, (l, handed)) in listeners.into_iter().zip(handed).enumerate() {
         let worker = Worker {
             me,
             spread: spread.clone(),
+            to: to.clone(),
             handed,
         };
-        match spawn_worker(
-            me,
-            l,
-            accept.clone(),
-            worker,
-            drained.clone(),
-            finish.clone(),
-        ) {
+        let (accept, drained, finish) = (accept.clone(), drained.clone(), finish.clone());
+        match spawn_worker(me, l, accept, worker, drained, finish) {
             Ok(t) => threads.push(t),
             Err(e) => {
                 tracing::warn!(error = %e, worker = me, "could not start an API worker thread")
             }
         }
     }
-    let here = match spare {
-        Some(s) if threads.is_empty() => TcpListener::from_std(s).ok(),
-        _ => None,
-    };
-    (threads, here)
+    if !threads.is_empty() {
+        return (threads, None);
+    }
+    match spare.and_then(TcpListener::from_std) {
+        Ok(l) => (threads, Some(l)),
+        Err(e) => {
+            tracing::error!(error = %e, "no API worker started and the listener is gone: no API connection will be served");
+            (threads, None)
+        }
+    }
+}
+
+/// A worker's runtime until its thread runs it. Dropped unstarted (the thread could not be
+/// spawned), it shuts down without waiting: a runtime dropped in an async context otherwise
+/// panics.
+struct Unstarted(Option<tokio::runtime::Runtime>);
+
+impl Drop for Unstarted {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 /// Starts worker thread `i`: a single-threaded runtime that accepts connections on `listener`
@@ -299,19 +278,26 @@ where
     F: Fn() -> S + Send + 'static,
     S: ConnectionService,
 {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let mut rt = Unstarted(Some(
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+    ));
     std::thread::Builder::new()
         .name(format!("tailor-api-{i}"))
         .spawn(move || {
+            let Some(rt) = rt.0.take() else { return };
             crate::forward::client::set_worker(i);
             rt.block_on(async move {
                 tokio::spawn(keep_a_timer());
                 let graceful = GracefulShutdown::new();
                 match TcpListener::from_std(listener) {
                     Ok(l) => accept.run(l, &graceful, Some(worker)).await,
-                    Err(e) => tracing::warn!(error = %e, worker = i, "worker could not listen"),
+                    Err(e) => {
+                        // closed at once: the others see it gone and serve what they accept
+                        drop(worker);
+                        tracing::error!(error = %e, worker = i, "an API worker could not listen");
+                    }
                 }
                 // the listener closed: the open connections finish
                 tokio::select! {
@@ -348,6 +334,7 @@ async fn keep_a_timer() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::connection::http_builders;
     use crate::server::{serve, ServeLimits};
     use http::{Request, Response};
     use hyper::body::Incoming;
@@ -355,39 +342,7 @@ mod tests {
     use std::convert::Infallible;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    fn spread(open: &[usize]) -> Spread {
-        Spread {
-            open: open.iter().map(|&n| Count(AtomicUsize::new(n))).collect(),
-            to: Box::new([]),
-        }
-    }
-
-    #[test]
-    fn a_worker_keeps_what_it_accepts_unless_it_serves_clearly_more() {
-        // even, or one more: kept
-        assert_eq!(spread(&[0, 0]).pick(0), 0);
-        assert_eq!(spread(&[5, 4]).pick(0), 0);
-        // two more: handed to the least busy
-        assert_eq!(spread(&[6, 4]).pick(0), 1);
-        assert_eq!(spread(&[3, 9, 1]).pick(1), 2);
-        // an eighth of slack on large counts
-        assert_eq!(spread(&[37, 32]).pick(0), 0);
-        assert_eq!(spread(&[38, 32]).pick(0), 1);
-        // the least busy worker keeps its own
-        assert_eq!(spread(&[0, 50]).pick(0), 0);
-    }
-
-    #[test]
-    fn a_counted_connection_is_uncounted_when_it_ends() {
-        let s = Arc::new(spread(&[0, 0]));
-        let a = s.count(1);
-        let b = s.count(1);
-        assert_eq!((s.open(0), s.open(1)), (0, 2));
-        drop(a);
-        assert_eq!(s.open(1), 1);
-        drop(b);
-        assert_eq!(s.open(1), 0);
-    }
+    const GET: &[u8] = b"GET / HTTP/1.1\r\nhost: t\r\n\r\n";
 
     /// A service answering with the name of the thread that served it.
     fn thread_name_service() -> impl Service<
@@ -404,63 +359,16 @@ mod tests {
         })
     }
 
-    #[tokio::test]
-    async fn a_busy_worker_hands_a_new_connection_to_the_least_busy() {
-        let (to0, handed0) = mpsc::unbounded_channel();
-        let (to1, mut handed1) = mpsc::unbounded_channel();
-        // worker 0 serves three connections, worker 1 none
-        let spread = Arc::new(Spread {
-            open: vec![Count(AtomicUsize::new(3)), Count::default()].into(),
-            to: vec![to0, to1].into(),
-        });
-        let (_stop, stopped) = watch::channel(false);
-        let accept = Accept {
-            make: thread_name_service,
-            builders: super::super::connection::http_builders(None, stopped.clone()),
-            slots: None,
-            stop: stopped,
-        };
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let worker = Worker {
-            me: 0,
-            spread: spread.clone(),
-            handed: handed0,
-        };
-        tokio::spawn(async move {
-            let graceful = GracefulShutdown::new();
-            accept.run(listener, &graceful, Some(worker)).await;
-        });
-        let first = TcpStream::connect(addr).await.unwrap();
-        let handed = tokio::time::timeout(Duration::from_secs(5), handed1.recv()).await;
-        let (stream, held) = handed.ok().flatten().expect("handed to worker 1");
-        assert_eq!(stream.peer_addr().unwrap(), first.local_addr().unwrap());
-        assert_eq!(
-            (spread.open(0), spread.open(1)),
-            (3, 1),
-            "counted on worker 1"
-        );
-        drop(held);
-        assert_eq!(spread.open(1), 0);
-        // no longer busy: worker 0 serves the next one itself
-        spread.open[0].0.store(0, Ordering::Relaxed);
-        let mut c = TcpStream::connect(addr).await.unwrap();
-        // served here, on the test's own thread
-        let here = std::thread::current().name().unwrap_or("?").to_owned();
-        assert_eq!(served_by(&mut c).await, here);
-        assert_eq!((spread.open(0), spread.open(1)), (1, 0));
-        assert!(handed1.try_recv().is_err());
-    }
-
-    /// Which worker thread served a request on `conn`: a keep-alive GET answered with its name.
+    /// Which worker thread served a GET on `conn` (kept alive).
     async fn served_by(conn: &mut TcpStream) -> String {
-        conn.write_all(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n")
-            .await
-            .unwrap();
+        conn.write_all(GET).await.unwrap();
         let mut got = Vec::new();
         let mut buf = [0u8; 512];
         while !got.ends_with(b"<end>") {
-            let n = conn.read(&mut buf).await.unwrap();
+            let n = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf))
+                .await
+                .expect("an answer within 5 s")
+                .unwrap();
             assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
             got.extend_from_slice(&buf[..n]);
         }
@@ -469,44 +377,120 @@ mod tests {
         body.trim_end_matches("<end>").to_owned()
     }
 
+    /// Worker 0 of two, running the accept loop here until `stop` turns true, with `open`
+    /// connections counted on each worker (held by the returned guards): its address, the counts,
+    /// and worker 1's receiving end (dropped unless `worker_1_runs`).
+    struct Setup {
+        addr: std::net::SocketAddr,
+        spread: Arc<Spread>,
+        busy: Vec<Open>,
+        handed_1: Option<mpsc::UnboundedReceiver<Handoff>>,
+    }
+
+    async fn worker_0(open: [usize; 2], stop: watch::Receiver<bool>, worker_1_runs: bool) -> Setup {
+        let spread = Arc::new(Spread::new(2));
+        let busy = (0..2)
+            .flat_map(|w| (0..open[w]).map(move |_| w))
+            .map(|w| spread.count(w))
+            .collect();
+        let (to_0, handed_0) = mpsc::unbounded_channel();
+        let (to_1, handed_1) = mpsc::unbounded_channel();
+        let accept = Accept {
+            make: thread_name_service,
+            builders: http_builders(None, stop.clone()),
+            slots: None,
+            stop,
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let worker = Worker {
+            me: 0,
+            spread: spread.clone(),
+            to: vec![to_0, to_1].into(),
+            handed: handed_0,
+        };
+        tokio::spawn(async move {
+            let graceful = GracefulShutdown::new();
+            accept.run(listener, &graceful, Some(worker)).await;
+            graceful.shutdown().await;
+        });
+        Setup {
+            addr,
+            spread,
+            busy,
+            handed_1: worker_1_runs.then_some(handed_1),
+        }
+    }
+
+    /// This test's thread: where worker 0 runs.
+    fn here() -> String {
+        std::thread::current().name().unwrap_or("?").to_owned()
+    }
+
+    #[tokio::test]
+    async fn a_busy_worker_hands_a_new_connection_to_the_least_busy() {
+        let (_stop, stopped) = watch::channel(false);
+        let mut s = worker_0([3, 0], stopped, true).await;
+        let mut handed_1 = s.handed_1.take().unwrap();
+        let first = TcpStream::connect(s.addr).await.unwrap();
+        let handed = tokio::time::timeout(Duration::from_secs(5), handed_1.recv()).await;
+        let (stream, held) = handed.ok().flatten().expect("handed to worker 1");
+        assert_eq!(stream.peer_addr().unwrap(), first.local_addr().unwrap());
+        assert_eq!(
+            (s.spread.open(0), s.spread.open(1)),
+            (3, 1),
+            "counted on worker 1"
+        );
+        drop(held);
+        assert_eq!(s.spread.open(1), 0);
+        // its three connections ended: worker 0 serves the next one itself
+        s.busy.clear();
+        let mut c = TcpStream::connect(s.addr).await.unwrap();
+        assert_eq!(served_by(&mut c).await, here());
+        assert_eq!((s.spread.open(0), s.spread.open(1)), (1, 0));
+        assert!(handed_1.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_connection_for_a_worker_that_stopped_is_served_where_it_was_accepted() {
+        let (_stop, stopped) = watch::channel(false);
+        let s = worker_0([3, 0], stopped, false).await;
+        let mut c = TcpStream::connect(s.addr).await.unwrap();
+        assert_eq!(served_by(&mut c).await, here());
+        assert_eq!((s.spread.open(0), s.spread.open(1)), (4, 0));
+    }
+
     #[tokio::test]
     async fn long_lived_connections_end_up_even_across_the_workers() {
         let listener = crate::server::listen::bind_api("127.0.0.1:0".parse().unwrap(), 2)
             .await
             .unwrap();
         let addr = listener.local_addr().unwrap();
-        // on Linux each worker has a socket of its own on the port, and a plain bind is refused
-        #[cfg(target_os = "linux")]
-        assert_eq!(
-            std::net::TcpListener::bind(addr).unwrap_err().kind(),
-            std::io::ErrorKind::AddrInUse
-        );
         let (stop, stopped) = watch::channel(false);
-        let make = thread_name_service;
         let limits = ServeLimits {
             workers: 2,
             drain_timeout: Duration::from_secs(1),
             ..Default::default()
         };
-        let served = tokio::spawn(serve(listener, stopped, make, limits));
+        let served = tokio::spawn(serve(listener, stopped, thread_name_service, limits));
         // kept open all along: the kernel's hash alone splits 16 of them unevenly often enough
         let mut conns = Vec::new();
-        let mut by = std::collections::BTreeMap::<String, usize>::new();
         for _ in 0..16 {
             let mut c = TcpStream::connect(addr).await.unwrap();
-            *by.entry(served_by(&mut c).await).or_default() += 1;
-            conns.push(c);
+            let by = served_by(&mut c).await;
+            conns.push((c, by));
         }
-        let counts: Vec<usize> = by.values().copied().collect();
+        let mut by = std::collections::BTreeMap::<&str, usize>::new();
+        for (_, w) in &conns {
+            *by.entry(w.as_str()).or_default() += 1;
+        }
         assert_eq!(by.len(), 2, "both workers serve: {by:?}");
-        assert!(
-            counts.iter().max().unwrap() - counts.iter().min().unwrap() <= 2,
-            "even within two: {by:?}"
-        );
         assert!(by.keys().all(|k| k.starts_with("tailor-api-")), "{by:?}");
-        // every connection is still served by the worker it went to
-        for c in &mut conns {
-            assert!(served_by(c).await.starts_with("tailor-api-"));
+        let (most, least) = (by.values().max().unwrap(), by.values().min().unwrap());
+        assert!(most - least <= 2, "even within two: {by:?}");
+        // every connection stays with the worker that served it first
+        for (c, first) in &mut conns {
+            assert_eq!(&served_by(c).await, first);
         }
         drop(conns);
         let _ = stop.send(true);
