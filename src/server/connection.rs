@@ -96,22 +96,14 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 async fn first_bytes(stream: &TcpStream) -> Option<FirstBytes> {
     let mut buf = [0u8; H2_PREFACE.len()];
     let n = stream.peek(&mut buf).await.ok()?;
-    FirstBytes::of(buf.get(..n)?)
-}
-
-impl FirstBytes {
-    /// What `got`, a connection's first bytes, say; None when there are none.
-    fn of(got: &[u8]) -> Option<FirstBytes> {
-        if got.is_empty() {
-            None
-        } else if !H2_PREFACE.starts_with(got) {
-            Some(FirstBytes::Http1)
-        } else if got.len() == H2_PREFACE.len() {
-            Some(FirstBytes::Http2)
-        } else {
-            Some(FirstBytes::Unsure)
-        }
-    }
+    let got = buf.get(..n).filter(|got| !got.is_empty())?;
+    Some(if !H2_PREFACE.starts_with(got) {
+        FirstBytes::Http1
+    } else if got.len() == H2_PREFACE.len() {
+        FirstBytes::Http2
+    } else {
+        FirstBytes::Unsure
+    })
 }
 
 /// Serves one connection on the current runtime until it ends (or the drain is over), holding
@@ -130,16 +122,16 @@ pub(super) fn spawn_connection<S>(
         let _held = held;
         let mut stop = builders.stop.clone();
         let first = tokio::select! {
-            first = tokio::time::timeout(builders.first_bytes, first_bytes(&stream)) => first.ok().flatten(),
+            first = tokio::time::timeout(builders.first_bytes, first_bytes(&stream)) => first,
             // the drain started before a byte came: nothing to finish
             _ = stop.wait_for(|stopped| *stopped) => return,
         };
         let builder = match first {
-            Some(FirstBytes::Http1) => &builders.h1,
-            Some(FirstBytes::Http2) => &builders.h2,
-            Some(FirstBytes::Unsure) => &builders.detect,
+            Ok(Some(FirstBytes::Http1)) => &builders.h1,
+            Ok(Some(FirstBytes::Http2)) => &builders.h2,
+            Ok(Some(FirstBytes::Unsure)) => &builders.detect,
             // silent past the header timeout, or gone: close
-            None => return,
+            _ => return,
         };
         let conn = builder
             .serve_connection(TokioIo::new(stream), service)

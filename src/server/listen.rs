@@ -33,6 +33,8 @@ pub(super) async fn bind_api(addr: SocketAddr, workers: usize) -> std::io::Resul
             }
         }
     }
+    #[cfg(not(target_os = "linux"))]
+    let _ = workers; // copies of one socket: nothing to bind per worker
     TcpListener::bind(addr).await
 }
 
