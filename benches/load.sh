@@ -33,13 +33,13 @@ if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-[ -n "${TAILOR_BIN:-}" ] || cargo build --profile dist --locked -q  # the binary as shipped
+[ -n "${TAILOR_BIN:-}" ] || deploy/bolt.sh  # the binary as shipped: the dist build laid out by BOLT
 streams=${STREAMS_BIN:-$(cargo bench --bench streams --locked --no-run --message-format=json 2>/dev/null |
   python3 -c 'import json,sys
 for l in sys.stdin:
     m = json.loads(l)
     if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "streams" and m.get("executable"): print(m["executable"])')}
-bin=${TAILOR_BIN:-target/dist/tailor}
+bin=${TAILOR_BIN:-target/bolt/tailor}
 # 5,000 streams through tailor hold 10,000 sockets in it and 5,000 in each of the others; where
 # the open-file limit is lower, scenario 4 opens as many as fit and says so
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -47,11 +47,7 @@ nofile=$(ulimit -n)
 [ "$nofile" = unlimited ] && nofile=1048576
 hold_n=$(( (nofile - 200) / 2 < 5000 ? (nofile - 200) / 2 : 5000 ))
 [ "$hold_n" -ge 5000 ] || echo "load.sh: open-file limit $nofile: scenario 4 runs $hold_n streams, not 5,000" >&2
-tmp=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; [ -n "${KEEP_TMP:-}" ] || rm -rf "$tmp"; }
-trap cleanup EXIT
-wait_for() { for _ in $(seq 100); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "timeout: $1" >&2; exit 1; }
+. deploy/procs.sh  # $tmp (KEEP_TMP=1 keeps it), pids (stopped at exit), wait_for FILE PATTERN
 port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 # every child of nginx master PID (its workers)
 workers_of() { pgrep -d' ' -P "$(cat "$1")"; }

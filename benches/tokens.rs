@@ -130,7 +130,7 @@ fn bench_count(c: &mut Criterion) {
 /// pushes it; per element = per event. 2,000 events (10 KB, one tokenizing flush) and 64 (none: the
 /// common case, text only kept).
 fn bench_stream(c: &mut Criterion) {
-    Encoding::O200kBase.warm();
+    Encoding::O200kBase.load();
     let text = prose(5 * 2000);
     let deltas: Vec<&str> = text
         .as_bytes()

@@ -88,7 +88,7 @@ impl LiveState {
             config.clients.iter().map(|c| c.name.as_str()).collect()
         };
         // a new config may bring a model of another encoding: loaded off the request path
-        crate::tokens::warm_in_background(config.models.iter().map(|m| m.encoding()));
+        crate::tokens::load_in_background(config.models.iter().map(|m| m.encoding()));
         for m in config.models.iter().filter(|m| !m.encoding_known()) {
             tracing::info!(model = %m.name, assumed = m.encoding().name(), "tokenizer of this model unknown: tailor's own estimates (broken streams) assume it");
         }

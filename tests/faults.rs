@@ -78,7 +78,7 @@ async fn reset_mid_stream_ends_with_an_error_event() {
 async fn a_broken_stream_is_billed_with_exact_token_counts() {
     use tailor::tokens::{chat as tchat, Encoding};
     // loaded at start on a background thread; a test must not race it
-    Encoding::O200kBase.warm();
+    Encoding::O200kBase.load();
     let env = setup().await;
     let r = env
         .chat(&chat("plain", true), &[("x-mock-fail-after", "5")])

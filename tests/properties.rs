@@ -185,7 +185,7 @@ proptest! {
         prop_assert_eq!(got.text_bytes(), want.text_bytes());
         // the broken-stream estimate: the text's tokens, whatever the format, as if counted whole
         let enc = tailor::tokens::Encoding::O200kBase;
-        enc.warm();
+        enc.load();
         prop_assert_eq!(got.text().tokens(), want.text().tokens());
         prop_assert_eq!(got.text().tokens(), enc.count(&texts.concat()));
         prop_assert!(got.complete());

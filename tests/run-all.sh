@@ -2,7 +2,9 @@
 # Every test tailor has, in one command (README, and .ci/run, call this):
 #   1. cargo build --release, cargo test --release (unit + integration tiers)
 #   2. the official OpenAI SDKs (Python `openai`, Node `openai`, pinned in tests/sdk/) against a
-#      running tailor in front of the simulated OpenAI.
+#      running tailor in front of the simulated OpenAI, and the system suites (Prometheus, Redis,
+#      OTLP, the status page), all with the binary as shipped (deploy/bolt.sh: the dist build laid
+#      out by BOLT; it installs Debian's bolt-19).
 # Needs only the Rust toolchain, Python 3 and Node: the SDKs are installed here from PyPI / npm.
 # Debian's prometheus, redis-server and chromium are installed with apt-get when missing: that
 # needs root (run as root, or install the three first; the script stops and says so otherwise).
@@ -12,7 +14,7 @@ root=$PWD
 
 # the apt-get steps below need root: say so now, not after the 20-minute build
 missing=()
-for tool in prometheus promtool redis-server redis-cli chromium; do
+for tool in prometheus promtool redis-server redis-cli chromium llvm-bolt-19; do
   command -v "$tool" >/dev/null || missing+=("$tool")
 done
 if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" -ne 0 ]; then
@@ -59,27 +61,12 @@ fi
 "$venv/bin/pip" install -q --disable-pip-version-check -r tests/sdk/python/requirements.txt
 (cd tests/sdk/node && npm ci --no-audit --no-fund --loglevel=error)
 
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
+. deploy/procs.sh  # $tmp, pids (stopped at exit), wait_for FILE PATTERN
 
-# wait_for FILE PATTERN: until a line matching PATTERN appears (10 s at most)
-wait_for() {
-  for _ in $(seq 100); do
-    if grep -q "$2" "$1" 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  echo "timed out waiting for '$2' in $1" >&2
-  cat "$1" >&2 || true
-  return 1
-}
-
-bin=$root/target/release/tailor
+echo "== the binary as shipped: deploy/bolt.sh (the dist build laid out by BOLT); every suite below runs it"
+deploy/bolt.sh
+bin=$root/target/bolt/tailor
+export TAILOR_BIN=$bin
 "$bin" mock-upstream --listen 127.0.0.1:0 >"$tmp/mock.out" 2>"$tmp/mock.err" &
 pids+=($!)
 wait_for "$tmp/mock.out" "listening on"

@@ -106,7 +106,7 @@ async fn soak() {
         tailor::tokens::Encoding::O200kBase,
         tailor::tokens::Encoding::Cl100kBase,
     ] {
-        e.warm();
+        e.load();
     }
     let baseline = rss_kib();
 

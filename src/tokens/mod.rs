@@ -92,7 +92,7 @@ impl Encoding {
     }
 
     /// Loads the encoder now (blocking: ~50 ms the first time in a release build), if not yet loaded.
-    pub fn warm(self) -> &'static Tokenizer {
+    pub fn load(self) -> &'static Tokenizer {
         self.slot().0.get_or_init(|| match self {
             Encoding::O200kBase => bpe_openai::o200k_base(),
             Encoding::Cl100kBase => bpe_openai::cl100k_base(),
@@ -107,7 +107,7 @@ impl Encoding {
     /// Tokens of `text` (ordinary text: `<|endoftext|>` in it counts as text, not as the special
     /// token), loading the encoder first if needed. For the offline tools.
     pub fn count(self, text: &str) -> u64 {
-        self.warm().count(text) as u64
+        self.load().count(text) as u64
     }
 
     /// Tokens of `text` if the encoder is loaded, else bytes / 4 rounded up: for the request path.
@@ -121,7 +121,7 @@ impl Encoding {
 
 /// Loads, on a background thread, these encoders (once each, those not loaded yet), so that no
 /// request waits for a load and the estimates of broken streams are exact from the first moments.
-pub fn warm_in_background(encodings: impl IntoIterator<Item = Encoding>) {
+pub fn load_in_background(encodings: impl IntoIterator<Item = Encoding>) {
     let mut need: Vec<Encoding> = encodings.into_iter().collect();
     need.sort_by_key(|e| e.name());
     need.dedup();
@@ -134,7 +134,7 @@ pub fn warm_in_background(encodings: impl IntoIterator<Item = Encoding>) {
         .spawn(move || {
             for e in need {
                 let t = std::time::Instant::now();
-                e.warm();
+                e.load();
                 tracing::debug!(
                     encoding = e.name(),
                     ms = t.elapsed().as_millis() as u64,

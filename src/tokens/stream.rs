@@ -162,7 +162,7 @@ mod tests {
     #[test]
     fn counted_in_pieces_equals_counted_whole() {
         for enc in [Encoding::O200kBase, Encoding::Cl100kBase] {
-            enc.warm();
+            enc.load();
             for (len, step) in [
                 (100, 7),
                 (5_000, 13),
@@ -192,7 +192,7 @@ mod tests {
     fn text_without_a_safe_cut_stays_bounded_and_close() {
         let enc = Encoding::O200kBase;
         // loaded before the text comes (alone, this test ran on the bytes / 4 fallback)
-        enc.warm();
+        enc.load();
         let whole = "お誕生日おめでとう".repeat(2000);
         let mut st = StreamText::new(enc);
         for c in whole.chars() {

@@ -253,7 +253,9 @@ def test_the_build_stage_copies_a_crate_cargo_accepts():
         out = subprocess.run(["cargo", "fetch", "--locked", "--offline", "--target", host], cwd=crate,
                              capture_output=True, text=True)
         assert out.returncode == 0, out.stderr
-        assert re.search(r"^RUN cargo build .*--locked.*--bin tailor", (ROOT / "deploy/Dockerfile").read_text(), re.M)
+        # the build stage runs deploy/bolt.sh, whose first step is that locked build
+        assert re.search(r"^RUN deploy/bolt\.sh ", (ROOT / "deploy/Dockerfile").read_text(), re.M)
+        assert re.search(r"^\s*cargo build --profile dist --locked .*--bin tailor", (ROOT / "deploy/bolt.sh").read_text(), re.M)
 
 
 def exec_form(stage, op):

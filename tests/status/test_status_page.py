@@ -10,22 +10,18 @@ target/status-page.png for a person to look at.
 import json
 import pathlib
 import shutil
-import socket
 import subprocess
+import sys
 import time
 import urllib.request
 
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-BIN = ROOT / "target" / "release" / "tailor"
+sys.path.insert(0, str(ROOT / "tests/helpers"))
+from procs import BIN, free_port  # noqa: E402
+
 SHOT = ROOT / "target" / "status-page.png"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def chromium():
