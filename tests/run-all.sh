@@ -6,8 +6,8 @@
 #      OTLP, the status page), all with the binary as shipped (deploy/bolt.sh: the dist build laid
 #      out by BOLT; it installs Debian's bolt-19).
 # Needs only the Rust toolchain, Python 3 and Node: the SDKs are installed here from PyPI / npm.
-# Debian's prometheus, redis-server and chromium are installed with apt-get when missing: that
-# needs root (run as root, or install the three first; the script stops and says so otherwise).
+# Debian's prometheus, redis-server, chromium and bolt-19 are installed with apt-get when missing:
+# that needs root (run as root, or install the four first; the script stops and says so otherwise).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -18,7 +18,7 @@ for tool in prometheus promtool redis-server redis-cli chromium llvm-bolt-19; do
   command -v "$tool" >/dev/null || missing+=("$tool")
 done
 if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" -ne 0 ]; then
-  echo "tests/run-all.sh installs Debian's prometheus, redis-server and chromium with apt-get" \
+  echo "tests/run-all.sh installs Debian's prometheus, redis-server, chromium and bolt-19 with apt-get" \
     "(missing: ${missing[*]}), which needs root: run it as root (sudo tests/run-all.sh)," \
     "or install those packages first." >&2
   exit 1

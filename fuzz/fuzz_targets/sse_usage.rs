@@ -8,7 +8,7 @@ use tailor::usage::find_in_json;
 use tailor::usage::sse::SseScanner;
 
 fuzz_target!(|data: &[u8]| {
-    tailor::tokens::Encoding::O200kBase.warm();
+    tailor::tokens::Encoding::O200kBase.load();
     let _ = find_in_json(data);
     let Some((&cut, body)) = data.split_first() else {
         return;

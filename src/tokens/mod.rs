@@ -9,7 +9,7 @@
 //! The encoders (bpe-openai's, see Cargo.toml for why that crate) take ~50 ms and ~33 MiB of heap
 //! to load (o200k_base, release build; `cargo bench --bench tokens`), so they load once, lazily: the offline tools load them when they first
 //! count; `serve` loads the ones its models need on a background thread at start
-//! ([`Encoding::warm`]), and the request path only uses an encoder that is already loaded
+//! ([`load_in_background`], [`Encoding::load`]), and the request path only uses an encoder that is already loaded
 //! ([`Encoding::loaded`]), falling back to bytes / 4 in the moments before it is.
 
 pub mod chat;

@@ -305,8 +305,15 @@ impl<B> MeteredBody<B> {
 
 impl<B> Drop for MeteredBody<B> {
     fn drop(&mut self) {
-        // the client went away mid-body: record what was seen (usage, if it already passed)
-        if !self.ended {
+        if self.ended {
+            return;
+        }
+        if matches!(&self.mode, Mode::Sse(s) if s.complete()) {
+            // the stream's end marker already went to the client: an SDK stops reading at
+            // `[DONE]` and may close before the upstream's end is polled, with the whole answer
+            self.end_of_upstream();
+        } else {
+            // the client went away mid-body: record what was seen (usage, if it already passed)
             self.ended = true;
             self.finish(Outcome::ClientCancelled);
         }
@@ -489,9 +496,18 @@ mod tests {
     }
 
     fn stream<B>(inner: B, idle: Duration, drain: &Arc<DrainOver>) -> MeteredBody<B> {
+        stream_metered(inner, idle, drain, Metrics::new().unwrap())
+    }
+
+    fn stream_metered<B>(
+        inner: B,
+        idle: Duration,
+        drain: &Arc<DrainOver>,
+        metrics: Arc<Metrics>,
+    ) -> MeteredBody<B> {
         let y = "upstreams: { u: { url: \"http://127.0.0.1:1/v1\" } }\nmodels: { m: { upstream: u, id: gpt-4o } }\nroutes: [{ name: r, split: [{ model: m }] }]\n";
         let cfg = Config::from_yaml(y, &|_| None).unwrap();
-        let shared = crate::state::Shared::new(cfg, Metrics::new().unwrap()).unwrap();
+        let shared = crate::state::Shared::new(cfg, metrics).unwrap();
         let arm = shared.live.load().arm_meter(0, 0, 0).unwrap();
         let meter = RequestMeter::start(arm, Instant::now(), "chat", true, "id".into(), 0, vec![]);
         let limits = BodyLimits {
@@ -554,5 +570,66 @@ mod tests {
             .unwrap()
             .contains("idle time limit"));
         assert!(waited.elapsed() >= idle - Duration::from_millis(20));
+    }
+
+    /// An upstream that sends these events, one a poll, then never ends (its end not polled yet).
+    struct Events(Vec<&'static [u8]>);
+
+    impl Body for Events {
+        type Data = Bytes;
+        type Error = std::io::Error;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+            if self.0.is_empty() {
+                return Poll::Pending;
+            }
+            let event = self.0.remove(0);
+            Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(event)))))
+        }
+    }
+
+    /// The outcome label of the one request a test's metrics recorded.
+    fn outcome_recorded(metrics: &Metrics) -> String {
+        let text = String::from_utf8(metrics.encode()).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("tailor_requests_total{"))
+            .expect("a request recorded");
+        assert!(line.ends_with(" 1"), "{line}");
+        line.split("outcome=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap()
+            .to_owned()
+    }
+
+    #[tokio::test]
+    async fn a_client_that_hangs_up_after_the_end_marker_got_the_whole_answer() {
+        const CHUNK: &[u8] = b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n";
+        let drain = Arc::new(DrainOver::default());
+        for (events, outcome) in [
+            (vec![CHUNK, b"data: [DONE]\n\n"], "ok"),
+            (vec![CHUNK], "client_cancelled"),
+        ] {
+            let metrics = Metrics::new().unwrap();
+            let n = events.len();
+            let mut body = stream_metered(
+                Events(events),
+                Duration::from_secs(60),
+                &drain,
+                metrics.clone(),
+            );
+            for _ in 0..n {
+                data(poll(&mut body));
+            }
+            assert!(poll(&mut body).is_pending());
+            drop(body);
+            assert_eq!(outcome_recorded(&metrics), outcome);
+        }
     }
 }

@@ -253,9 +253,17 @@ def test_the_build_stage_copies_a_crate_cargo_accepts():
         out = subprocess.run(["cargo", "fetch", "--locked", "--offline", "--target", host], cwd=crate,
                              capture_output=True, text=True)
         assert out.returncode == 0, out.stderr
-        # the build stage runs deploy/bolt.sh, whose first step is that locked build
-        assert re.search(r"^RUN deploy/bolt\.sh ", (ROOT / "deploy/Dockerfile").read_text(), re.M)
+        # the build stage runs deploy/bolt.sh, whose first step is that locked build, and the
+        # runtime stage copies the binary from where the script writes it
         assert re.search(r"^\s*cargo build --profile dist --locked .*--bin tailor", (ROOT / "deploy/bolt.sh").read_text(), re.M)
+        [run] = [a for op, a in dockerfile_stages()[0] if op == "RUN"]
+        script, out = run.split()
+        assert script == "deploy/bolt.sh"
+        [shipped] = [a.split()[1:] for op, a in dockerfile_stages()[1] if op == "COPY" and a.startswith("--from=build")]
+        assert shipped == [str(pathlib.PurePosixPath(workdir, out)), "/usr/local/bin/tailor"]
+        # what the script reads besides the crate: its helper and the training config
+        for needed in ("deploy/procs.sh", "benches/routes.bench.yaml"):
+            assert (crate / needed).is_file(), f"the build stage lacks {needed}, which deploy/bolt.sh reads"
 
 
 def exec_form(stage, op):
