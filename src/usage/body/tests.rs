@@ -4,11 +4,13 @@ use super::*;
 use crate::config::Config;
 use crate::metrics::Metrics;
 
-/// An upstream that has `.0` events ready, one at every poll, then nothing more, ever
-/// (`usize::MAX`: always ahead of the client).
-struct Upstream(usize);
+const CHUNK: &[u8] = b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n";
 
-impl Body for Upstream {
+/// An upstream that has these events ready, one at every poll, then nothing more, ever (its end
+/// never polled); `repeat(CHUNK)`: always ahead of the client.
+struct Upstream<I>(I);
+
+impl<I: Iterator<Item = &'static [u8]> + Unpin> Body for Upstream<I> {
     type Data = Bytes;
     type Error = std::io::Error;
 
@@ -16,13 +18,10 @@ impl Body for Upstream {
         mut self: Pin<&mut Self>,
         _: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
-        let Some(left) = self.0.checked_sub(1) else {
-            return Poll::Pending;
-        };
-        self.0 = left;
-        let event =
-            Bytes::from_static(b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n");
-        Poll::Ready(Some(Ok(Frame::data(event))))
+        match self.0.next() {
+            Some(event) => Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(event))))),
+            None => Poll::Pending,
+        }
     }
 }
 
@@ -69,7 +68,11 @@ fn data(p: Poll<Option<Result<Frame<Bytes>, BoxError>>>) -> Bytes {
 #[tokio::test]
 async fn the_drain_ends_a_stream_whose_upstream_never_waits() {
     let drain = Arc::new(DrainOver::default());
-    let mut body = stream(Upstream(usize::MAX), Duration::from_secs(60), &drain);
+    let mut body = stream(
+        Upstream(std::iter::repeat(CHUNK)),
+        Duration::from_secs(60),
+        &drain,
+    );
     for _ in 0..3 {
         assert!(data(poll(&mut body)).starts_with(b"data: {\"choices\""));
     }
@@ -88,7 +91,7 @@ async fn the_drain_ends_a_stream_whose_upstream_never_waits() {
 async fn the_idle_limit_counts_from_the_first_wait_not_from_the_frame() {
     let drain = Arc::new(DrainOver::default());
     let idle = Duration::from_millis(300);
-    let mut body = stream(Upstream(1), idle, &drain);
+    let mut body = stream(Upstream(std::iter::once(CHUNK)), idle, &drain);
     data(poll(&mut body));
     // a client slower than the idle limit to ask for more: the upstream has not stalled yet
     tokio::time::sleep(idle * 3).await;
@@ -101,25 +104,6 @@ async fn the_idle_limit_counts_from_the_first_wait_not_from_the_frame() {
         .unwrap()
         .contains("idle time limit"));
     assert!(waited.elapsed() >= idle - Duration::from_millis(20));
-}
-
-/// An upstream that sends these events, one a poll, then never ends (its end not polled yet).
-struct Events(Vec<&'static [u8]>);
-
-impl Body for Events {
-    type Data = Bytes;
-    type Error = std::io::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
-        if self.0.is_empty() {
-            return Poll::Pending;
-        }
-        let event = self.0.remove(0);
-        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(event)))))
-    }
 }
 
 /// The outcome label of the one request a test's metrics recorded.
@@ -141,7 +125,6 @@ fn outcome_recorded(metrics: &Metrics) -> String {
 
 #[tokio::test]
 async fn a_client_that_hangs_up_after_the_end_marker_got_the_whole_answer() {
-    const CHUNK: &[u8] = b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n";
     let drain = Arc::new(DrainOver::default());
     for (events, outcome) in [
         (vec![CHUNK, b"data: [DONE]\n\n"], "ok"),
@@ -150,7 +133,7 @@ async fn a_client_that_hangs_up_after_the_end_marker_got_the_whole_answer() {
         let metrics = Metrics::new().unwrap();
         let n = events.len();
         let mut body = stream_metered(
-            Events(events),
+            Upstream(events.into_iter()),
             Duration::from_secs(60),
             &drain,
             metrics.clone(),
