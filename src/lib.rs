@@ -52,6 +52,8 @@
 //!   and exported over OTLP/HTTP off the request path.
 //! - [`metrics`]: every metric, registered once. [`limits`]: concurrency counts kept across reloads.
 //! - [`ids`]: request ids signed so any replica can verify them (feedback).
+//! - [`heap`]: values boxed without a copy on the stack first (the request path's futures, the
+//!   metered body).
 //! - [`logs`]: log and access lines batched to stderr by a writer thread, off the request path.
 //! - [`classify`]: route selection, pure and table-tested.
 //! - [`request`]: the borrowed view of a request body and the byte-preserving rewrite.
@@ -75,6 +77,7 @@ pub mod config;
 pub mod economics;
 pub mod error;
 pub mod forward;
+pub mod heap;
 pub mod ids;
 pub mod import;
 pub mod json;

@@ -293,7 +293,7 @@ impl Attempt<'_> {
         }
         // on the heap: held inline, it would make every state of the attempt's futures as large
         // as itself, and a future is copied whole each time it moves into the one that awaits it
-        let sent = Box::pin(self.live.clients.send(model.upstream, req));
+        let sent = crate::heap::pinned(|| self.live.clients.send(model.upstream, req));
         let resp = match tokio::time::timeout_at(until, sent).await {
             Err(_) => {
                 meter.metrics().upstream_error(NoAnswer::Timeout.as_str());
@@ -354,11 +354,13 @@ impl Attempt<'_> {
         let status = resp.status();
         let request_id = meter.request_id().to_owned();
         let (rparts, rbody) = resp.into_parts();
-        let body = if is_sse {
-            MeteredBody::sse(rbody, meter, self.inject_usage, limits)
-        } else {
-            MeteredBody::json(rbody, meter, limits)
-        };
+        let body = crate::heap::boxed(|| {
+            if is_sse {
+                MeteredBody::sse(rbody, meter, self.inject_usage, limits)
+            } else {
+                MeteredBody::json(rbody, meter, limits)
+            }
+        });
         let mut out = Response::new(Either::Right(body));
         *out.status_mut() = status;
         *out.headers_mut() = upstream::response_headers(rparts.headers, !is_sse);

@@ -192,7 +192,7 @@ fn handle<B: ReqBody>(shared: Arc<Shared>, req: Request<B>) -> Answer {
             });
         }
         (_, Some(ep), &Method::POST, Some(client)) => {
-            return Box::pin(async move {
+            return crate::heap::pinned(|| async move {
                 Ok(match pipeline::run(&shared, live, ep, client, req).await {
                     Ok(resp) => resp,
                     Err(e) => reject(&shared, &method, &path, e, trace.as_ref()),

@@ -161,12 +161,9 @@ pub async fn run<B: ReqBody>(
         max_sse_event: cfg.server.max_sse_event_bytes,
     };
     let json = is_json(&rparts.headers);
-    let mut out = Response::new(Either::Right(MeteredBody::passthrough(
-        UpstreamBody::Hyper(rbody),
-        meter,
-        json,
-        limits,
-    )));
+    let mut out = Response::new(Either::Right(crate::heap::boxed(|| {
+        MeteredBody::passthrough(UpstreamBody::Hyper(rbody), meter, json, limits)
+    })));
     *out.status_mut() = status;
     *out.headers_mut() = response_headers(rparts.headers, true);
     tag(out.headers_mut(), &request_id);

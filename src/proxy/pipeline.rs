@@ -159,5 +159,5 @@ pub async fn run<B: ReqBody>(
     };
     // on the heap: a future is copied whole each time it moves into the one that awaits it, and
     // this one is most of the request's state (a pointer here keeps `run` and `handle` small)
-    Ok(Box::pin(attempt.run(meter)).await)
+    Ok(crate::heap::pinned(|| attempt.run(meter)).await)
 }

@@ -24,7 +24,9 @@ use crate::error::error_body;
 use crate::forward::client::UpstreamBody;
 
 /// The body of every response tailor sends: a whole body it made, or an upstream's, metered.
-pub type RespBody = Either<Full<Bytes>, MeteredBody<UpstreamBody>>;
+/// The metered body is boxed: the response is moved through every layer from the attempt to
+/// hyper's dispatcher, and at 700-odd bytes its state was most of what each move copied.
+pub type RespBody = Either<Full<Bytes>, Box<MeteredBody<UpstreamBody>>>;
 
 /// The error type of a response body tailor sends.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
