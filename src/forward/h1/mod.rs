@@ -3,7 +3,8 @@
 //! passthrough and tailor's side requests keep hyper's pooled client.
 //!
 //! ```text
-//! send: idle connection of this thread (alive?) or connect ─▶ write head + body in one write
+//! send: idle connection of this thread (alive?) or connect (connect.rs: the name's addresses
+//!     raced) ─▶ write head + body in one write
 //!     (a body over 16 KiB: a second write, with the socket read meanwhile for an early answer)
 //!     ─▶ read the response head (1xx skipped) ─▶ Response<H1Body>
 //! H1Body: frames read off the socket in the request's own task ─▶ ended cleanly: back to idle
@@ -15,6 +16,7 @@
 //! itself, and a connection holds one read buffer (benches/RESULTS.md, round 4).
 
 mod body;
+mod connect;
 pub mod head;
 
 use std::cell::RefCell;
@@ -29,6 +31,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 pub use body::H1Body;
+use connect::connect;
 use head::ProtoError;
 pub use pool::sweep as sweep_idle;
 
@@ -300,49 +303,6 @@ async fn read_head(
             )));
         }
     }
-}
-
-/// A new connection, within the connect timeout: TCP_NODELAY (SSE events are not held back)
-/// and TCP keep-alive probes after 60 s idle. The name's addresses are tried in turn, each with an
-/// equal share of the time left (but a second at least, or all that is left), so one address
-/// that never answers does not use up the whole timeout (hyper splits it evenly too).
-async fn connect(target: &Target) -> Result<Conn, SendError> {
-    let failed = |source| SendError::Connect {
-        authority: target.authority.clone(),
-        source,
-    };
-    let deadline = Instant::now() + target.connect_timeout;
-    let addrs: Vec<std::net::SocketAddr> = match tokio::time::timeout(
-        target.connect_timeout,
-        tokio::net::lookup_host(&*target.authority),
-    )
-    .await
-    {
-        Err(_) => return Err(failed(io::ErrorKind::TimedOut.into())),
-        Ok(r) => r.map_err(failed)?.collect(),
-    };
-    let mut last = io::Error::new(io::ErrorKind::NotFound, "the name has no address");
-    for (i, addr) in addrs.iter().enumerate() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let share = (left / u32::try_from(addrs.len() - i).unwrap_or(u32::MAX))
-            .max(left.min(Duration::from_secs(1)));
-        match tokio::time::timeout(share, TcpStream::connect(addr)).await {
-            Ok(Ok(io)) => {
-                tracing::debug!(upstream = %target.authority, %addr, "upstream connection opened");
-                io.set_nodelay(true).map_err(failed)?;
-                let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(60));
-                let _ = socket2::SockRef::from(&io).set_tcp_keepalive(&keepalive);
-                return Ok(Conn {
-                    io,
-                    buf: BytesMut::with_capacity(READ_BUFFER),
-                });
-            }
-            Ok(Err(e)) => last = e,
-            Err(_) => last = io::ErrorKind::TimedOut.into(),
-        }
-        tracing::debug!(upstream = %target.authority, %addr, error = %last, "upstream address failed");
-    }
-    Err(failed(last))
 }
 
 /// Idle connections, per thread and upstream: a request's task and the connection it uses stay
