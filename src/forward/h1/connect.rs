@@ -8,7 +8,7 @@
 //! ```
 //!
 //! An address that never answers (an IPv6 route that drops packets is the usual one) then costs
-//! a quarter of a second, not its share of the connect timeout.
+//! a quarter of a second before a working one is tried, not its share of the connect timeout.
 
 use std::future::Future;
 use std::io;
@@ -72,21 +72,16 @@ fn interleave(addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
     out
 }
 
-/// An attempt under way: the address, the connect.
-type Attempt = (
-    SocketAddr,
-    Pin<Box<dyn Future<Output = io::Result<TcpStream>> + Send>>,
-);
-
 /// Connects to the first of `addrs` that accepts. The next address is tried as soon as an
 /// attempt fails, or once the latest one has had `delay` without an answer; earlier attempts go
 /// on meanwhile. The first connection made wins and the others are dropped (closed). With every
 /// address failed: the last error.
 async fn race(addrs: Vec<SocketAddr>, delay: Duration, name: &str) -> io::Result<TcpStream> {
     let mut waiting = addrs.into_iter();
-    let mut running: Vec<Attempt> = Vec::new();
+    // the connects under way, with their addresses: the first one at once
+    let mut running: Vec<_> = waiting.next().map(dial).into_iter().collect();
     let mut last = io::Error::new(io::ErrorKind::NotFound, "the name has no address");
-    let next_try = tokio::time::sleep(Duration::ZERO);
+    let next_try = tokio::time::sleep(delay);
     tokio::pin!(next_try);
     std::future::poll_fn(|cx| loop {
         let mut failed = false;
@@ -108,7 +103,7 @@ async fn race(addrs: Vec<SocketAddr>, delay: Duration, name: &str) -> io::Result
         }
         if running.is_empty() || failed || next_try.as_mut().poll(cx).is_ready() {
             if let Some(addr) = waiting.next() {
-                running.push((addr, Box::pin(TcpStream::connect(addr))));
+                running.push(dial(addr));
                 next_try.as_mut().reset(Instant::now() + delay);
                 // poll the new attempt (and the timer, re-armed) before waiting
                 continue;
@@ -123,6 +118,16 @@ async fn race(addrs: Vec<SocketAddr>, delay: Duration, name: &str) -> io::Result
         return Poll::Pending;
     })
     .await
+}
+
+/// A connect to `addr`, started when first polled.
+fn dial(
+    addr: SocketAddr,
+) -> (
+    SocketAddr,
+    Pin<Box<impl Future<Output = io::Result<TcpStream>>>>,
+) {
+    (addr, Box::pin(TcpStream::connect(addr)))
 }
 
 #[cfg(test)]
@@ -149,7 +154,6 @@ mod tests {
 
     /// A port that accepts no connection: its accept queue is full, so the kernel drops new SYNs
     /// and a connect waits without an answer (as to an address whose route drops packets).
-    /// Linux: other systems may refuse instead.
     fn unanswering() -> (socket2::Socket, Vec<std::net::TcpStream>, SocketAddr) {
         use socket2::{Domain, Socket, Type};
         let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
@@ -157,16 +161,38 @@ mod tests {
         s.listen(0).unwrap();
         let at = s.local_addr().unwrap().as_socket().unwrap();
         let mut queued = Vec::new();
-        while let Ok(c) = std::net::TcpStream::connect_timeout(&at, Duration::from_millis(200)) {
-            queued.push(c);
+        loop {
+            match std::net::TcpStream::connect_timeout(&at, Duration::from_millis(200)) {
+                Ok(c) => queued.push(c),
+                Err(e) => {
+                    assert_eq!(
+                        e.kind(),
+                        io::ErrorKind::TimedOut,
+                        "this network stack does not drop SYNs on a full accept queue"
+                    );
+                    return (s, queued, at);
+                }
+            }
             assert!(queued.len() < 64, "the accept queue does not fill");
         }
-        (s, queued, at)
     }
 
-    fn refused() -> SocketAddr {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
+    /// A port bound but not listening: connects to it are refused (held, so no other socket takes
+    /// the port meanwhile).
+    fn refused() -> (socket2::Socket, SocketAddr) {
+        use socket2::{Domain, Socket, Type};
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        s.bind(&addr("127.0.0.1:0").into()).unwrap();
+        let at = s.local_addr().unwrap().as_socket().unwrap();
+        (s, at)
+    }
+
+    /// `race`, given at most 5 s: a connect that waits on the kernel's SYN retries would take
+    /// minutes.
+    async fn race_within(addrs: Vec<SocketAddr>, delay: Duration) -> io::Result<TcpStream> {
+        tokio::time::timeout(Duration::from_secs(5), race(addrs, delay, "t"))
+            .await
+            .expect("the race ends within 5 s")
     }
 
     #[cfg(target_os = "linux")]
@@ -176,33 +202,54 @@ mod tests {
         let good = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let to = good.local_addr().unwrap();
         let started = Instant::now();
-        let io = race(vec![silent, to], Duration::from_millis(250), "t")
+        let io = race_within(vec![silent, to], Duration::from_millis(250))
             .await
             .unwrap();
         let took = started.elapsed();
         assert_eq!(io.peer_addr().unwrap(), to);
-        // the silent address is still trying when the next one answers (tried sequentially, with
-        // a share of a 10 s timeout each, this took 5 s)
+        // the silent address is still trying when the next one answers (tried in turn, with a
+        // share of a 10 s timeout each, this took 5 s)
         assert!(took >= Duration::from_millis(250), "{took:?}");
         assert!(took < Duration::from_secs(2), "{took:?}");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_failed_attempt_starts_the_next_without_waiting_for_the_delay() {
+        // the silent address runs on; the refused one, tried after one delay, fails at once and
+        // the good one starts then, not one more delay later
+        let (_held, _queued, silent) = unanswering();
+        let (_bound, no) = refused();
+        let good = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let to = good.local_addr().unwrap();
+        let started = Instant::now();
+        let io = race_within(vec![silent, no, to], Duration::from_secs(1))
+            .await
+            .unwrap();
+        let took = started.elapsed();
+        assert_eq!(io.peer_addr().unwrap(), to);
+        assert!(took >= Duration::from_secs(1), "{took:?}");
+        assert!(took < Duration::from_millis(1800), "{took:?}");
     }
 
     #[tokio::test]
     async fn a_refused_address_hands_over_to_the_next_at_once() {
         let good = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let to = good.local_addr().unwrap();
+        let (_a, no) = refused();
+        let (_b, no_too) = refused();
         let started = Instant::now();
-        let io = race(vec![refused(), to], Duration::from_secs(30), "t")
+        let io = race_within(vec![no, to], Duration::from_secs(30))
             .await
             .unwrap();
         assert_eq!(io.peer_addr().unwrap(), to);
-        assert!(started.elapsed() < Duration::from_secs(10), "not the delay");
+        assert!(started.elapsed() < Duration::from_secs(3), "not the delay");
         // every address refused: the error, not a wait
-        let err = race(vec![refused(), refused()], Duration::from_secs(30), "t")
+        let err = race_within(vec![no, no_too], Duration::from_secs(30))
             .await
             .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
-        let err = race(vec![], Duration::from_secs(30), "t")
+        let err = race_within(vec![], Duration::from_secs(30))
             .await
             .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
@@ -215,7 +262,8 @@ mod tests {
         let target =
             Target::new(&format!("http://{silent}/v1"), Duration::from_millis(300)).unwrap();
         let started = Instant::now();
-        match connect(&target).await {
+        let connected = tokio::time::timeout(Duration::from_secs(5), connect(&target));
+        match connected.await.expect("the connect timeout ends it") {
             Err(SendError::Connect { source, .. }) => {
                 assert_eq!(source.kind(), io::ErrorKind::TimedOut)
             }
