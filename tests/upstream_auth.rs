@@ -79,7 +79,13 @@ async fn a_rejected_upstream_key_counts_as_an_upstream_error() {
     assert_eq!(status, 401, "{body}");
     // a good caller key through the same upstream: ok
     let caller = [json, ("authorization", "Bearer sk-caller")];
-    assert_eq!(send("POST", url, &caller, &chat("mine")).await.0, 200);
+    assert_eq!(
+        send("POST", url.clone(), &caller, &chat("mine")).await.0,
+        200
+    );
+    // a request refused before routing: its log line names the error and says why
+    let (status, body) = send("POST", url, &[json], "{\"model\": ").await;
+    assert_eq!(status, 400, "{body}");
 
     let (_, metrics) = send("GET", format!("{}/metrics", p.admin), &[], "").await;
     let m = common::parse_metrics(&metrics);
@@ -121,5 +127,50 @@ async fn a_rejected_upstream_key_counts_as_an_upstream_error() {
     };
     assert_eq!(line("keyed", 401)["outcome"], "upstream_error", "{log}");
     assert_eq!(line("own", 401)["outcome"], "ok", "{log}");
+    // every line is one JSON object whose keys are each there once (a log pipeline keeps one of
+    // two equal keys, or refuses the line)
+    for l in log.lines() {
+        let keys = serde_json::from_str::<Keys>(l)
+            .unwrap_or_else(|e| panic!("not a JSON object ({e}): {l}"))
+            .0;
+        let mut unique = keys.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), keys.len(), "a key twice in {l}");
+    }
+    let refused = access
+        .iter()
+        .find(|v| v["status"] == 400)
+        .unwrap_or_else(|| panic!("no line for the refused request in\n{log}"));
+    assert_eq!(refused["message"], "rejected", "{log}");
+    assert_eq!(refused["error"], "invalid_json", "{log}");
+    assert!(
+        refused["detail"].as_str().is_some_and(|d| !d.is_empty()),
+        "{log}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The keys of one JSON object, in order, repeated ones included (serde_json's `Value` keeps the
+/// last of two equal keys and says nothing).
+struct Keys(Vec<String>);
+
+impl<'de> serde::Deserialize<'de> for Keys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Keys, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Keys;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(self, mut m: M) -> Result<Keys, M::Error> {
+                let mut keys = Vec::new();
+                while let Some((k, _)) = m.next_entry::<String, serde::de::IgnoredAny>()? {
+                    keys.push(k);
+                }
+                Ok(Keys(keys))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
 }

@@ -136,7 +136,7 @@ fn reject(
             .inc();
     }
     let path: String = path.chars().take(200).collect();
-    tracing::info!(target: "tailor::access", %method, path, status = err.status().as_u16(), error = err.kind(), message = %err, "rejected");
+    tracing::info!(target: "tailor::access", %method, path, status = err.status().as_u16(), error = err.kind(), detail = %err, "rejected");
     err.into_response::<Full<Bytes>>().map(Either::Left)
 }
 

@@ -261,9 +261,9 @@ async fn export(
         Err(e) => {
             counts.failed.inc_by(n);
             if failing {
-                tracing::debug!(url = %cfg.traces_url, error = %e, spans = n, "telemetry: export failed");
+                tracing::debug!(url = %cfg.traces_url, error = %e, spans_in_batch = n, "telemetry: export failed");
             } else {
-                tracing::warn!(url = %cfg.traces_url, error = %e, spans = n, "telemetry: export failed; spans are dropped until the collector answers");
+                tracing::warn!(url = %cfg.traces_url, error = %e, spans_in_batch = n, "telemetry: export failed; spans are dropped until the collector answers");
             }
             true
         }
