@@ -14,8 +14,9 @@
 # SSE streams at 64 connections; 64-chunk streams paced 20 ms: time to first token, gaps), 4 (5,000
 # open streams: no lost chunk, memory per stream), 5 (200 KB prompt), 6 (counters exact after
 # load), and a row with one limit counted in a loopback Redis. Scenarios 1, 2 and 3 run in ROUNDS
-# interleaved rounds (default 3); the summary takes the median of the per-round ratios (and of the
-# per-round differences: added latency, added time to first token).
+# interleaved rounds (default 3; the targets in reverse order in even rounds); the summary takes
+# the median of the per-round ratios (and of the per-round differences: added latency, added time
+# to first token).
 # wrk (-t1) drives them; benches/streams.rs times SSE events for 3 and 4.
 #
 # Usage: benches/load.sh [seconds per measurement, default 5]
@@ -233,19 +234,25 @@ print(*sys.argv[5:8], f"{rps:.0f} {p50:.0f} {p99:.0f} {n} {errs.group(1) if errs
 PY
 }
 
+# in this round's order: as listed in odd rounds, reversed in even ones, so that a drift within a
+# round (another tenant, the upstream's state) does not always favour the same side of a ratio
+in_order() { # round targets...
+  local r=$1; shift
+  if [ $((r % 2)) -eq 1 ]; then echo "$@"; else printf '%s\n' "$@" | tac | tr '\n' ' '; fi
+}
 : >"$tmp/results"
 for r in $(seq "$rounds"); do
   for c in 64 256; do
-    for t in direct nginx nginx_log tailor nolog; do run "thr$c" $t "$r" "$c" small; done
+    for t in $(in_order "$r" direct nginx nginx_log tailor nolog); do run "thr$c" $t "$r" "$c" small; done
   done
-  run thr64 otel "$r" 64 small  # telemetry on, right after the rounds' tailor as shipped
-  for t in nginx_log tailor; do run new16 $t "$r" 16 close; done
-  for t in direct_sse nginx_sse tailor_sse; do run sse $t "$r" 64 sse; done
-  for t in direct nginx_log tailor otel; do run c1 $t "$r" 1 small; done
+  run thr64 otel "$r" 64 small  # telemetry on, after the rounds' tailor as shipped
+  for t in $(in_order "$r" nginx_log tailor); do run new16 $t "$r" 16 close; done
+  for t in $(in_order "$r" direct_sse nginx_sse tailor_sse); do run sse $t "$r" 64 sse; done
+  for t in $(in_order "$r" direct nginx_log tailor otel); do run c1 $t "$r" 1 small; done
   # scenario 3, each round: 64 users at a time reading 64-chunk streams paced 20 ms apart (the
   # added time to first token is a difference of two latencies that each swing by 50 us between
   # runs here: a median of per-round differences, like the ratios)
-  for t in direct nginx tailor; do
+  for t in $(in_order "$r" direct nginx tailor); do
     case $t in direct) u=$sim;; nginx) u=$(url_of nginx_sim);; tailor) u=$tailor_url;; esac
     echo "$t $r $("$streams" paced "$u" 64 "$(( dur < 6 ? 6 : dur ))")" >>"$tmp/paced"
   done
