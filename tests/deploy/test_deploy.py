@@ -323,4 +323,3 @@ def test_compose_wires_tailor_prometheus_and_grafana():
         assert all(p.startswith("127.0.0.1:") for p in tailor["ports"]), "without client keys, publish on loopback only"
     grace = int(tailor["stop_grace_period"].rstrip("s"))
     assert grace > 30, "longer than the default drain_timeout"
-
