@@ -11,7 +11,7 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 
 use super::endpoint::Endpoint;
-use super::prompt::Texts;
+use super::prompt::role_of;
 use super::view::RequestView;
 use crate::json::{is_null, object_fields, span_in, KeyStr};
 
@@ -76,9 +76,7 @@ impl RequestView<'_> {
                 let items: Vec<&RawValue> = serde_json::from_str(messages.get()).ok()?;
                 let mut out = format!("[{system}").into_bytes();
                 for item in items {
-                    let role = serde_json::from_str::<Texts<'_>>(item.get())
-                        .ok()
-                        .and_then(|t| t.role);
+                    let role = role_of(item.get());
                     if !matches!(role.as_deref(), Some("system" | "developer")) {
                         out.push(b',');
                         out.extend_from_slice(item.get().as_bytes());

@@ -32,7 +32,7 @@ pub struct RequestView<'a> {
     pub(super) instructions: Option<&'a RawValue>,
     pub(super) tools: Option<&'a RawValue>,
     pub(super) functions: Option<&'a RawValue>,
-    pub(super) text: OnceLock<PromptText>,
+    pub(super) text: OnceLock<PromptText<'a>>,
     /// The answer's token cap the client set (`max_completion_tokens`, `max_tokens` or
     /// `max_output_tokens`), for budget reservations. Not validated: the upstream does that.
     pub max_output_tokens: Option<u64>,
@@ -206,7 +206,7 @@ impl<'a> RequestView<'a> {
     }
 
     /// System and user texts of the prompt, extracted once on first use.
-    pub fn text(&self) -> &PromptText {
+    pub fn text(&self) -> &PromptText<'a> {
         self.text.get_or_init(|| {
             let mut t = PromptText::default();
             if let Some(i) = self.instructions {

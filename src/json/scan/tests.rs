@@ -179,18 +179,47 @@ fn nesting_is_limited_where_serde_json_limits_it() {
 
 #[test]
 fn special_bytes_are_found_in_every_lane() {
-    for len in 0..40 {
+    // past 32 plain bytes the search changes hands (SIMD): every place on both sides, from every
+    // start, with a second special byte after the first
+    for len in (0..140).chain([255, 256, 257, 1000]) {
         for at in 0..len {
             for special in [b'"', b'\\', 0x00, 0x1f] {
                 let mut b = vec![b'a'; len];
                 b[at] = special;
-                assert_eq!(Cursor::new(&b).find_special(0), at, "{len} {at} {special}");
+                for from in [0, 1, 7, 8, 31].into_iter().filter(|f| *f <= at) {
+                    let found = Cursor::new(&b).find_special(from);
+                    assert_eq!(found, at, "{len} {at} {special} from {from}");
+                }
+                for second in [b'"', 0x01] {
+                    let mut two = b.clone();
+                    if let Some(later) = two.get_mut(at + 1 + (len - at) / 2) {
+                        *later = second;
+                        assert_eq!(Cursor::new(&two).find_special(0), at);
+                    }
+                }
                 if at > 0 {
                     b[at - 1] = 0x80;
                     assert_eq!(Cursor::new(&b).find_special(0), at);
                 }
             }
-            assert_eq!(Cursor::new(&vec![0xffu8; len]).find_special(0), len);
+        }
+        for plain in [0xffu8, b'a', 0x20, 0x7f] {
+            assert_eq!(Cursor::new(&vec![plain; len]).find_special(0), len);
+        }
+    }
+}
+
+#[test]
+fn long_strings_read_as_serde_json_reads_them() {
+    for len in [33, 40, 64, 100, 1000] {
+        for at in (0..len).step_by(3) {
+            for inner in [
+                "\\n", "\\u00e9", "\\ud800", "\\x", "\u{1}", "\t", "\u{e9}", "\"", "\\",
+            ] {
+                let text = format!("\"{}{inner}{}\"", "a".repeat(at), "b".repeat(len - at));
+                agree(text.as_bytes()).unwrap();
+                agree(format!("[{text},{text}]").as_bytes()).unwrap();
+            }
         }
     }
 }
