@@ -12,9 +12,11 @@
 //!   `RawValue`: the grammar only, with no nesting limit (one bit per open container, on the heap
 //!   past 64 levels) and strings checked for their form, not as text.
 //!
-//! The whole input is checked once, up front, for being ASCII (else UTF-8); when it passes, no
-//! string needs a check of its own. Nothing here recurses, and every byte is read with `.get()`.
-//! The small steps are `#[inline(always)]`: per token they are most of the cost (callgrind).
+//! The whole input is checked once, up front, for being ASCII (else UTF-8); when it is UTF-8, a
+//! string is cut out of it without a check of its own (an ASCII input still runs std's quick
+//! `from_utf8` on each string read as text). Nothing here recurses, and every byte is read with
+//! `.get()`. The small steps are `#[inline(always)]`: per token they are most of the cost
+//! (callgrind).
 
 // Reads untrusted bytes: no indexing that could panic (`.get()` instead).
 #![deny(clippy::indexing_slicing)]

@@ -1,7 +1,8 @@
 //! The texts of a prompt (system and user messages), read in one pass when a route's `system` or
 //! `content` condition needs them, with the [`Cursor`] (a long text costs a SIMD search, not a
 //! parse): strings are borrowed from the body unless they hold escapes, and everything else is
-//! skipped. A prompt of one message is not copied at all.
+//! skipped. A prompt whose texts are one unescaped string per group (a system message and a user
+//! message, say) is not copied at all.
 
 // Reads untrusted bytes: no indexing that could panic (`.get()` instead).
 #![deny(clippy::indexing_slicing)]
@@ -22,14 +23,16 @@ pub struct PromptText<'a> {
 }
 
 /// Appends the texts of a messages array / prompt / input to the right group, reading it once.
-/// The body was already validated, so a shape we do not know is skipped, never an error; a value
-/// serde_json would not read as text ends the reading there (what was read before is kept).
+/// The body was already validated, so a shape we do not know is skipped, never an error. A value
+/// serde_json would not visit (a lone `\u` surrogate, a number out of range, a `role` that is not a
+/// string) ends the reading there: the texts of the messages before it are kept, not its own.
 pub fn collect_prompt<'a>(v: &'a RawValue, t: &mut PromptText<'a>) {
     let _ = prompt(&mut Cursor::new(v.get().as_bytes()), t);
 }
 
-/// Appends a content value (a string, or an array of parts whose `text` fields are taken): all
-/// of its texts, or none when a part of it is not text.
+/// Appends a content value (a string, or an array of parts whose `text` fields are taken; other
+/// parts are skipped): all of its texts, or none when a value in it cannot be visited (as in
+/// [`collect_prompt`]).
 pub fn collect_content<'a>(v: &'a RawValue, dst: &mut Cow<'a, str>) {
     let mut texts = Vec::new();
     if texts_of(&mut Cursor::new(v.get().as_bytes()), &mut texts).is_ok() {
@@ -39,7 +42,8 @@ pub fn collect_content<'a>(v: &'a RawValue, dst: &mut Cow<'a, str>) {
     }
 }
 
-/// The `role` of one message (`None` when it has none, or is not an object of text).
+/// The `role` of one message: `None` when it has none, or when a value in the message cannot be
+/// visited (as in [`collect_prompt`]; the serde reader before it did the same).
 pub fn role_of(message: &str) -> Option<Cow<'_, str>> {
     texts_of(&mut Cursor::new(message.as_bytes()), &mut Vec::new())
         .ok()

@@ -179,8 +179,8 @@ fn nesting_is_limited_where_serde_json_limits_it() {
 
 #[test]
 fn special_bytes_are_found_in_every_lane() {
-    // past 32 plain bytes the search changes hands (SIMD): every place on both sides, from every
-    // start, with a second special byte after the first
+    // past `SHORT_RUN` (128) plain bytes the search changes hands (SIMD): every place on both
+    // sides, from several starts, with a second special byte after the first
     for len in (0..140).chain([255, 256, 257, 1000]) {
         for at in 0..len {
             for special in [b'"', b'\\', 0x00, 0x1f] {
@@ -211,7 +211,8 @@ fn special_bytes_are_found_in_every_lane() {
 
 #[test]
 fn long_strings_read_as_serde_json_reads_them() {
-    for len in [33, 40, 64, 100, 1000] {
+    // on both sides of `SHORT_RUN`, where the search changes hands
+    for len in [33, 100, 127, 128, 129, 136, 200, 1000] {
         for at in (0..len).step_by(3) {
             for inner in [
                 "\\n", "\\u00e9", "\\ud800", "\\x", "\u{1}", "\t", "\u{e9}", "\"", "\\",
