@@ -67,6 +67,16 @@ impl<'a> Cursor<'a> {
         } else {
             std::str::from_utf8(bytes).map_or(Text::Unchecked, Text::Utf8)
         };
+        Cursor::with_text(bytes, text)
+    }
+
+    /// A cursor at the start of `text`, which is known to be UTF-8: no pass over it to find out,
+    /// and a string read as text is cut out of it without a check of its own.
+    pub fn from_text(text: &'a str) -> Cursor<'a> {
+        Cursor::with_text(text.as_bytes(), Text::Utf8(text))
+    }
+
+    fn with_text(bytes: &'a [u8], text: Text<'a>) -> Cursor<'a> {
         Cursor {
             bytes,
             text,

@@ -27,7 +27,7 @@ pub struct PromptText<'a> {
 /// serde_json would not visit (a lone `\u` surrogate, a number out of range, a `role` that is not a
 /// string) ends the reading there: the texts of the messages before it are kept, not its own.
 pub fn collect_prompt<'a>(v: &'a RawValue, t: &mut PromptText<'a>) {
-    let _ = prompt(&mut Cursor::new(v.get().as_bytes()), t);
+    let _ = prompt(&mut Cursor::from_text(v.get()), t);
 }
 
 /// Appends a content value (a string, or an array of parts whose `text` fields are taken; other
@@ -35,7 +35,7 @@ pub fn collect_prompt<'a>(v: &'a RawValue, t: &mut PromptText<'a>) {
 /// [`collect_prompt`]).
 pub fn collect_content<'a>(v: &'a RawValue, dst: &mut Cow<'a, str>) {
     let mut texts = Vec::new();
-    if texts_of(&mut Cursor::new(v.get().as_bytes()), &mut texts).is_ok() {
+    if texts_of(&mut Cursor::from_text(v.get()), &mut texts).is_ok() {
         for s in texts {
             push_line(dst, s);
         }
@@ -45,7 +45,7 @@ pub fn collect_content<'a>(v: &'a RawValue, dst: &mut Cow<'a, str>) {
 /// The `role` of one message: `None` when it has none, or when a value in the message cannot be
 /// visited (as in [`collect_prompt`]; the serde reader before it did the same).
 pub fn role_of(message: &str) -> Option<Cow<'_, str>> {
-    texts_of(&mut Cursor::new(message.as_bytes()), &mut Vec::new())
+    texts_of(&mut Cursor::from_text(message), &mut Vec::new())
         .ok()
         .flatten()
 }

@@ -58,6 +58,21 @@ fn agree(bytes: &[u8]) -> std::result::Result<(), TestCaseError> {
     prop_assert_eq!(b, s.map(String::into_bytes));
     let n = whole(bytes, Cursor::u64);
     prop_assert_eq!(n, serde_json::from_slice::<u64>(bytes).ok());
+    // a cursor made from text (no ASCII pass, no check per string) reads text the same way
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        let from_text = |read: &dyn Fn(&mut Cursor<'_>) -> Result<String>| {
+            let mut c = Cursor::from_text(text);
+            let v = read(&mut c).ok()?;
+            c.end().ok()?;
+            Some(v)
+        };
+        prop_assert_eq!(
+            from_text(&|c| visit(c).map(|()| String::new())).is_some(),
+            visited.is_some()
+        );
+        let string = from_text(&|c| c.string().map(|s| s.into_owned()));
+        prop_assert_eq!(string, serde_json::from_slice::<String>(bytes).ok());
+    }
     Ok(())
 }
 
