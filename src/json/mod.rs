@@ -19,14 +19,67 @@ pub mod scan;
 #[cfg(test)]
 pub mod testgen;
 
-/// One top-level field: its key and its raw value (borrowed from the body; see [`span_in`]).
-pub struct Field<'a> {
-    pub key: Cow<'a, str>,
-    pub value: &'a RawValue,
+/// One JSON value's text, borrowed from a document read whole: what serde_json's `&RawValue`
+/// holds, without the second parse its constructors take: made by [`object_fields`], or from a
+/// `&RawValue`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Raw<'a>(&'a str);
+
+impl<'a> Raw<'a> {
+    /// The value as written (no whitespace around it).
+    pub fn get(self) -> &'a str {
+        self.0
+    }
+
+    /// serde_json's raw value (already read whole).
+    pub fn of(raw: &'a RawValue) -> Raw<'a> {
+        Raw(raw.get())
+    }
+
+    /// The value is `null`.
+    pub fn is_null(self) -> bool {
+        self.0 == "null"
+    }
 }
 
-/// Reads a JSON object's top-level fields as borrowed raw values (validating every byte).
+/// One top-level field: its key and its raw value (borrowed from the body; see [`span_in`]).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Field<'a> {
+    pub key: Cow<'a, str>,
+    pub value: Raw<'a>,
+}
+
+/// Reads a JSON object's top-level fields as borrowed raw values (validating every byte), as
+/// serde_json reads a map of `Cow<str>` keys to `&RawValue`s: the same inputs accepted (see
+/// [`scan`]), the same fields, and serde_json's own error for an input it rejects.
 pub fn object_fields(json: &[u8]) -> Result<Vec<Field<'_>>, serde_json::Error> {
+    // an input that is not UTF-8 is never accepted (keys and raw values must be text)
+    let by_cursor = std::str::from_utf8(json)
+        .ok()
+        .and_then(|text| fields_by_cursor(text).ok());
+    match by_cursor {
+        Some(fields) => Ok(fields),
+        None => fields_by_serde(json),
+    }
+}
+
+/// [`object_fields`] with the cursor: a long string value is a SIMD search, not a parse.
+fn fields_by_cursor(text: &str) -> scan::Result<Vec<Field<'_>>> {
+    let mut c = scan::Cursor::from_text(text);
+    let mut obj = c.object()?;
+    let mut out = Vec::with_capacity(16);
+    while let Some(key) = obj.key_text(&mut c)? {
+        out.push(Field {
+            key,
+            value: Raw(c.raw_text()?),
+        });
+    }
+    c.end()?;
+    Ok(out)
+}
+
+/// [`object_fields`] with serde_json: for the error it gives, and the oracle of the cursor's.
+fn fields_by_serde(json: &[u8]) -> Result<Vec<Field<'_>>, serde_json::Error> {
     struct FieldsVisitor;
     impl<'de> Visitor<'de> for FieldsVisitor {
         type Value = Vec<Field<'de>>;
@@ -37,7 +90,10 @@ pub fn object_fields(json: &[u8]) -> Result<Vec<Field<'_>>, serde_json::Error> {
             let mut out = Vec::with_capacity(16);
             while let Some(key) = map.next_key::<KeyStr<'de>>()? {
                 let value: &'de RawValue = map.next_value()?;
-                out.push(Field { key: key.0, value });
+                out.push(Field {
+                    key: key.0,
+                    value: Raw::of(value),
+                });
             }
             Ok(out)
         }
@@ -96,7 +152,7 @@ pub fn check_depth(body: &[u8]) -> Result<(), ProxyError> {
 }
 
 /// Byte range of `raw` inside `body` (raw values borrow from the body).
-pub fn span_in(body: &[u8], raw: &RawValue) -> Range<usize> {
+pub fn span_in(body: &[u8], raw: Raw<'_>) -> Range<usize> {
     span_of(body, raw.get().as_bytes())
 }
 
@@ -105,10 +161,6 @@ pub fn span_in(body: &[u8], raw: &RawValue) -> Range<usize> {
 pub fn span_of(body: &[u8], part: &[u8]) -> Range<usize> {
     let start = (part.as_ptr() as usize).saturating_sub(body.as_ptr() as usize);
     start..start + part.len()
-}
-
-pub fn is_null(v: &RawValue) -> bool {
-    v.get() == "null"
 }
 
 /// Visitor methods that accept and drop any value the visitor does not care about (the serde
@@ -138,7 +190,102 @@ pub(crate) use skip_other_values;
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
+    use super::testgen::{edits, key, mutate, renderings, tree, Json};
     use super::*;
+
+    /// A reading's fields as (key, value, where the value sits in `bytes`).
+    type Placed<'a> = Vec<(Cow<'a, str>, &'a str, Range<usize>)>;
+
+    fn placed<'a>(bytes: &[u8], fields: Vec<Field<'a>>) -> Placed<'a> {
+        let at = |f: &Field<'_>| span_in(bytes, f.value);
+        fields
+            .into_iter()
+            .map(|f| {
+                let r = at(&f);
+                (f.key, f.value.get(), r)
+            })
+            .collect()
+    }
+
+    /// The cursor's reading of `bytes` against serde_json's: the same fields borrowed from the
+    /// same places, or both refuse; `object_fields` gives serde_json's error.
+    fn agree(bytes: &[u8]) -> Result<(), TestCaseError> {
+        let by_cursor = std::str::from_utf8(bytes)
+            .ok()
+            .and_then(|t| fields_by_cursor(t).ok())
+            .map(|f| placed(bytes, f));
+        let by_serde = fields_by_serde(bytes).map(|f| placed(bytes, f));
+        let lossy = String::from_utf8_lossy(bytes);
+        prop_assert_eq!(&by_cursor, &by_serde.as_ref().ok().cloned(), "{:?}", lossy);
+        let got = object_fields(bytes).map(|f| placed(bytes, f));
+        match (got, by_serde) {
+            (Ok(a), Ok(b)) => prop_assert_eq!(a, b),
+            (Err(a), Err(b)) => prop_assert_eq!(a.to_string(), b.to_string()),
+            (a, b) => prop_assert!(
+                false,
+                "{:?}: {:?} against {:?}",
+                lossy,
+                a.is_ok(),
+                b.is_ok()
+            ),
+        }
+        Ok(())
+    }
+
+    fn object() -> impl Strategy<Value = Json> {
+        prop::collection::vec((key(), tree()), 0..6).prop_map(Json::Obj)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn fields_read_as_serde_json_reads_them(
+            j in prop_oneof![4 => object(), 1 => tree()],
+            noise in prop::collection::vec(any::<u8>(), 0..64),
+            e in edits(),
+        ) {
+            for mut bytes in renderings(&j, &noise) {
+                agree(&bytes)?;
+                mutate(&mut bytes, &e);
+                agree(&bytes)?;
+            }
+        }
+
+        #[test]
+        fn fields_of_any_bytes(bytes in prop::collection::vec(any::<u8>(), 0..48)) {
+            agree(&bytes)?;
+        }
+    }
+
+    #[test]
+    fn fields_of_long_values_and_refused_bodies() {
+        let long = format!(
+            r#"{{"model": "gpt-4o", "messages": [{{"role": "user", "content": "{}\n{}"}}]}}"#,
+            "a".repeat(200_000),
+            "\\u00e9".repeat(100)
+        );
+        for body in [
+            long.as_bytes(),
+            b"{",
+            b"",
+            b"[]",
+            b"{\"a\":1,}",
+            b"{\"a\":1} x",
+            b"{\"\xff\":1}",
+            b"{\"a\":\"\xc3\xa9\"}",
+            b"{\"a\":\"\xc3\"}",
+            b"{\"\\ud800\":1}",
+            b"{\"a\":\"\\ud800\"}",
+            b"{\"a\":1e400}",
+            b"{\"a\":1,\"a\":2}",
+        ] {
+            agree(body).unwrap();
+        }
+        assert_eq!(object_fields(long.as_bytes()).unwrap().len(), 2);
+    }
 
     #[test]
     fn depth_check_never_panics_on_cut_strings_and_escapes() {

@@ -25,7 +25,7 @@ use std::borrow::Cow;
 use std::ops::Range;
 
 use super::MAX_JSON_DEPTH;
-use escapes::{escape_len, special_bytes, unescape};
+use escapes::{escape_len, find_special_long, special_bytes, unescape, SHORT_RUN};
 use frames::Frames;
 pub use repeat::{Leading, RepeatedPrefix};
 
@@ -314,6 +314,13 @@ impl<'a> Cursor<'a> {
         self.since(start)
     }
 
+    /// [`Cursor::raw`] as text (cut out of a UTF-8 input without a check of its own).
+    pub fn raw_text(&mut self) -> Result<&'a str> {
+        let start = self.mark();
+        self.skip()?;
+        self.text_at(start.pos..self.pos)
+    }
+
     /// Where the next value starts (after whitespace), to come back to or to take its bytes.
     pub fn mark(&mut self) -> Mark {
         self.peek();
@@ -497,6 +504,22 @@ impl Object {
     /// read, or `None` once the closing `}` is read.
     #[inline(always)]
     pub fn key<'a>(&mut self, c: &mut Cursor<'a>) -> Result<Option<Cow<'a, [u8]>>> {
+        self.member(c, Cursor::string_bytes)
+    }
+
+    /// [`Object::key`] as text.
+    #[inline(always)]
+    pub fn key_text<'a>(&mut self, c: &mut Cursor<'a>) -> Result<Option<Cow<'a, str>>> {
+        self.member(c, Cursor::string)
+    }
+
+    /// The separator before the next member, its key read by `read`, and the colon after it.
+    #[inline(always)]
+    fn member<'a, K>(
+        &mut self,
+        c: &mut Cursor<'a>,
+        read: impl FnOnce(&mut Cursor<'a>) -> Result<K>,
+    ) -> Result<Option<K>> {
         match c.peek() {
             Some(b'}') => {
                 c.leave();
@@ -511,7 +534,7 @@ impl Object {
             }
             _ => return Err(Invalid),
         }
-        let key = c.string_bytes()?;
+        let key = read(c)?;
         if c.peek() != Some(b':') {
             return Err(Invalid);
         }
@@ -557,30 +580,6 @@ impl Array {
             _ => Err(Invalid),
         }
     }
-}
-
-/// Plain string bytes read eight at a time before [`find_special_long`] takes over: most keys and
-/// values end sooner, and a call of it costs about 230 instructions (callgrind), what eight bytes
-/// at a time spend on about 100 bytes.
-const SHORT_RUN: usize = 128;
-
-/// Where the first `"`, `\` or control character of `rest` is (its length if none): the quote or
-/// backslash with `memchr2` (SIMD), then the bytes before it checked for control characters 32 at
-/// a time, in a loop the compiler vectorises.
-#[inline(never)]
-fn find_special_long(rest: &[u8]) -> usize {
-    let end = memchr::memchr2(b'"', b'\\', rest).unwrap_or(rest.len());
-    let run = rest.get(..end).unwrap_or_default();
-    let (blocks, _) = run.as_chunks::<32>();
-    let mut at = 0;
-    for block in blocks {
-        if block.iter().fold(false, |any, &b| any | (b < 0x20)) {
-            break;
-        }
-        at += 32;
-    }
-    let tail = run.get(at..).unwrap_or_default();
-    tail.iter().position(|&b| b < 0x20).map_or(end, |k| at + k)
 }
 
 /// Whether serde_json reads `number` (of the form [`Cursor::skip_number`] accepts) without an

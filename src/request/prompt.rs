@@ -9,7 +9,7 @@
 
 use std::borrow::Cow;
 
-use serde_json::value::RawValue;
+use crate::json::Raw;
 
 use crate::json::scan::{self, Cursor};
 
@@ -26,14 +26,14 @@ pub struct PromptText<'a> {
 /// The body was already validated, so a shape we do not know is skipped, never an error. A value
 /// serde_json would not visit (a lone `\u` surrogate, a number out of range, a `role` that is not a
 /// string) ends the reading there: the texts of the messages before it are kept, not its own.
-pub fn collect_prompt<'a>(v: &'a RawValue, t: &mut PromptText<'a>) {
+pub fn collect_prompt<'a>(v: Raw<'a>, t: &mut PromptText<'a>) {
     let _ = prompt(&mut Cursor::from_text(v.get()), t);
 }
 
 /// Appends a content value (a string, or an array of parts whose `text` fields are taken; other
 /// parts are skipped): all of its texts, or none when a value in it cannot be visited (as in
 /// [`collect_prompt`]).
-pub fn collect_content<'a>(v: &'a RawValue, dst: &mut Cow<'a, str>) {
+pub fn collect_content<'a>(v: Raw<'a>, dst: &mut Cow<'a, str>) {
     let mut texts = Vec::new();
     if texts_of(&mut Cursor::from_text(v.get()), &mut texts).is_ok() {
         for s in texts {

@@ -13,7 +13,7 @@ use serde_json::value::RawValue;
 use super::endpoint::Endpoint;
 use super::prompt::role_of;
 use super::view::RequestView;
-use crate::json::{is_null, object_fields, span_in, KeyStr};
+use crate::json::{object_fields, span_in, KeyStr};
 
 /// client's system and developer messages.
 #[derive(Debug, Clone, Copy)]
@@ -85,7 +85,7 @@ impl RequestView<'_> {
                 out.push(b']');
                 Some((span, out))
             }
-            Endpoint::Responses => match self.instructions.filter(|i| !is_null(i)) {
+            Endpoint::Responses => match self.instructions.filter(|i| !i.is_null()) {
                 Some(i) if !p.replace => {
                     let old: KeyStr<'_> = serde_json::from_str(i.get()).ok()?;
                     let joined = serde_json::to_string(&format!("{}\n\n{}", p.text, old.0)).ok()?;

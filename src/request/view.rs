@@ -9,12 +9,10 @@ use std::borrow::Cow;
 use std::ops::Range;
 use std::sync::OnceLock;
 
-use serde_json::value::RawValue;
-
 use super::endpoint::Endpoint;
 use super::prompt::{collect_content, collect_prompt, PromptText};
 use crate::error::ProxyError;
-use crate::json::{check_depth, is_null, object_fields, span_in, KeyStr};
+use crate::json::{check_depth, object_fields, span_in, KeyStr, Raw};
 
 /// What the router and the forwarder need from a request body.
 pub struct RequestView<'a> {
@@ -24,14 +22,14 @@ pub struct RequestView<'a> {
     pub model: Cow<'a, str>,
     pub(super) model_span: Range<usize>,
     pub stream: bool,
-    pub(super) stream_options: Option<&'a RawValue>,
+    pub(super) stream_options: Option<Raw<'a>>,
     /// The body's `user` field.
     pub user: Option<Cow<'a, str>>,
-    pub(super) metadata: Option<&'a RawValue>,
-    pub(super) prompt: Option<&'a RawValue>,
-    pub(super) instructions: Option<&'a RawValue>,
-    pub(super) tools: Option<&'a RawValue>,
-    pub(super) functions: Option<&'a RawValue>,
+    pub(super) metadata: Option<Raw<'a>>,
+    pub(super) prompt: Option<Raw<'a>>,
+    pub(super) instructions: Option<Raw<'a>>,
+    pub(super) tools: Option<Raw<'a>>,
+    pub(super) functions: Option<Raw<'a>>,
     pub(super) text: OnceLock<PromptText<'a>>,
     /// The answer's token cap the client set (`max_completion_tokens`, `max_tokens` or
     /// `max_output_tokens`), for budget reservations. Not validated: the upstream does that.
@@ -81,7 +79,7 @@ impl<'a> RequestView<'a> {
         for f in fields {
             // Keys tailor acts on must appear once: with duplicates, tailor and the upstream
             // could read different values (route on one model, bill another).
-            let once = |slot: &Option<&RawValue>, name: &'static str| {
+            let once = |slot: &Option<Raw<'_>>, name: &'static str| {
                 if slot.is_some() {
                     Err(ProxyError::InvalidField {
                         param: name,
@@ -105,7 +103,7 @@ impl<'a> RequestView<'a> {
                     once(&view.stream_options, "stream_options")?;
                     view.stream_options = Some(f.value);
                 }
-                "user" if !is_null(f.value) => {
+                "user" if !f.value.is_null() => {
                     let s: KeyStr<'a> = serde_json::from_str(f.value.get())
                         .map_err(|_| invalid_type("user", "a string"))?;
                     view.user = Some(s.0);
@@ -127,7 +125,7 @@ impl<'a> RequestView<'a> {
             }
         }
         let model = model
-            .filter(|m| !is_null(m))
+            .filter(|m| !m.is_null())
             .ok_or_else(|| ProxyError::InvalidField {
                 param: "model",
                 code: "missing_required_parameter",
@@ -137,7 +135,7 @@ impl<'a> RequestView<'a> {
             serde_json::from_str(model.get()).map_err(|_| invalid_type("model", "a string"))?;
         view.model = name.0;
         view.model_span = span_in(body, model);
-        if let Some(s) = stream.filter(|s| !is_null(s)) {
+        if let Some(s) = stream.filter(|s| !s.is_null()) {
             view.stream =
                 serde_json::from_str(s.get()).map_err(|_| invalid_type("stream", "a boolean"))?;
         }
@@ -199,7 +197,7 @@ impl<'a> RequestView<'a> {
         let bytes: usize = [self.prompt, self.instructions, self.tools, self.functions]
             .into_iter()
             .flatten()
-            .filter(|v| !is_null(v))
+            .filter(|v| !v.is_null())
             .map(|v| v.get().len())
             .sum();
         bytes.div_ceil(4) as u64

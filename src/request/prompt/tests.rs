@@ -8,10 +8,11 @@ use proptest::prelude::*;
 use proptest::sample::select;
 use serde::de::{self, MapAccess, Visitor};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use super::*;
 use crate::json::testgen::{key, leaf, plain, renderings, string, tree, Json};
-use crate::json::{skip_other_values, KeyStr};
+use crate::json::{skip_other_values, KeyStr, Raw};
 
 /// The old reader: the prompt's texts as owned strings.
 fn oracle(v: &RawValue) -> (String, String) {
@@ -184,13 +185,13 @@ fn prompt_value() -> BoxedStrategy<Json> {
 
 fn cursor_reads(v: &RawValue) -> (String, String) {
     let mut t = PromptText::default();
-    collect_prompt(v, &mut t);
+    collect_prompt(Raw::of(v), &mut t);
     (t.system.into_owned(), t.user.into_owned())
 }
 
 fn cursor_content(v: &RawValue) -> String {
     let mut dst = Cow::Borrowed("");
-    collect_content(v, &mut dst);
+    collect_content(Raw::of(v), &mut dst);
     dst.into_owned()
 }
 
@@ -217,12 +218,12 @@ fn one_message_is_borrowed_not_copied() {
         r#"[{"role":"system","content":"be brief"},{"role":"user","content":"a long question"}]"#;
     let v: &RawValue = serde_json::from_str(body).unwrap();
     let mut t = PromptText::default();
-    collect_prompt(v, &mut t);
+    collect_prompt(Raw::of(v), &mut t);
     assert!(matches!(t.user, Cow::Borrowed("a long question")));
     assert!(matches!(t.system, Cow::Borrowed("be brief")));
     let two = r#"[{"role":"user","content":"a"},{"role":"user","content":["b",{"text":"c\n"}]}]"#;
     let v: &RawValue = serde_json::from_str(two).unwrap();
     let mut t = PromptText::default();
-    collect_prompt(v, &mut t);
+    collect_prompt(Raw::of(v), &mut t);
     assert_eq!(t.user, "a\nb\nc\n");
 }
