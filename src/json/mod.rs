@@ -54,7 +54,7 @@ pub struct Field<'a> {
 /// [`scan`]), the same fields, and serde_json's own error for an input it rejects.
 pub fn object_fields(json: &[u8]) -> Result<Vec<Field<'_>>, serde_json::Error> {
     // an input that is not UTF-8 is never accepted (keys and raw values must be text)
-    let by_cursor = std::str::from_utf8(json)
+    let by_cursor = simdutf8::basic::from_utf8(json)
         .ok()
         .and_then(|text| fields_by_cursor(text).ok());
     match by_cursor {
