@@ -8,11 +8,11 @@
 use std::ops::Range;
 
 use bytes::Bytes;
-use serde_json::value::RawValue;
 
 use super::endpoint::Endpoint;
 use super::prompt::role_of;
 use super::view::RequestView;
+use crate::json::scan::Cursor;
 use crate::json::{object_fields, span_in, KeyStr};
 
 /// client's system and developer messages.
@@ -73,13 +73,15 @@ impl RequestView<'_> {
                     return Some((at..at, format!("{system}{sep}").into_bytes()));
                 }
                 // replace: the client's system and developer messages go, the rest stay as sent
-                let items: Vec<&RawValue> = serde_json::from_str(messages.get()).ok()?;
+                let mut c = Cursor::from_text(messages.get());
+                let mut items = c.array().ok()?;
                 let mut out = format!("[{system}").into_bytes();
-                for item in items {
-                    let role = role_of(item.get());
+                while items.next(&mut c).ok()? {
+                    let item = c.raw_text().ok()?;
+                    let role = role_of(item);
                     if !matches!(role.as_deref(), Some("system" | "developer")) {
                         out.push(b',');
-                        out.extend_from_slice(item.get().as_bytes());
+                        out.extend_from_slice(item.as_bytes());
                     }
                 }
                 out.push(b']');
@@ -203,5 +205,43 @@ mod tests {
             assert_eq!(std::str::from_utf8(&out).unwrap(), expected);
             serde_json::from_slice::<serde_json::Value>(&out).unwrap();
         }
+    }
+
+    #[test]
+    fn replace_keeps_the_other_messages_as_sent_in_every_format() {
+        let messages = serde_json::json!([
+            {"role": "system", "content": "old"},
+            {"content": "dev", "role": "developer"},
+            {"role": "user", "content": ["a \"role\": \"system\"", {"type": "text", "text": "b"}]},
+            {"role": "assistant", "content": "x", "tool_calls": [{"id": "t", "type": "function"}]}
+        ]);
+        let body = serde_json::json!({"model": "m", "messages": messages});
+        let prompt = SystemPrompt {
+            text: "new",
+            replace: true,
+        };
+        for text in [
+            body.to_string(),
+            serde_json::to_string_pretty(&body).unwrap(),
+            serde_json::to_string_pretty(&body)
+                .unwrap()
+                .replace('\n', "\r\n\t"),
+        ] {
+            let out = chat(&text).rewrite("X", false, Some(prompt));
+            let got: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            let want = serde_json::json!([
+                {"role": "system", "content": "new"},
+                messages[2],
+                messages[3]
+            ]);
+            assert_eq!(got["messages"], want, "{text}");
+        }
+        // a role written with an escape is the role it spells
+        let escaped = r#"{"model":"m","messages":[{"role":"\u0073ystem","content":"old"} , {"role":"user","content":"u"}]}"#;
+        let out = chat(escaped).rewrite("X", false, Some(prompt));
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            r#"{"model":"X","messages":[{"role":"system","content":"new"},{"role":"user","content":"u"}]}"#
+        );
     }
 }
