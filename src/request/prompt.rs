@@ -9,9 +9,8 @@
 
 use std::borrow::Cow;
 
-use crate::json::Raw;
-
 use crate::json::scan::{self, Cursor};
+use crate::json::Raw;
 
 /// Message texts by role group, extracted only when a route needs them.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
