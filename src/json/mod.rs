@@ -36,6 +36,12 @@ impl<'a> Raw<'a> {
         Raw(raw.get())
     }
 
+    /// The members of this value when it is an object (its text is known: no UTF-8 check, and
+    /// no error message to build for one that is not).
+    pub fn fields(self) -> Option<Vec<Field<'a>>> {
+        fields_by_cursor(self.0).ok()
+    }
+
     /// The value is `null`.
     pub fn is_null(self) -> bool {
         self.0 == "null"
@@ -219,6 +225,12 @@ mod tests {
         let by_serde = fields_by_serde(bytes).map(|f| placed(bytes, f));
         let lossy = String::from_utf8_lossy(bytes);
         prop_assert_eq!(&by_cursor, &by_serde.as_ref().ok().cloned(), "{:?}", lossy);
+        // a value's own members (metadata, stream_options) read as serde_json reads them
+        for f in fields_by_serde(bytes).into_iter().flatten() {
+            let inner = f.value.get().as_bytes();
+            let by_serde = fields_by_serde(inner).ok().map(|g| placed(inner, g));
+            prop_assert_eq!(f.value.fields().map(|g| placed(inner, g)), by_serde);
+        }
         let got = object_fields(bytes).map(|f| placed(bytes, f));
         match (got, by_serde) {
             (Ok(a), Ok(b)) => prop_assert_eq!(a, b),

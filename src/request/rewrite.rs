@@ -13,7 +13,7 @@ use super::endpoint::Endpoint;
 use super::prompt::role_of;
 use super::view::RequestView;
 use crate::json::scan::Cursor;
-use crate::json::{object_fields, span_in, KeyStr};
+use crate::json::{span_in, KeyStr};
 
 /// client's system and developer messages.
 #[derive(Debug, Clone, Copy)]
@@ -112,7 +112,7 @@ impl RequestView<'_> {
         if let Some(so) = self.stream_options.filter(|so| so.get().starts_with('{')) {
             let so_span = span_in(body, so);
             let inner = so.get().as_bytes();
-            if let Ok(fields) = object_fields(inner) {
+            if let Some(fields) = so.fields() {
                 if let Some(f) = fields.iter().find(|f| f.key == "include_usage") {
                     let r = span_in(inner, f.value);
                     return (

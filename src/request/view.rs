@@ -153,7 +153,7 @@ impl<'a> RequestView<'a> {
     /// Whether the client asked for streamed usage itself (`stream_options.include_usage: true`).
     pub fn client_wants_stream_usage(&self) -> bool {
         self.stream_options
-            .and_then(|so| object_fields(so.get().as_bytes()).ok())
+            .and_then(|so| so.fields())
             .and_then(|fs| fs.into_iter().find(|f| f.key == "include_usage"))
             .is_some_and(|f| f.value.get() == "true")
     }
@@ -168,7 +168,7 @@ impl<'a> RequestView<'a> {
     /// The value of a `metadata` key, if it is a string.
     pub fn metadata(&self, key: &str) -> Option<Cow<'a, str>> {
         let m = self.metadata?;
-        let fields = object_fields(m.get().as_bytes()).ok()?;
+        let fields = m.fields()?;
         let f = fields.into_iter().find(|f| f.key == key)?;
         serde_json::from_str::<KeyStr<'_>>(f.value.get())
             .ok()
