@@ -209,6 +209,16 @@ async fn usage_is_metered_at_the_model_price_when_the_model_is_known() {
     )
     .await;
     assert_eq!(r.status, StatusCode::OK);
+    // `model` twice: refused before the upstream, which might price the other one
+    let r = post_json(
+        &env,
+        "/v1/images/generations",
+        r#"{"model": "dall-e-9", "prompt": "x", "model": "gpt-image-1"}"#,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "duplicate_parameter");
+    assert_eq!(r.json()["error"]["param"], "model");
     let m = parse_metrics(&env.metrics().await);
     let tok = |model: &str, t: &str| {
         metric(&m, &format!("tailor_tokens_total{{client=\"anonymous\",model=\"{model}\",route=\"passthrough\",type=\"{t}\"}}"))

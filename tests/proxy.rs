@@ -335,6 +335,13 @@ async fn bad_input_gets_openai_errors_and_the_proxy_keeps_serving() {
         (
             Method::POST,
             "/v1/chat/completions",
+            r#"{"model":"gpt-4o","messages":[],"stream":true,"stream_options":{"include_usage":true,"include_usage":false}}"#.into(),
+            400,
+            "invalid_field",
+        ),
+        (
+            Method::POST,
+            "/v1/chat/completions",
             big,
             413,
             "body_too_large",
@@ -373,6 +380,16 @@ async fn bad_input_gets_openai_errors_and_the_proxy_keeps_serving() {
         .await
         .json();
     assert_eq!(unknown["error"]["code"], "model_not_found");
+    // a key tailor acts on, sent twice: the upstream might read the other one
+    let twice = env
+        .chat(
+            r#"{"model":"gpt-4o","messages":[],"stream":true,"stream_options":{"include_usage":false,"include_usage":true}}"#,
+            &[],
+        )
+        .await
+        .json();
+    assert_eq!(twice["error"]["code"], "duplicate_parameter");
+    assert_eq!(twice["error"]["param"], "stream_options.include_usage");
     // still serving
     let ok = env
         .chat(
@@ -388,7 +405,7 @@ async fn bad_input_gets_openai_errors_and_the_proxy_keeps_serving() {
             &m,
             "tailor_rejected_requests_total{reason=\"invalid_field\"}"
         ),
-        2.0
+        4.0
     );
     assert_eq!(
         metric(

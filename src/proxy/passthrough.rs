@@ -31,6 +31,7 @@ use crate::forward::client::UpstreamBody;
 use crate::forward::passthrough::{self as pass, Family};
 use crate::forward::policy;
 use crate::forward::upstream::{self, response_headers};
+use crate::request::view::duplicate;
 use crate::state::{LiveState, Shared, ANONYMOUS};
 use crate::usage::body::{BodyLimits, MeteredBody, RespBody};
 use crate::usage::event::{Finished, Subscriber};
@@ -87,7 +88,7 @@ pub async fn run<B: ReqBody>(
     let small = declared.is_some_and(|n| n <= cfg.server.max_body_bytes as u64);
     let (body, progress, model): (StreamingBody, _, _) = if is_json(&parts.headers) && small {
         let bytes = read_body(body, &parts.headers, cfg.server.max_body_bytes).await?;
-        let model = requested_model(&bytes).and_then(|m| known_model(&cfg.models, pt, &m));
+        let model = requested_model(&bytes)?.and_then(|m| known_model(&cfg.models, pt, &m));
         let full = Full::new(bytes).map_err(|e| match e {}).boxed_unsync();
         (full, upload::whole(), model)
     } else {
@@ -277,13 +278,22 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.as_bytes().starts_with(b"application/json"))
 }
 
-/// The body's top-level `model`, if it is a JSON object that has one.
-fn requested_model(body: &[u8]) -> Option<String> {
-    let fields = crate::json::object_fields(body).ok()?;
-    let f = fields.iter().find(|f| f.key == "model")?;
-    serde_json::from_str::<Cow<str>>(f.value.get())
+/// The body's top-level `model`, if it is a JSON object that has one. A `model` sent twice is
+/// refused: it prices the answer, and the upstream may read the other one.
+fn requested_model(body: &[u8]) -> Result<Option<String>, ProxyError> {
+    let Ok(fields) = crate::json::object_fields(body) else {
+        return Ok(None);
+    };
+    let mut models = fields.iter().filter(|f| f.key == "model");
+    let Some(f) = models.next() else {
+        return Ok(None);
+    };
+    if models.next().is_some() {
+        return Err(duplicate("model"));
+    }
+    Ok(serde_json::from_str::<Cow<str>>(f.value.get())
         .ok()
-        .map(Cow::into_owned)
+        .map(Cow::into_owned))
 }
 
 /// The configured model a passthrough request names: one on the passthrough upstream, by its
@@ -343,7 +353,20 @@ mod tests {
             ("[1, 2]", None),
             ("", None),
         ] {
-            assert_eq!(requested_model(body.as_bytes()).as_deref(), want, "{body}");
+            assert_eq!(
+                requested_model(body.as_bytes()).unwrap().as_deref(),
+                want,
+                "{body}"
+            );
+        }
+        // twice, in any spelling: refused, whichever the upstream would read
+        for body in [
+            r#"{"model":"dall-e-2","prompt":"x","model":"gpt-image-1"}"#,
+            r#"{"model":"dall-e-2", "mod\u0065l": "dall-e-2"}"#,
+        ] {
+            let e = requested_model(body.as_bytes()).unwrap_err();
+            assert_eq!(e.to_string(), "Parameter 'model' appears more than once.");
+            assert_eq!(e.status().as_u16(), 400);
         }
     }
 }

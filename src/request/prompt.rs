@@ -41,12 +41,34 @@ pub fn collect_content<'a>(v: Raw<'a>, dst: &mut Cow<'a, str>) {
     }
 }
 
-/// The `role` of one message: `None` when it has none, or when a value in the message cannot be
-/// visited (as in [`collect_prompt`]; the serde reader before it did the same).
-pub fn role_of(message: &str) -> Option<Cow<'_, str>> {
-    texts_of(&mut Cursor::from_text(message), &mut Vec::new())
-        .ok()
-        .flatten()
+/// Whether one message is the system's or the developer's (a system prompt's `replace` mode takes
+/// these out): its `role` is "system" or "developer", or one of them is when the key repeats (an
+/// upstream may read any of them). Only roles are read: every other value is skipped for its form
+/// alone, so a content that cannot be read as text (a lone `\u` surrogate, a number out of range)
+/// does not hide the role. A message that is not an object has none.
+pub fn is_system_message(message: &str) -> bool {
+    let c = &mut Cursor::from_text(message);
+    let Ok(mut members) = c.object() else {
+        return false;
+    };
+    let mut system = false;
+    while let Ok(Some(key)) = members.key(c) {
+        let at = c.mark();
+        let role = (key.as_ref() == b"role" && c.peek() == Some(b'"'))
+            .then(|| c.string().ok())
+            .flatten();
+        match role {
+            Some(role) => system |= matches!(role.as_ref(), "system" | "developer"),
+            // another member, or a role that is not text (a lone surrogate): neither of these
+            None => {
+                c.rewind(at);
+                if c.skip().is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    system
 }
 
 /// The whole prompt: a string, or an array of messages (or of strings).

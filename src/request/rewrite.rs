@@ -10,7 +10,7 @@ use std::ops::Range;
 use bytes::Bytes;
 
 use super::endpoint::Endpoint;
-use super::prompt::role_of;
+use super::prompt::is_system_message;
 use super::view::RequestView;
 use crate::json::scan::Cursor;
 use crate::json::{span_in, KeyStr};
@@ -78,8 +78,7 @@ impl RequestView<'_> {
                 let mut out = format!("[{system}").into_bytes();
                 while items.next(&mut c).ok()? {
                     let item = c.raw_text().ok()?;
-                    let role = role_of(item);
-                    if !matches!(role.as_deref(), Some("system" | "developer")) {
+                    if !is_system_message(item) {
                         out.push(b',');
                         out.extend_from_slice(item.as_bytes());
                     }
@@ -236,6 +235,21 @@ mod tests {
             ]);
             assert_eq!(got["messages"], want, "{text}");
         }
+        // only roles decide: a content that is not text does not hide one, a repeated role is
+        // the system's when any of them is, and a role that is not text is not the system's
+        let hostile = r#"{"model":"m","messages":[
+            {"role":"system","content":"\ud800 old"},
+            {"role":"developer","content":[{"type":"text","text":1e400}]},
+            {"role":"user","role":"system","content":"twice"},
+            {"role":"system","role":"user","content":"twice again"},
+            {"role":"user","content":"\ud800 kept"},
+            {"role":"\ud800","content":"kept too"},
+            "a string"]}"#;
+        let out = chat(hostile).rewrite("X", false, Some(prompt));
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            r#"{"model":"X","messages":[{"role":"system","content":"new"},{"role":"user","content":"\ud800 kept"},{"role":"\ud800","content":"kept too"},"a string"]}"#
+        );
         // a role written with an escape is the role it spells
         let escaped = r#"{"model":"m","messages":[{"role":"\u0073ystem","content":"old"} , {"role":"user","content":"u"}]}"#;
         let out = chat(escaped).rewrite("X", false, Some(prompt));

@@ -44,6 +44,16 @@ fn missing(param: &'static str) -> ProxyError {
     }
 }
 
+/// A key tailor acts on, sent more than once: tailor and the upstream could read different values
+/// (route on one model, bill another), so the request is refused.
+pub(crate) fn duplicate(param: &'static str) -> ProxyError {
+    ProxyError::InvalidField {
+        param,
+        code: "duplicate_parameter",
+        message: format!("Parameter '{param}' appears more than once."),
+    }
+}
+
 fn invalid_type(param: &'static str, expected: &str) -> ProxyError {
     ProxyError::InvalidField {
         param,
@@ -77,18 +87,9 @@ impl<'a> RequestView<'a> {
         };
         let prompt_field = endpoint.prompt_field();
         for f in fields {
-            // Keys tailor acts on must appear once: with duplicates, tailor and the upstream
-            // could read different values (route on one model, bill another).
-            let once = |slot: &Option<Raw<'_>>, name: &'static str| {
-                if slot.is_some() {
-                    Err(ProxyError::InvalidField {
-                        param: name,
-                        code: "duplicate_parameter",
-                        message: format!("Parameter '{name}' appears more than once."),
-                    })
-                } else {
-                    Ok(())
-                }
+            let once = |slot: &Option<Raw<'_>>, name: &'static str| match slot {
+                Some(_) => Err(duplicate(name)),
+                None => Ok(()),
             };
             match f.key.as_ref() {
                 "model" => {
@@ -138,6 +139,12 @@ impl<'a> RequestView<'a> {
         if let Some(s) = stream.filter(|s| !s.is_null()) {
             view.stream =
                 serde_json::from_str(s.get()).map_err(|_| invalid_type("stream", "a boolean"))?;
+        }
+        // `include_usage` decides whether tailor asks for the usage it meters
+        if let Some(options) = view.stream_options.and_then(|so| so.fields()) {
+            if options.iter().filter(|f| f.key == "include_usage").count() > 1 {
+                return Err(duplicate("stream_options.include_usage"));
+            }
         }
         match (endpoint, view.prompt) {
             (Endpoint::Responses, _) => {} // `input` is optional with stored prompts
@@ -229,7 +236,7 @@ mod tests {
 
     #[test]
     fn bad_bodies_get_openai_errors() {
-        let cases: [(&str, &str); 9] = [
+        let cases: [(&str, &str); 11] = [
             ("not json", "invalid_json"),
             ("[1,2]", "invalid_json"),
             (r#"{"model":"m","messages":[]} trailing"#, "invalid_json"),
@@ -242,6 +249,15 @@ mod tests {
                 r#"{"model":"a","model":"b","messages":[]}"#,
                 "invalid_field",
             ),
+            // an upstream that keeps the last one would send no usage to meter
+            (
+                r#"{"model":"m","messages":[],"stream":true,"stream_options":{"include_usage":true,"include_usage":false}}"#,
+                "invalid_field",
+            ),
+            (
+                r#"{"model":"m","messages":[],"stream":true,"stream_options":{"include_usage":false, "\u0069nclude_usage":false}}"#,
+                "invalid_field",
+            ),
         ];
         for (body, kind) in cases {
             let e = RequestView::parse(body.as_bytes(), Endpoint::Chat)
@@ -250,6 +266,11 @@ mod tests {
             assert_eq!(e.kind(), kind, "{body}");
             assert_eq!(e.status().as_u16(), 400);
         }
+        let e = RequestView::parse(cases[10].0.as_bytes(), Endpoint::Chat).err();
+        assert_eq!(
+            e.map(|e| e.to_string()).as_deref(),
+            Some("Parameter 'stream_options.include_usage' appears more than once.")
+        );
         assert!(RequestView::parse(br#"{"model":"e","input":"x"}"#, Endpoint::Embeddings).is_ok());
         assert!(RequestView::parse(br#"{"model":"e"}"#, Endpoint::Embeddings).is_err());
         assert!(RequestView::parse(br#"{"model":"r"}"#, Endpoint::Responses).is_ok());
