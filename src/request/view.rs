@@ -172,11 +172,12 @@ impl<'a> RequestView<'a> {
             && !self.client_wants_stream_usage()
     }
 
-    /// The value of a `metadata` key, if it is a string.
+    /// The value of a `metadata` key, if it is a string. A key sent twice counts as its last
+    /// value, the one OpenAI (and serde_json's map, which the capture file uses) keeps.
     pub fn metadata(&self, key: &str) -> Option<Cow<'a, str>> {
         let m = self.metadata?;
         let fields = m.fields()?;
-        let f = fields.into_iter().find(|f| f.key == key)?;
+        let f = fields.into_iter().rev().find(|f| f.key == key)?;
         serde_json::from_str::<KeyStr<'_>>(f.value.get())
             .ok()
             .map(|k| Cow::Owned(k.0.into_owned()))
@@ -314,6 +315,11 @@ mod tests {
         assert_eq!(v.user.as_deref(), Some("cust-1"));
         assert_eq!(v.metadata("feature").as_deref(), Some("support"));
         assert_eq!(v.metadata("missing"), None);
+        let twice = chat(
+            r#"{"model":"m","messages":[],"metadata":{"feature":"billing","f\u0065ature":"support"}}"#,
+        );
+        assert_eq!(twice.metadata("feature").as_deref(), Some("support"));
+        assert_eq!(twice.metadata_value().unwrap()["feature"], "support");
         assert!(v.estimated_prompt_tokens() > 50);
         let none = chat(r#"{"model":"m","messages":[],"tools":[ ],"functions":null}"#);
         assert!(!none.has_tools());
