@@ -290,6 +290,18 @@ async fn every_framing_and_spelling_reads_as_the_same_body_and_usage() {
             false,
             true,
         ),
+        // a length beside the coding is not the body's: the client gets the whole body (framed
+        // anew), and the connection is not trusted again
+        (
+            format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\ncontent-length: 10\r\n\r\n{}0\r\n\r\n", chunked(JSON, 17, "")),
+            false,
+            false,
+        ),
+        (
+            format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nContent-Length: 100000\r\nTransfer-Encoding: chunked\r\n\r\n{}0\r\n\r\n", chunked(JSON, 64, "")),
+            false,
+            false,
+        ),
         (
             format!("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {len}\r\n\r\n{JSON}"),
             false,
@@ -365,10 +377,15 @@ async fn a_stream_cut_anywhere_reads_as_the_same_events() {
         "[DONE]",
     ];
     let sse: String = events.iter().map(|e| format!("data: {e}\n\n")).collect();
-    for size in [7, 64, 1000] {
+    // the media type in any case (RFC 9110: case-insensitive), with or without parameters
+    for (size, media) in [
+        (7, "text/event-stream"),
+        (64, "Text/Event-Stream; charset=utf-8"),
+        (1000, "TEXT/EVENT-STREAM"),
+    ] {
         env.up.push(
             format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n{}0\r\n\r\n",
+                "HTTP/1.1 200 OK\r\ncontent-type: {media}\r\ntransfer-encoding: chunked\r\n\r\n{}0\r\n\r\n",
                 chunked(&sse, size, "")
             ),
             false,

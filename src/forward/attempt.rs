@@ -347,10 +347,12 @@ impl Attempt<'_> {
             drain: Arc::clone(&self.shared.drain_over),
             max_sse_event: cfg.server.max_sse_event_bytes,
         };
-        let is_sse = resp
-            .headers()
-            .get(CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+        // media types are case-insensitive (RFC 9110 8.3.1)
+        let is_sse = resp.headers().get(CONTENT_TYPE).is_some_and(|v| {
+            v.as_bytes()
+                .get(..17)
+                .is_some_and(|t| t.eq_ignore_ascii_case(b"text/event-stream"))
+        });
         let status = resp.status();
         let request_id = meter.request_id().to_owned();
         let (rparts, rbody) = resp.into_parts();

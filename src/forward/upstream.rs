@@ -134,8 +134,12 @@ pub(super) fn set_headers(
 }
 
 /// The upstream's response headers as the client gets them: without hop-by-hop headers, and
-/// without `content-length` unless `keep_length` (the body passes unchanged, so it stays true).
+/// without `content-length` unless `keep_length` (the body passes unchanged, so it stays true)
+/// and no transfer coding came with it.
 pub fn response_headers(mut headers: HeaderMap, keep_length: bool) -> HeaderMap {
+    // a length beside a transfer coding is not the body's (RFC 9112 6.3: a proxy removes it): the
+    // body was read by its coding, and the client's framing is made anew
+    let keep_length = keep_length && !headers.contains_key(header::TRANSFER_ENCODING);
     let listed = connection_listed(&headers);
     let dropped = |name: &HeaderName| {
         is_hop_by_hop(name, &listed) || (!keep_length && name == header::CONTENT_LENGTH)
@@ -312,6 +316,10 @@ routes: [{{ name: r, split: [{{ model: m }}] }}]
         );
         assert_eq!(out["x-request-id"], "req_1");
         assert_eq!(out["retry-after"], "2");
+        // a length beside a transfer coding goes even when the body passes unchanged (RFC 9112
+        // 6.3); without one it stays
+        assert!(!response_headers(h.clone(), true).contains_key(header::CONTENT_LENGTH));
+        h.remove(header::TRANSFER_ENCODING);
         assert_eq!(
             response_headers(h.clone(), true)[header::CONTENT_LENGTH],
             "5"
