@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CONTENT_TYPE};
+use http::header::HeaderValue;
 use http::Response;
 use http_body_util::{BodyExt, Either, Full, Limited};
 use tokio::time::Instant;
@@ -347,12 +347,7 @@ impl Attempt<'_> {
             drain: Arc::clone(&self.shared.drain_over),
             max_sse_event: cfg.server.max_sse_event_bytes,
         };
-        // media types are case-insensitive (RFC 9110 8.3.1)
-        let is_sse = resp.headers().get(CONTENT_TYPE).is_some_and(|v| {
-            v.as_bytes()
-                .get(..17)
-                .is_some_and(|t| t.eq_ignore_ascii_case(b"text/event-stream"))
-        });
+        let is_sse = upstream::is_media_type(resp.headers(), b"text/event-stream");
         let status = resp.status();
         let request_id = meter.request_id().to_owned();
         let (rparts, rbody) = resp.into_parts();

@@ -133,6 +133,17 @@ pub(super) fn set_headers(
     Ok(())
 }
 
+/// Whether `headers` give the body media type `ty` (written in lowercase): in any case, with or
+/// without parameters (RFC 9110 8.3.1), and not a longer type that starts the same.
+pub fn is_media_type(headers: &HeaderMap, ty: &[u8]) -> bool {
+    headers.get(header::CONTENT_TYPE).is_some_and(|v| {
+        let v = v.as_bytes();
+        v.get(..ty.len())
+            .is_some_and(|t| t.eq_ignore_ascii_case(ty))
+            && matches!(v.get(ty.len()), None | Some(b';' | b' ' | b'\t'))
+    })
+}
+
 /// The upstream's response headers as the client gets them: without hop-by-hop headers, and
 /// without `content-length` unless `keep_length` (the body passes unchanged, so it stays true)
 /// and no transfer coding came with it.
@@ -293,6 +304,36 @@ routes: [{{ name: r, split: [{{ model: m }}] }}]
             env: "K".into(),
             key: Some(Secret::new("sk-2".into())),
         };
+    }
+
+    #[test]
+    fn media_types_in_any_case_with_parameters_and_nothing_longer() {
+        let with = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(v));
+            h
+        };
+        for v in [
+            "application/json",
+            "Application/JSON",
+            "application/json; charset=utf-8",
+            "APPLICATION/JSON ;charset=UTF-8",
+        ] {
+            assert!(is_media_type(&with(v), b"application/json"), "{v}");
+        }
+        for v in [
+            "application/jsonl",
+            "application/json-patch+json",
+            "text/json",
+            "application/jso",
+        ] {
+            assert!(!is_media_type(&with(v), b"application/json"), "{v}");
+        }
+        assert!(!is_media_type(&HeaderMap::new(), b"application/json"));
+        assert!(is_media_type(
+            &with("Text/Event-Stream"),
+            b"text/event-stream"
+        ));
     }
 
     #[test]
