@@ -109,20 +109,13 @@ impl RequestView<'_> {
     fn include_usage_edit(&self) -> (Range<usize>, Vec<u8>) {
         let body = self.body;
         if let Some(so) = self.stream_options.filter(|so| so.get().starts_with('{')) {
-            let so_span = span_in(body, so);
-            let inner = so.get().as_bytes();
-            if let Some(fields) = so.fields() {
-                if let Some(f) = fields.iter().find(|f| f.key == "include_usage") {
-                    let r = span_in(inner, f.value);
-                    return (
-                        so_span.start + r.start..so_span.start + r.end,
-                        b"true".to_vec(),
-                    );
-                }
-                let sep: &[u8] = if fields.is_empty() { b"" } else { b"," };
-                let at = so_span.start + 1;
-                return (at..at, [b"\"include_usage\":true".as_slice(), sep].concat());
+            if let Some(v) = self.include_usage {
+                return (span_in(body, v), b"true".to_vec());
             }
+            let empty = so.get()[1..].trim_start().starts_with('}');
+            let sep: &[u8] = if empty { b"" } else { b"," };
+            let at = span_in(body, so).start + 1;
+            return (at..at, [b"\"include_usage\":true".as_slice(), sep].concat());
         }
         if let Some(so) = self.stream_options {
             // `stream_options: null` (or another non-object): replace the value
@@ -179,6 +172,22 @@ mod tests {
             (
                 r#"{"model":"m","messages":[],"stream":true,"stream_options":{"include_usage": false}}"#,
                 r#"{"model":"X","messages":[],"stream":true,"stream_options":{"include_usage": true}}"#,
+                true,
+            ),
+            // spaced, and the key written with an escape
+            (
+                "{\"model\":\"m\",\"messages\":[],\"stream\":true,\"stream_options\": {\r\n\t}}",
+                "{\"model\":\"X\",\"messages\":[],\"stream\":true,\"stream_options\": {\"include_usage\":true\r\n\t}}",
+                true,
+            ),
+            (
+                r#"{"model":"m","messages":[],"stream":true,"stream_options":{ "include_obfuscation" : false }}"#,
+                r#"{"model":"X","messages":[],"stream":true,"stream_options":{"include_usage":true, "include_obfuscation" : false }}"#,
+                true,
+            ),
+            (
+                r#"{"model":"m","messages":[],"stream":true,"stream_options":{ "\u0069nclude_usage" :false }}"#,
+                r#"{"model":"X","messages":[],"stream":true,"stream_options":{ "\u0069nclude_usage" :true }}"#,
                 true,
             ),
             (

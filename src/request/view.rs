@@ -23,6 +23,8 @@ pub struct RequestView<'a> {
     pub(super) model_span: Range<usize>,
     pub stream: bool,
     pub(super) stream_options: Option<Raw<'a>>,
+    /// `stream_options.include_usage`, read once with the body (sent at most once).
+    pub(super) include_usage: Option<Raw<'a>>,
     /// The body's `user` field.
     pub user: Option<Cow<'a, str>>,
     pub(super) metadata: Option<Raw<'a>>,
@@ -76,6 +78,7 @@ impl<'a> RequestView<'a> {
             model_span: 0..0,
             stream: false,
             stream_options: None,
+            include_usage: None,
             user: None,
             metadata: None,
             prompt: None,
@@ -86,11 +89,11 @@ impl<'a> RequestView<'a> {
             max_output_tokens: None,
         };
         let prompt_field = endpoint.prompt_field();
+        let once = |slot: &Option<Raw<'_>>, name: &'static str| match slot {
+            Some(_) => Err(duplicate(name)),
+            None => Ok(()),
+        };
         for f in fields {
-            let once = |slot: &Option<Raw<'_>>, name: &'static str| match slot {
-                Some(_) => Err(duplicate(name)),
-                None => Ok(()),
-            };
             match f.key.as_ref() {
                 "model" => {
                     once(&model, "model")?;
@@ -141,9 +144,11 @@ impl<'a> RequestView<'a> {
                 serde_json::from_str(s.get()).map_err(|_| invalid_type("stream", "a boolean"))?;
         }
         // `include_usage` decides whether tailor asks for the usage it meters
-        if let Some(options) = view.stream_options.and_then(|so| so.fields()) {
-            if options.iter().filter(|f| f.key == "include_usage").count() > 1 {
-                return Err(duplicate("stream_options.include_usage"));
+        let options = view.stream_options.and_then(|so| so.fields());
+        for f in options.into_iter().flatten() {
+            if f.key == "include_usage" {
+                once(&view.include_usage, "stream_options.include_usage")?;
+                view.include_usage = Some(f.value);
             }
         }
         match (endpoint, view.prompt) {
@@ -159,10 +164,7 @@ impl<'a> RequestView<'a> {
 
     /// Whether the client asked for streamed usage itself (`stream_options.include_usage: true`).
     pub fn client_wants_stream_usage(&self) -> bool {
-        self.stream_options
-            .and_then(|so| so.fields())
-            .and_then(|fs| fs.into_iter().find(|f| f.key == "include_usage"))
-            .is_some_and(|f| f.value.get() == "true")
+        self.include_usage.is_some_and(|v| v.get() == "true")
     }
 
     /// Whether tailor must turn on `include_usage` upstream to meter this request.
