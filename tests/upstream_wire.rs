@@ -376,32 +376,49 @@ async fn a_stream_cut_anywhere_reads_as_the_same_events() {
         r#"{"id":"c","object":"chat.completion.chunk","choices":[],"usage":{"prompt_tokens":8,"completion_tokens":3,"total_tokens":11}}"#,
         "[DONE]",
     ];
-    let sse: String = events.iter().map(|e| format!("data: {e}\n\n")).collect();
-    // the media type in any case (RFC 9110: case-insensitive), with or without parameters
-    for (size, media) in [
-        (7, "text/event-stream"),
-        (64, "Text/Event-Stream; charset=utf-8"),
-        (1000, "TEXT/EVENT-STREAM"),
+    // usage was asked for by tailor, not the client: its chunk and `"usage":null` are removed
+    let kept: Vec<String> = events[..3]
+        .iter()
+        .chain(&events[4..])
+        .map(|e| e.replace(r#","usage":null"#, ""))
+        .collect();
+    // the media type in any case (RFC 9110: case-insensitive), with or without parameters, and
+    // lines ended by each of the SSE specification's three line ends
+    for (size, media, end) in [
+        (7, "text/event-stream", "\n"),
+        (64, "Text/Event-Stream; charset=utf-8", "\n"),
+        (1000, "TEXT/EVENT-STREAM", "\n"),
+        (5, "text/event-stream", "\r\n"),
+        (1, "text/event-stream", "\r\n"),
+        (6, "text/event-stream", "\r"),
+        (1000, "text/event-stream", "\r"),
     ] {
+        let frame = |data: &[String]| -> String {
+            data.iter()
+                .map(|e| format!("data: {e}{end}{end}"))
+                .collect()
+        };
+        let all: Vec<String> = events.iter().map(|e| e.to_string()).collect();
         env.up.push(
             format!(
                 "HTTP/1.1 200 OK\r\ncontent-type: {media}\r\ntransfer-encoding: chunked\r\n\r\n{}0\r\n\r\n",
-                chunked(&sse, size, "")
+                chunked(&frame(&all), size, "")
             ),
             false,
         );
         let before = env.output_tokens().await;
         let (status, body) = env.chat(true).await;
         assert_eq!(status, StatusCode::OK);
-        let got = sse_data(&String::from_utf8_lossy(&body));
-        // usage was asked for by tailor, not the client: its chunk and `"usage":null` are removed
-        let want: Vec<String> = events[..3]
-            .iter()
-            .chain(&events[4..])
-            .map(|e| e.replace(r#","usage":null"#, ""))
-            .collect();
-        assert_eq!(got, want, "chunks of {size}");
-        assert_eq!(env.output_tokens().await - before, 3.0, "chunks of {size}");
+        assert_eq!(
+            String::from_utf8_lossy(&body),
+            frame(&kept),
+            "chunks of {size}, {end:?}"
+        );
+        assert_eq!(
+            env.output_tokens().await - before,
+            3.0,
+            "chunks of {size}, {end:?}"
+        );
     }
 }
 

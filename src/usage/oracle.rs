@@ -220,12 +220,28 @@ pub fn json_body_usage(body: &[u8]) -> Option<Option<Usage>> {
     Some(u)
 }
 
-/// The old `sse::Event::parse`: (name, data).
+/// The old `sse::Event::parse`: (name, data); its lines end at `\r\n`, `\n` or `\r` (the SSE
+/// specification), where the old one knew the first two only.
 pub fn event(event: &[u8]) -> (Option<&[u8]>, Option<Cow<'_, [u8]>>) {
     let mut name = None;
     let mut data: Option<Cow<'_, [u8]>> = None;
-    for line in event.split(|b| *b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let mut lines = Vec::new();
+    let mut start = 0;
+    let mut i = 0;
+    while let Some(&b) = event.get(i) {
+        let end = match (b, event.get(i + 1)) {
+            (b'\r', Some(b'\n')) => 2,
+            (b'\r' | b'\n', _) => 1,
+            _ => 0,
+        };
+        if end > 0 {
+            lines.push(event.get(start..i).unwrap_or_default());
+            start = i + end;
+        }
+        i += end.max(1);
+    }
+    lines.push(event.get(start..).unwrap_or_default());
+    for line in lines {
         let field = |prefix: &[u8]| {
             line.strip_prefix(prefix)
                 .map(|v| v.strip_prefix(b" ").unwrap_or(v))

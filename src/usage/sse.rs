@@ -1,14 +1,16 @@
 //! Server-sent events as they pass: cut into events across chunk boundaries, read usage, and
 //! optionally drop the usage-only chunk.
 //!
-//! Only complete events are forwarded (an event ends at a blank line, `\n\n` or `\r\n\r\n`), so the
-//! bytes the client gets are the upstream's bytes, event for event; when nothing is dropped, a
-//! chunk made only of complete events is forwarded without a copy. Each byte is searched once
-//! whatever the reads' sizes, and an event larger than its cap is dropped and flagged
-//! ([`SseScanner::overflowed`]): the caller ends the stream instead of buffering without limit.
+//! Only complete events are forwarded (an event ends at a blank line; a line ends at `\r\n`, `\n`
+//! or `\r`, the SSE specification's three), so the bytes the client gets are the upstream's
+//! bytes, event for event; when nothing is dropped, a chunk made only of complete events is
+//! forwarded without a copy. Each byte is searched once whatever the reads' sizes, and an event
+//! larger than its cap is dropped and flagged ([`SseScanner::overflowed`]): the caller ends the
+//! stream instead of buffering without limit. A `\r` that ends a read ends its line at once: the
+//! event it completes is not held back for the byte after it.
 //!
 //! Each event's `data:` payload is read once with a borrowed view ([`payload`]): spacing,
-//! key order, `\u` escapes, `data:` with or without its space, `\r\n`, comments and missing
+//! key order, `\u` escapes, `data:` with or without its space, any line end, comments and missing
 //! `event:` lines all give the same answer.
 
 // Reads untrusted bytes: no indexing that could panic (`.get()` instead).
@@ -51,6 +53,9 @@ pub struct SseScanner {
     text: StreamText,
     /// Byte ranges of the current buffer that are not forwarded, in order.
     cuts: Vec<Range<usize>>,
+    /// The last read ended with the `\r` that ended a dropped event: a `\n` that starts the next
+    /// one is the rest of that line end, and is dropped too.
+    cr_dropped: bool,
     /// What the stream's chunks repeat: their leading members, and the last one's shape.
     memory: StreamMemory,
 }
@@ -89,6 +94,7 @@ impl SseScanner {
             events: 0,
             text: StreamText::new(Encoding::O200kBase),
             cuts: Vec::new(),
+            cr_dropped: false,
             memory: StreamMemory::default(),
         }
     }
@@ -210,25 +216,41 @@ impl SseScanner {
     fn scan(&mut self, buf: &[u8], from: usize, mut line_start: usize) -> Scanned {
         let mut event_start = 0;
         let mut end = 0;
-        let tail = buf.get(from..).unwrap_or_default();
-        for nl in memchr::memchr_iter(b'\n', tail).map(|i| i + from) {
-            let line = buf.get(line_start..nl).unwrap_or_default();
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if line.is_empty() {
+        let mut pos = from;
+        let cr_dropped = std::mem::take(&mut self.cr_dropped);
+        let mut dropped_to = None;
+        while let Some((at, next)) = line_end(buf, pos) {
+            pos = next;
+            if at == from && buf.get(at) == Some(&b'\n') {
+                // the rest of a `\r\n` whose `\r` ended the last read, and the line with it
+                if at > 0 && buf.get(at - 1) == Some(&b'\r') {
+                    line_start = next;
+                    continue;
+                }
+                // ... and the event it ended, which was dropped: this byte goes with it
+                if at == 0 && cr_dropped {
+                    self.cut(0..next);
+                }
+            }
+            if at == line_start {
                 // a blank line right at the event start is a stray separator, not an event
                 if line_start > event_start {
-                    let event = buf.get(event_start..=nl).unwrap_or_default();
+                    let event = buf.get(event_start..next).unwrap_or_default();
                     match self.inspect(event) {
                         Action::Keep => {}
-                        Action::Drop => self.cut(event_start..nl + 1),
+                        Action::Drop => {
+                            self.cut(event_start..next);
+                            dropped_to = Some(next);
+                        }
                         Action::Cut(r) => self.cut(event_start + r.start..event_start + r.end),
                     }
                 }
-                event_start = nl + 1;
-                end = nl + 1;
+                event_start = next;
+                end = next;
             }
-            line_start = nl + 1;
+            line_start = next;
         }
+        self.cr_dropped = dropped_to == Some(buf.len()) && buf.last() == Some(&b'\r');
         Scanned { end, line_start }
     }
 
@@ -290,20 +312,16 @@ pub struct Event<'a> {
 }
 
 impl<'a> Event<'a> {
-    /// Reads one event's lines: `\n` or `\r\n` ends a line, `data:` and `event:` take one
-    /// optional space after the colon, lines starting with `:` are comments.
+    /// Reads one event's lines: `\r\n`, `\n` or `\r` ends a line (the SSE specification's
+    /// three), `data:` and `event:` take one optional space after the colon, lines starting with
+    /// `:` are comments.
     pub fn parse(event: &'a [u8]) -> Event<'a> {
         if let Some(one) = Event::one_data_line(event) {
             return one;
         }
         let mut name = None;
         let mut data: Option<Cow<'a, [u8]>> = None;
-        let mut start = 0;
-        let ends = memchr::memchr_iter(b'\n', event).chain(std::iter::once(event.len()));
-        for end in ends {
-            let line = event.get(start..end).unwrap_or_default();
-            start = end + 1;
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
+        for line in lines(event) {
             let field = |prefix: &[u8]| {
                 line.strip_prefix(prefix)
                     .map(|v| v.strip_prefix(b" ").unwrap_or(v))
@@ -329,17 +347,47 @@ impl<'a> Event<'a> {
     /// walking its lines again; `None` for any other.
     fn one_data_line(event: &'a [u8]) -> Option<Event<'a>> {
         let rest = event.strip_prefix(b"data:")?;
-        let nl = memchr::memchr(b'\n', rest)?;
-        if !matches!(rest.get(nl + 1..)?, b"" | b"\n" | b"\r\n") {
+        let (at, next) = line_end(rest, 0)?;
+        let blank = match line_end(rest, next) {
+            None => next == rest.len(),
+            Some((b, after)) => b == next && after == rest.len(),
+        };
+        if !blank {
             return None;
         }
-        let line = rest.get(..nl)?;
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let line = rest.get(..at)?;
         Some(Event {
             name: None,
             data: Some(Cow::Borrowed(line.strip_prefix(b" ").unwrap_or(line))),
         })
     }
+}
+
+/// Where the line that starts at `from` ends, and where the next one starts: after `\r\n`, `\n`
+/// or `\r`; `None` when no line end follows. A `\r` at the very end of `buf` ends its line: a
+/// `\n` that comes after it in a later read is the rest of the same line end.
+fn line_end(buf: &[u8], from: usize) -> Option<(usize, usize)> {
+    let at = from + memchr::memchr2(b'\n', b'\r', buf.get(from..)?)?;
+    let next = if buf.get(at..at + 2) == Some(b"\r\n") {
+        at + 2
+    } else {
+        at + 1
+    };
+    Some((at, next))
+}
+
+/// The lines of one event, the last one unterminated (empty when the event ends with a line end).
+fn lines(event: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut start = Some(0);
+    std::iter::from_fn(move || {
+        let from = start?;
+        let (end, next) = match line_end(event, from) {
+            Some(e) => (e.0, Some(e.1)),
+            None => (event.len(), None),
+        };
+        start = next;
+        event.get(from..end)
+    })
 }
 
 /// The events of a whole SSE body (a blank line ends each; a last unterminated one counts too).
@@ -352,14 +400,13 @@ pub fn events(body: &[u8]) -> impl Iterator<Item = Event<'_>> {
         let mut at = 0;
         let mut cut = rest.len();
         let mut next = rest.len();
-        for nl in memchr::memchr_iter(b'\n', rest) {
-            let line = rest.get(at..nl).unwrap_or_default();
-            if line.strip_suffix(b"\r").unwrap_or(line).is_empty() {
+        while let Some((end, after)) = line_end(rest, at) {
+            if end == at {
                 cut = at;
-                next = nl + 1;
+                next = after;
                 break;
             }
-            at = nl + 1;
+            at = after;
         }
         let event = rest.get(..cut).unwrap_or_default();
         rest = rest.get(next..).unwrap_or_default();
@@ -370,180 +417,4 @@ pub fn events(body: &[u8]) -> impl Iterator<Item = Event<'_>> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const CHAT: &str = concat!(
-        "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}],\"usage\":null}\n\n",
-        "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}],\"usage\":null}\n\n",
-        "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":null}\n\n",
-        "data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":2,\"total_tokens\":11,\"prompt_tokens_details\":{\"cached_tokens\":0}}}\n\n",
-        "data: [DONE]\n\n",
-    );
-
-    const USAGE: Usage = Usage {
-        input: 9,
-        cached: 0,
-        output: 2,
-        reasoning: 0,
-    };
-
-    fn run(input: &[u8], split_every: usize, strip: bool) -> (Vec<u8>, SseScanner) {
-        let mut s = SseScanner::new(strip);
-        let mut out = Vec::new();
-        for piece in input.chunks(split_every) {
-            out.extend_from_slice(&s.feed(Bytes::copy_from_slice(piece)));
-        }
-        out.extend_from_slice(&s.finish());
-        (out, s)
-    }
-
-    #[test]
-    fn passes_bytes_unchanged_at_every_split() {
-        for n in 1..CHAT.len() {
-            let (out, s) = run(CHAT.as_bytes(), n, false);
-            assert_eq!(out, CHAT.as_bytes(), "split {n}");
-            assert_eq!(s.usage(), Some(USAGE));
-            assert!(s.complete());
-            assert_eq!(s.events(), 5);
-        }
-    }
-
-    #[test]
-    fn strip_mode_gives_the_stream_without_include_usage() {
-        let expected = stripped_chat();
-        assert!(!expected.contains("usage"));
-        for n in [1, 7, 64, CHAT.len()] {
-            let (out, s) = run(CHAT.as_bytes(), n, true);
-            assert_eq!(String::from_utf8(out).unwrap(), expected, "split {n}");
-            assert_eq!(s.usage().unwrap().input, 9);
-        }
-    }
-
-    fn stripped_chat() -> String {
-        CHAT.replace(
-            "data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":2,\"total_tokens\":11,\"prompt_tokens_details\":{\"cached_tokens\":0}}}\n\n",
-            "",
-        )
-        .replace(",\"usage\":null", "")
-    }
-
-    /// The same stream as other servers write it: every reading must agree, and stripping must
-    /// leave every byte but the usage members and the usage chunk.
-    #[test]
-    fn every_format_reads_the_same() {
-        let spaced = |s: &str| {
-            s.replace("\":", "\": ")
-                .replace(",\"", ", \"")
-                .replace("\"Hi\"", "\"H\\u0069\"")
-        };
-        let crlf = |s: &str| s.replace('\n', "\r\n");
-        let nospace = |s: &str| s.replace("data: ", "data:");
-        let comments = |s: &str| s.replace("data: ", ": keep-alive\n\ndata: ");
-        let usage_first = CHAT
-            .replace(
-                "{\"id\":\"c\",\"choices\":[{",
-                "{\"usage\":null,\"id\":\"c\",\"choices\":[{",
-            )
-            .replace("}],\"usage\":null}", "}]}");
-        let e = stripped_chat();
-        for (name, input, expected) in [
-            ("spaced", spaced(CHAT), spaced(&e)),
-            ("crlf", crlf(CHAT), crlf(&e)),
-            ("nospace", nospace(CHAT), nospace(&e)),
-            (
-                "comments",
-                comments(CHAT),
-                // the usage chunk's comment stays: only the event itself goes
-                comments(&e).replace("data: [DONE]", ": keep-alive\n\ndata: [DONE]"),
-            ),
-            ("usage-first", usage_first, e.clone()),
-        ] {
-            for n in [1, 13, input.len()] {
-                let (out, s) = run(input.as_bytes(), n, false);
-                assert_eq!(out, input.as_bytes(), "{name}");
-                assert_eq!(s.usage(), Some(USAGE), "{name}");
-                assert!(s.complete(), "{name}");
-                assert_eq!(s.text_bytes(), 2, "{name}");
-                let (stripped, s) = run(input.as_bytes(), n, true);
-                assert_eq!(
-                    String::from_utf8(stripped).unwrap(),
-                    expected,
-                    "{name} split {n}"
-                );
-                assert_eq!(s.usage(), Some(USAGE), "{name}");
-            }
-        }
-    }
-
-    #[test]
-    fn crlf_and_responses_api_events_with_or_without_event_lines() {
-        let input = "event: response.created\r\ndata: {\"type\":\"response.created\",\"response\":{\"usage\":null}}\r\n\r\nevent: response.completed\r\ndata: {\"type\":\"response.completed\",\"response\":{\"id\":\"r\",\"usage\":{\"input_tokens\":7,\"input_tokens_details\":{\"cached_tokens\":3},\"output_tokens\":4,\"output_tokens_details\":{\"reasoning_tokens\":1}}}}\r\n\r\n";
-        let no_event_lines: String = input
-            .split("\r\n")
-            .filter(|l| !l.starts_with("event:"))
-            .collect::<Vec<_>>()
-            .join("\r\n");
-        for text in [input, no_event_lines.as_str()] {
-            for n in [1, 5, text.len()] {
-                let (out, s) = run(text.as_bytes(), n, true);
-                assert_eq!(out, text.as_bytes());
-                assert_eq!(
-                    s.usage(),
-                    Some(Usage {
-                        input: 7,
-                        cached: 3,
-                        output: 4,
-                        reasoning: 1
-                    })
-                );
-                assert!(s.complete(), "{text}");
-            }
-        }
-    }
-
-    #[test]
-    fn truncated_stream_is_not_complete_and_tail_is_forwarded() {
-        let input = "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\ndata: {\"choi";
-        let (out, s) = run(input.as_bytes(), 3, false);
-        assert_eq!(out, input.as_bytes());
-        assert!(!s.complete());
-        assert_eq!(s.usage(), None);
-        assert_eq!(s.text_bytes(), 1);
-    }
-
-    #[test]
-    fn a_whole_chunk_of_complete_events_is_not_copied() {
-        let mut s = SseScanner::new(false);
-        let chunk = Bytes::from_static(CHAT.as_bytes());
-        let out = s.feed(chunk.clone());
-        assert_eq!(out.as_ptr(), chunk.as_ptr());
-    }
-
-    #[test]
-    fn an_event_over_the_cap_is_dropped_and_flagged() {
-        let mut s = SseScanner::with_limit(false, 100);
-        let first = s.feed(Bytes::from_static(b"data: {\"a\":1}\n\ndata: {\"b\":\""));
-        assert_eq!(first.as_ref(), b"data: {\"a\":1}\n\n");
-        assert!(!s.overflowed());
-        for _ in 0..20 {
-            assert!(s.feed(Bytes::from_static(b"xxxxxxxxxx")).is_empty());
-        }
-        assert!(s.overflowed());
-        assert!(
-            s.finish().is_empty(),
-            "the oversized event is never forwarded"
-        );
-    }
-
-    #[test]
-    fn events_of_a_whole_body() {
-        let body = b": hi\r\n\r\nevent:x\r\ndata:{\"a\":1}\r\ndata: 2\r\n\r\ndata: [DONE]";
-        let evs: Vec<_> = events(body).collect();
-        assert_eq!(evs.len(), 3);
-        assert!(evs[0].data.is_none());
-        assert_eq!(evs[1].name, Some(&b"x"[..]));
-        assert_eq!(evs[1].data.as_deref(), Some(&b"{\"a\":1}\n2"[..]));
-        assert_eq!(evs[2].data.as_deref(), Some(&b"[DONE]"[..]));
-    }
-}
+mod tests;
