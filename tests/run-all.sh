@@ -85,7 +85,7 @@ echo "== SDK suites against tailor at $api (simulated upstream $mock)"
 
 # every suite once per wire format of the simulated upstream (x-mock-format, see src/mock/format.rs):
 # OpenAI's own, then other servers' spacing, line ends, SSE framing and key order, then all at once
-formats=("" spaced crlf nospace noevent usage-first comments unicode
+formats=("" spaced crlf cr nospace noevent usage-first comments unicode
   "spaced,crlf,nospace,noevent,usage-first,comments,unicode")
 for fmt in "${formats[@]}"; do
   export TAILOR_MOCK_FORMAT=$fmt

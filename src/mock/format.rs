@@ -6,6 +6,7 @@
 //! |---------------|--------|
 //! | `spaced`      | JSON as Python's `json.dumps` writes it: `{"a": 1, "b": [1, 2]}`, non-ASCII as `\u` escapes |
 //! | `crlf`        | SSE lines end with `\r\n` |
+//! | `cr`          | SSE lines end with `\r` alone (the SSE specification's third line end; over `crlf`) |
 //! | `nospace`     | `data:` and `event:` without the space after the colon |
 //! | `noevent`     | Responses streams without `event:` lines |
 //! | `usage-first` | `usage` is the first key of bodies and chunks |
@@ -24,6 +25,7 @@ use serde_json::Value;
 pub struct Format {
     pub spaced: bool,
     pub crlf: bool,
+    pub cr: bool,
     pub nospace: bool,
     pub noevent: bool,
     pub usage_first: bool,
@@ -32,9 +34,10 @@ pub struct Format {
 }
 
 /// Every format name `x-mock-format` takes.
-pub const NAMES: [&str; 7] = [
+pub const NAMES: [&str; 8] = [
     "spaced",
     "crlf",
+    "cr",
     "nospace",
     "noevent",
     "usage-first",
@@ -55,6 +58,7 @@ impl Format {
             match name {
                 "spaced" => f.spaced = true,
                 "crlf" => f.crlf = true,
+                "cr" => f.cr = true,
                 "nospace" => f.nospace = true,
                 "noevent" => f.noevent = true,
                 "usage-first" => f.usage_first = true,
@@ -83,7 +87,11 @@ impl Format {
     }
 
     fn frame(&self, name: Option<&str>, data: &str) -> String {
-        let nl = if self.crlf { "\r\n" } else { "\n" };
+        let nl = match (self.cr, self.crlf) {
+            (true, _) => "\r",
+            (false, true) => "\r\n",
+            (false, false) => "\n",
+        };
         let sp = if self.nospace { "" } else { " " };
         let mut s = String::with_capacity(data.len() + 64);
         if self.comments {
@@ -246,5 +254,14 @@ mod tests {
             json!({"a": 1, "usage": {"b": 2}})
         );
         assert!(pretty_first.starts_with(b"{\"usage\": {"));
+        let cr = Format {
+            cr: true,
+            crlf: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            cr.event(Some("e"), &json!({"a": 1})),
+            "event: e\rdata: {\"a\":1}\r\r"
+        );
     }
 }

@@ -35,7 +35,7 @@
 //! - [`answer`]: token counts and JSON answers. [`stream`]: SSE answers and stream faults.
 //! - [`files`]: files (multipart uploads streamed to disk), batches, moderations, images.
 //! - [`wire`]: OpenAI's headers and error bodies. [`format`]: other servers' JSON and SSE styles
-//!   (`x-mock-format: spaced | crlf | nospace | noevent | usage-first | comments | unicode`).
+//!   (`x-mock-format: spaced | crlf | cr | nospace | noevent | usage-first | comments | unicode`).
 
 mod answer;
 mod files;

@@ -62,11 +62,11 @@ def call(path, body=None, method=None, headers=None, raw=None):
 
 
 def sse(text):
-    """(event, data) pairs of an SSE body, as the SSE spec reads it: `\n` or `\r\n` line ends,
+    """(event, data) pairs of an SSE body, as the SSE spec reads it: `\n`, `\r\n` or `\r` line ends,
     one optional space after the colon, `:` comments, a blank line ends an event."""
     out = []
     event, data = None, None
-    for line in text.replace("\r\n", "\n").split("\n"):
+    for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
         if line == "":
             if data is not None:
                 out.append((event, data))
