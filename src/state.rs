@@ -12,6 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
+use http::HeaderValue;
 
 use crate::budget::store::Store;
 use crate::budget::Budgets;
@@ -51,6 +52,10 @@ pub struct LiveState {
     pub budgets: Budgets,
     /// Request spans (`telemetry:`); `None`: tracing costs a request one branch.
     pub tracer: Option<Arc<Tracer>>,
+    /// The `x-tailor-route` value of each route and the `x-tailor-model` value of each model,
+    /// made once per config (`None`: a name that is not a header value, sent without it).
+    pub route_tags: Vec<Option<HeaderValue>>,
+    pub model_tags: Vec<Option<HeaderValue>>,
 }
 
 impl LiveState {
@@ -153,6 +158,9 @@ impl LiveState {
             })
             .collect();
         let tracer = Tracer::build(&config, exporters, metrics);
+        let tag = |name: &str| HeaderValue::from_str(name).ok();
+        let route_tags = config.routes.iter().map(|r| tag(&r.name)).collect();
+        let model_tags = config.models.iter().map(|m| tag(&m.name)).collect();
         metrics.publish_config(&config);
         let loaded_at = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -167,6 +175,8 @@ impl LiveState {
             ids,
             budgets,
             tracer,
+            route_tags,
+            model_tags,
         })
     }
 

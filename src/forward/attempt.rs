@@ -134,7 +134,7 @@ impl Attempt<'_> {
                 // warned once at start-up; per request only at debug (the access line has the status)
                 tracing::debug!(request_id = meter.request_id(), error = %err, "cannot authenticate upstream");
                 meter.metrics().upstream_error(Failure::NoKey.as_str());
-                last = Some(self.error_response(err, &model.name, &mut meter));
+                last = Some(self.error_response(err, mi, &mut meter));
                 prev = Some((mi, Failure::NoKey, None));
                 continue;
             }
@@ -151,7 +151,7 @@ impl Attempt<'_> {
                     *out.status_mut() = p.status;
                     *out.headers_mut() =
                         upstream::response_headers(std::mem::take(&mut p.headers), false);
-                    let out = self.tag(out, &model.name, meter.request_id());
+                    let out = self.tag(out, mi, meter.request_id());
                     let Some(why) = why else {
                         // the upstream's own answer (400, 401...): the client gets it as it is
                         meter.finish(None, None, policy::final_outcome(p.status, &upstream.auth));
@@ -172,7 +172,7 @@ impl Attempt<'_> {
                             }
                         }
                     };
-                    last = Some(self.error_response(err, &model.name, &mut meter));
+                    last = Some(self.error_response(err, mi, &mut meter));
                     prev = Some((mi, Failure::NoAnswer(why), None));
                 }
             }
@@ -348,9 +348,12 @@ impl Attempt<'_> {
             max_sse_event: cfg.server.max_sse_event_bytes,
         };
         let is_sse = upstream::is_media_type(resp.headers(), b"text/event-stream");
-        let status = resp.status();
-        let request_id = meter.request_id().to_owned();
         let (rparts, rbody) = resp.into_parts();
+        // the client's head first, while the meter (which the body takes) is at hand
+        let mut out = Response::new(Either::Left(Full::default()));
+        *out.status_mut() = rparts.status;
+        *out.headers_mut() = upstream::response_headers(rparts.headers, !is_sse);
+        let mut out = self.tag(out, mi, meter.request_id());
         let body = crate::heap::boxed(|| {
             if is_sse {
                 MeteredBody::sse(rbody, meter, self.inject_usage, limits)
@@ -358,41 +361,39 @@ impl Attempt<'_> {
                 MeteredBody::json(rbody, meter, limits)
             }
         });
-        let mut out = Response::new(Either::Right(body));
-        *out.status_mut() = status;
-        *out.headers_mut() = upstream::response_headers(rparts.headers, !is_sse);
-        self.tag(out, &model.name, &request_id)
+        *out.body_mut() = Either::Right(body);
+        out
     }
 
     /// tailor's own error as this model's answer (the meter records its status).
     fn error_response(
         &self,
         err: ProxyError,
-        model: &str,
+        mi: usize,
         meter: &mut RequestMeter,
     ) -> Response<RespBody> {
         meter.responded(err.status(), None);
         let resp = err.into_response::<Full<Bytes>>().map(Either::Left);
-        self.tag(resp, model, meter.request_id())
+        self.tag(resp, mi, meter.request_id())
     }
 
-    /// Adds `x-tailor-route`, `x-tailor-model` and tailor's own request id.
-    fn tag(
-        &self,
-        mut resp: Response<RespBody>,
-        model: &str,
-        request_id: &str,
-    ) -> Response<RespBody> {
-        let route = &self.cfg().routes[self.decision.route].name;
+    /// Adds `x-tailor-route`, `x-tailor-model` (of model `mi`) and tailor's own request id.
+    fn tag(&self, mut resp: Response<RespBody>, mi: usize, request_id: &str) -> Response<RespBody> {
+        let live = &self.live;
         let h = resp.headers_mut();
         for (name, value) in [
-            (upstream::TAILOR_ROUTE, route.as_str()),
-            (upstream::TAILOR_MODEL, model),
-            (upstream::TAILOR_REQUEST_ID, request_id),
+            (
+                upstream::TAILOR_ROUTE,
+                live.route_tags.get(self.decision.route),
+            ),
+            (upstream::TAILOR_MODEL, live.model_tags.get(mi)),
         ] {
-            if let Ok(v) = HeaderValue::from_str(value) {
-                h.insert(name, v);
+            if let Some(Some(v)) = value {
+                h.insert(name, v.clone());
             }
+        }
+        if let Ok(v) = HeaderValue::from_str(request_id) {
+            h.insert(upstream::TAILOR_REQUEST_ID, v);
         }
         resp
     }
