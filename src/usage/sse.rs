@@ -138,6 +138,10 @@ impl SseScanner {
     /// Feeds one chunk; returns the bytes to forward now (possibly empty): the events it
     /// completed. After it, check [`SseScanner::overflowed`].
     pub fn feed(&mut self, chunk: Bytes) -> Bytes {
+        if chunk.is_empty() {
+            // nothing read: what the last read left (a `\r` at its end) still holds
+            return Bytes::new();
+        }
         if self.pending.is_empty() {
             // the usual case: the chunk starts at an event boundary; complete events pass uncopied
             let s = self.scan(&chunk, 0, 0);

@@ -107,6 +107,27 @@ fn every_format_reads_the_same() {
     }
 }
 
+/// A `\r` that ends a read ends the event it completes: the `\n` after it, in the next read (or
+/// the one after an empty read), goes with that event, dropped when it is.
+#[test]
+fn a_crlf_cut_between_its_two_bytes_follows_its_event() {
+    let crlf = CHAT.replace('\n', "\r\n");
+    let expected = stripped_chat().replace('\n', "\r\n");
+    for strip in [false, true] {
+        let mut s = SseScanner::new(strip);
+        let mut out = Vec::new();
+        for piece in crlf.split_inclusive('\r') {
+            out.extend_from_slice(&s.feed(Bytes::copy_from_slice(piece.as_bytes())));
+            out.extend_from_slice(&s.feed(Bytes::new()));
+        }
+        out.extend_from_slice(&s.finish());
+        let want = if strip { &expected } else { &crlf };
+        assert_eq!(String::from_utf8(out).unwrap(), *want, "strip {strip}");
+        assert_eq!(s.usage(), Some(USAGE));
+        assert_eq!(s.events(), 5);
+    }
+}
+
 #[test]
 fn crlf_and_responses_api_events_with_or_without_event_lines() {
     let input = "event: response.created\r\ndata: {\"type\":\"response.created\",\"response\":{\"usage\":null}}\r\n\r\nevent: response.completed\r\ndata: {\"type\":\"response.completed\",\"response\":{\"id\":\"r\",\"usage\":{\"input_tokens\":7,\"input_tokens_details\":{\"cached_tokens\":3},\"output_tokens\":4,\"output_tokens_details\":{\"reasoning_tokens\":1}}}}\r\n\r\n";
