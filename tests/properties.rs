@@ -51,14 +51,15 @@ fn parse_everywhere(body: &[u8]) -> Result<(), TestCaseError> {
 #[derive(Debug, Clone, Copy)]
 struct Style {
     spaced: bool,
-    crlf: bool,
+    /// The line end: `\n`, `\r\n` or `\r` (the SSE specification's three).
+    nl: &'static str,
     nospace: bool,
     comments: bool,
     usage_first: bool,
 }
 
 fn styled_stream(texts: &[String], usage: (u32, u32, u32), st: Style) -> String {
-    let nl = if st.crlf { "\r\n" } else { "\n" };
+    let nl = st.nl;
     let data = if st.nospace { "data:" } else { "data: " };
     let json = |v: &serde_json::Value| {
         if st.spaced {
@@ -88,9 +89,9 @@ fn styled_stream(texts: &[String], usage: (u32, u32, u32), st: Style) -> String 
     s
 }
 
-/// A chat stream of `n` content chunks with arbitrary text, a usage chunk, and `[DONE]`.
-fn stream(texts: &[String], usage: (u32, u32, u32), crlf: bool) -> String {
-    let nl = if crlf { "\r\n" } else { "\n" };
+/// A chat stream of `n` content chunks with arbitrary text, a usage chunk, and `[DONE]`, its lines
+/// ended by `nl`.
+fn stream(texts: &[String], usage: (u32, u32, u32), nl: &str) -> String {
     let mut s = String::new();
     for t in texts {
         let chunk = serde_json::json!({"choices":[{"index":0,"delta":{"content":t}}],"usage":null});
@@ -102,6 +103,11 @@ fn stream(texts: &[String], usage: (u32, u32, u32), crlf: bool) -> String {
         ": keep-alive comment{nl}{nl}data: {u}{nl}{nl}data: [DONE]{nl}{nl}"
     ));
     s
+}
+
+/// One of the SSE specification's three line ends.
+fn line_end() -> impl Strategy<Value = &'static str> {
+    proptest::sample::select(&["\n", "\r\n", "\r"][..])
 }
 
 fn feed_in_pieces(input: &[u8], cuts: &[usize], strip: bool) -> (Vec<u8>, SseScanner) {
@@ -125,10 +131,10 @@ proptest! {
     fn sse_any_split_gives_the_same_bytes_events_and_usage(
         texts in proptest::collection::vec(".{0,40}", 0..12),
         usage in (0u32..100_000, 0u32..100_000, 0u32..100_000),
-        crlf in any::<bool>(),
+        nl in line_end(),
         cuts in proptest::collection::vec(any::<usize>(), 0..20),
     ) {
-        let input = stream(&texts, usage, crlf);
+        let input = stream(&texts, usage, nl);
         let (whole, s1) = feed_in_pieces(input.as_bytes(), &[], false);
         let (pieces, s2) = feed_in_pieces(input.as_bytes(), &cuts, false);
         prop_assert_eq!(&whole, input.as_bytes());
@@ -155,7 +161,7 @@ proptest! {
     #[test]
     fn sse_garbage_shaped_like_events_never_panics(
         parts in proptest::collection::vec(prop_oneof![
-            Just("data:".to_owned()), Just("data: ".to_owned()), Just("\n".to_owned()), Just("\r\n".to_owned()),
+            Just("data:".to_owned()), Just("data: ".to_owned()), Just("\n".to_owned()), Just("\r\n".to_owned()), Just("\r".to_owned()),
             Just("{\"usage\":".to_owned()), Just("null".to_owned()), Just("\"choices\":[".to_owned()),
             Just("{\"content\":\"".to_owned()), Just("\\".to_owned()), Just("\"".to_owned()), Just(",".to_owned()),
             Just("}".to_owned()), Just("]".to_owned()), Just("event: response.completed".to_owned()), ".{0,5}",
@@ -172,11 +178,11 @@ proptest! {
     fn every_wire_format_reads_the_same(
         texts in proptest::collection::vec(".{0,20}", 1..8),
         usage in (0u32..100_000, 0u32..100_000, 0u32..100_000),
-        style in (any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()),
+        style in (any::<bool>(), line_end(), any::<bool>(), any::<bool>(), any::<bool>()),
         cuts in proptest::collection::vec(any::<usize>(), 0..12),
     ) {
-        let st = Style { spaced: style.0, crlf: style.1, nospace: style.2, comments: style.3, usage_first: style.4 };
-        let plain = styled_stream(&texts, usage, Style { spaced: false, crlf: false, nospace: false, comments: false, usage_first: false });
+        let st = Style { spaced: style.0, nl: style.1, nospace: style.2, comments: style.3, usage_first: style.4 };
+        let plain = styled_stream(&texts, usage, Style { spaced: false, nl: "\n", nospace: false, comments: false, usage_first: false });
         let input = styled_stream(&texts, usage, st);
         let (_, want) = feed_in_pieces(plain.as_bytes(), &[], false);
         let (out, got) = feed_in_pieces(input.as_bytes(), &cuts, false);
