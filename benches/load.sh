@@ -10,7 +10,7 @@
 # canned nginx).
 #
 # Scenarios: 1 (throughput, 64 and 256 connections, and 16 clients opening a new connection for
-# each request), 2 (added latency at concurrency 1), 3 (short
+# each request), 2 (added latency at concurrency 1: back to back, and 3 ms apart), 3 (short
 # SSE streams at 64 connections; 64-chunk streams paced 20 ms: time to first token, gaps), 4 (5,000
 # open streams: no lost chunk, memory per stream), 5 (200 KB prompt), 6 (counters exact after
 # load), and a row with one limit counted in a loopback Redis. Scenarios 1, 2 and 3 run in ROUNDS
@@ -234,6 +234,26 @@ print(*sys.argv[5:8], f"{rps:.0f} {p50:.0f} {p99:.0f} {n} {errs.group(1) if errs
 PY
 }
 
+# paced_c1 URL: "p50_us p90_us" of 300 small chat requests on one keep-alive connection, 3 ms apart
+paced_c1() {
+  python3 - "$1" "$tmp/small.lua" <<'PY'
+import http.client, json, re, sys, time, urllib.parse
+url, lua = urllib.parse.urlsplit(sys.argv[1]), open(sys.argv[2]).read()
+body = json.loads(re.search(r"^wrk.body = (.*)$", lua, re.M).group(1))
+head = {"Content-Type": "application/json", "Authorization": "Bearer sk-bench"}
+c, took = http.client.HTTPConnection(url.hostname, url.port), []
+for i in range(330):  # the first 30 open the connections on the way and are not counted
+    t0 = time.perf_counter()
+    c.request("POST", "/v1/chat/completions", body, head)
+    r = c.getresponse(); r.read()
+    assert r.status == 200, r.status
+    if i >= 30: took.append(time.perf_counter() - t0)
+    time.sleep(0.003)
+took.sort()
+print(f"{took[len(took) // 2] * 1e6:.0f} {took[len(took) * 9 // 10] * 1e6:.0f}")
+PY
+}
+
 # in this round's order: as listed in odd rounds, reversed in even ones, so that a drift within a
 # round (another tenant, the upstream's state) does not always favour the same side of a ratio
 in_order() { # round targets...
@@ -249,6 +269,9 @@ for r in $(seq "$rounds"); do
   for t in $(in_order "$r" nginx_log tailor); do run new16 $t "$r" 16 close; done
   for t in $(in_order "$r" direct_sse nginx_sse tailor_sse); do run sse $t "$r" 64 sse; done
   for t in $(in_order "$r" direct nginx_log tailor otel); do run c1 $t "$r" 1 small; done
+  # the same one connection with requests 3 ms apart: between two requests the CPU idles and the
+  # caches go cold, as at a paced stream's first token (wrk's back-to-back requests keep them warm)
+  for t in $(in_order "$r" direct nginx_log tailor); do echo "$t $r $(paced_c1 "$(url_of $t)")" >>"$tmp/cold"; done
   # scenario 3, each round: 64 users at a time reading 64-chunk streams paced 20 ms apart (the
   # added time to first token is a difference of two latencies that each swing by 50 us between
   # runs here: a median of per-round differences, like the ratios)
@@ -295,7 +318,7 @@ print(f"counters: {cancelled:.0f} requests cut by wrk stopping mid-request (outc
 print("counters exact" if ok else "COUNTERS DIFFER")
 PY
 
-python3 - "$tmp/results" "$tmp/paced" "$idle_rss" "$peak_rss" "$hold" "$access_lines" "$spans" <<'PY'
+python3 - "$tmp/results" "$tmp/paced" "$idle_rss" "$peak_rss" "$hold" "$access_lines" "$spans" "$tmp/cold" <<'PY'
 import json, statistics, sys
 from collections import defaultdict
 R = defaultdict(dict)  # (scenario, target) -> round -> fields
@@ -306,6 +329,10 @@ P = defaultdict(dict)  # target -> round -> the streams client's fields
 for line in open(sys.argv[2]):
     t, r, fields = line.split(" ", 2)
     P[t][int(r)] = json.loads(fields)
+C = defaultdict(dict)  # target -> round -> (p50, p90) of requests 3 ms apart
+for line in open(sys.argv[8]):
+    t, r, p50, p90 = line.split()
+    C[t][int(r)] = (float(p50), float(p90))
 idle, peak = int(sys.argv[3]), int(sys.argv[4])
 hold = json.loads(sys.argv[5])
 med = statistics.median
@@ -364,6 +391,9 @@ print(f"| CPU per proxied request, 64 conns (tailor as shipped) | {cpu:.1f} us (
 print(f"| memory per open stream ({hold['streams']:,}) | {hold['kib_per_stream']:.1f} KiB (RSS {hold['rss_before_kib'] / 1024:.1f} -> {hold['rss_open_kib'] / 1024:.1f} MiB, all open after {hold['open_secs']} s) | <= 32 KiB | <= 12 KiB | {met(hold['kib_per_stream'], 32, 12, False)} | |")
 both = "goal" if c1_50 <= 20 and c1_99 <= 60 else "must" if c1_50 <= 40 and c1_99 <= 150 else "NO"
 print(f"| added latency at concurrency 1, p50 / p99 | {c1_50:.0f} / {c1_99:.0f} us (nginx {n1_50:.0f} / {n1_99:.0f} us) | <= 40 / 150 us | <= 20 / 60 us | {both} | |")
+cold = lambda t, i: [C[t][r][i] - C["direct"][r][i] for r in sorted(C[t])]
+print(f"| added latency at concurrency 1, requests 3 ms apart (caches cold), p50 / p90 | {med(cold('tailor', 0)):.0f} / {med(cold('tailor', 1)):.0f} us "
+      f"(nginx {med(cold('nginx_log', 0)):.0f} / {med(cold('nginx_log', 1)):.0f} us) | | | | {' '.join(f'{v:.0f}' for v in cold('tailor', 0))} us |")
 lim = (R["lim1", "limits"][1]["p50"] - R["lim1", "nolog"][1]["p50"], R["lim64", "limits"][1]["rps"] / R["lim64", "nolog"][1]["rps"])
 lim_ok = lim[0] <= 30 and lim[1] >= 0.85 and R["lim64", "limits"][1]["non2xx"] == 0
 print(f"| limits in Redis: added p50 at 1 conn / throughput at 64 conns vs tailor without | {lim[0]:+.0f} us / {lim[1]:.2f} | <= 30 us / >= 0.85 | | {'must' if lim_ok else 'NO'} | |")

@@ -228,17 +228,13 @@ fn invalid(e: ProtoError) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
 }
 
-/// Reads what the socket has into `buf` (0 at end of stream).
+/// Reads what the socket has into `buf` (0 at end of stream). Through `AsyncRead`, whose read
+/// that leaves room in `buf` tells the event loop the socket is drained (tokio's rule for
+/// edge-triggered readiness): the next poll after an event waits without a system call, where
+/// a `try_read` would make one more that finds nothing (one per event of a paced stream).
 pub(super) fn poll_fill(conn: &mut Conn, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
     super::make_room(&mut conn.buf);
-    loop {
-        match conn.io.try_read_buf(&mut conn.buf) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                ready!(conn.io.poll_read_ready(cx))?;
-            }
-            r => return Poll::Ready(r),
-        }
-    }
+    tokio_util::io::poll_read_buf(Pin::new(&mut conn.io), cx, &mut conn.buf)
 }
 
 impl Body for H1Body {
