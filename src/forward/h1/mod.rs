@@ -391,7 +391,8 @@ mod pool {
 
     /// Whether an idle connection is still open with nothing unasked-for to read (a closed one
     /// reads end of stream; one with bytes waiting is out of step). Without a system call when
-    /// the event loop has seen nothing arrive.
+    /// the event loop has seen nothing arrive: after any answer whose last read left room in the
+    /// buffer, a close the loop has not yet seen shows at the next request's read, as an error.
     fn open(conn: &Conn) -> bool {
         let mut probe = [0u8; 1];
         matches!(conn.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
